@@ -1,0 +1,134 @@
+"""Run configuration: frozen dataclasses in sections, read from and written to YAML.
+
+Precedence: built-in defaults < ``--config FILE.yaml`` < command-line options. The resolved
+config is saved as ``config.yaml`` in the run folder, so a run can be repeated with
+``headstart train --config runs/NAME/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from headstart.backbones.registry import DEFAULT_BACKBONE
+from headstart.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images are and how they are split and augmented."""
+
+    root: str = ""
+    val_fraction: float = 0.2
+    color_jitter: float = 0.0
+    num_workers: int | None = None  # None: chosen from the core count
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Backbone, weight source and head."""
+
+    backbone: str = DEFAULT_BACKBONE
+    weights: str | None = None  # None: the strategy's default (pretrained, or none for scratch)
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """Which strategy and its learning rates; None means the strategy's own default."""
+
+    name: str = "probe"
+    lr: float | None = None
+    head_lr_mult: float = 10.0
+    bn: str | None = None
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW, warmup + cosine schedule, regularisation and early stopping."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    weight_decay: float = 0.01
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    label_smoothing: float = 0.0
+    grad_clip: float | None = 1.0
+    patience: int | None = 5  # epochs without val-accuracy improvement; None disables
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; saved as the run's ``config.yaml``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (for YAML and the manifest)."""
+        return dataclasses.asdict(self)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> TrainConfig:
+        """A copy with dotted keys replaced, e.g. ``{"optim.epochs": 3}``."""
+        cfg = self
+        for key, value in overrides.items():
+            section, _, name = key.rpartition(".")
+            if section:
+                sub = getattr(cfg, section)
+                cfg = replace(cfg, **{section: replace(sub, **{name: value})})
+            else:
+                cfg = replace(cfg, **{name: value})
+        return cfg
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "strategy": StrategyConfig, "optim": OptimConfig}
+
+
+def config_from_dict(d: dict[str, Any], origin: str = "config") -> TrainConfig:
+    """Build a TrainConfig from a nested dict, refusing unknown keys with the valid ones."""
+    top = {f.name for f in fields(TrainConfig)}
+    kwargs: dict[str, Any] = {}
+    for key, value in (d or {}).items():
+        if key not in top:
+            raise ConfigError(f"ConfigError: {origin}: unknown key {key!r}; valid: {sorted(top)}.")
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"ConfigError: {origin}: {key!r} must be a mapping.")
+            valid = {f.name for f in fields(_SECTIONS[key])}
+            bad = sorted(set(value) - valid)
+            if bad:
+                raise ConfigError(
+                    f"ConfigError: {origin}: unknown key(s) {bad} in {key!r}; valid: {sorted(valid)}."
+                )
+            kwargs[key] = _SECTIONS[key](**value)
+        else:
+            kwargs[key] = value
+    return TrainConfig(**kwargs)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a YAML config file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"ConfigError: --config {path}: no such file.") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"ConfigError: --config {path} is not valid YAML: {e}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"ConfigError: --config {path} must hold a mapping of sections.")
+    return config_from_dict(data or {}, origin=str(path))
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    """Write the config as YAML."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

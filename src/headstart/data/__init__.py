@@ -1,0 +1,22 @@
+"""Data: folder scanning and audit, splits, image loading and transforms."""
+
+from headstart.data.dataset import ImageDataset
+from headstart.data.images import load_rgb, to_rgb
+from headstart.data.scan import FolderScan, Sample, audit_image, scan_folder
+from headstart.data.split import DataSplit, load_split, stratified_split
+from headstart.data.transforms import eval_transform, train_transform
+
+__all__ = [
+    "DataSplit",
+    "FolderScan",
+    "ImageDataset",
+    "Sample",
+    "audit_image",
+    "eval_transform",
+    "load_rgb",
+    "load_split",
+    "scan_folder",
+    "stratified_split",
+    "to_rgb",
+    "train_transform",
+]

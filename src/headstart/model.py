@@ -1,0 +1,44 @@
+"""The classifier: one backbone, one named head per task, logits returned per task."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+DEFAULT_TASK = "class"
+
+
+class Classifier(nn.Module):
+    """``backbone`` (images -> pooled features) followed by a linear head per task.
+
+    The head is sized from the backbone's feature dimension and zero-initialised: its first
+    gradients then carry no random signal into a backbone that is being fine-tuned, and the
+    starting prediction is uniform.
+
+    >>> m = Classifier(nn.Flatten(), 12, {"class": 3})
+    >>> m(torch.zeros(2, 3, 2, 2))["class"].shape
+    torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_features: int,
+        tasks: Mapping[str, int],
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleDict()
+        for task, num_classes in tasks.items():
+            linear = nn.Linear(num_features, num_classes)
+            nn.init.zeros_(linear.weight)
+            nn.init.zeros_(linear.bias)
+            self.heads[task] = nn.Sequential(nn.Dropout(dropout), linear)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits per task, each of shape (N, num_classes)."""
+        features = self.backbone(images)
+        return {task: head(features) for task, head in self.heads.items()}

@@ -1,0 +1,67 @@
+"""PNG plots written beside the numbers: training curves and confusion matrices.
+
+matplotlib is imported inside each function (with the non-interactive Agg backend), so
+importing headstart stays fast and works without a display.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training_curves(history: Sequence[dict[str, float]], path: Path, title: str = "") -> Path:
+    """Loss (train/val) and accuracy (train/val) per epoch, side by side."""
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
+        ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label=f"train {key}")
+        ax.plot(epochs, [h[f"val_{key}"] for h in history], "o-", label=f"val {key}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy" if key == "acc" else "loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    best = max(history, key=lambda h: h["val_acc"])
+    ax_acc.axvline(best["epoch"], color="grey", ls="--", lw=1)
+    ax_acc.set_title(f"best val acc {best['val_acc']:.3f} at epoch {best['epoch']}")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion_matrix(matrix: Any, classes: Sequence[str], path: Path, title: str = "") -> Path:
+    """Counts in each cell, colour by row-normalised rate (recall), true labels on rows."""
+    import numpy as np
+
+    plt = _pyplot()
+    counts = np.asarray(matrix)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.6 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            colour = "white" if rates[i, j] > 0.5 else "black"
+            ax.text(j, i, f"{counts[i, j]}\n{rates[i, j]:.0%}", ha="center", va="center", color=colour)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,149 @@
+"""Self-describing checkpoints: ``model.safetensors`` + ``manifest.json``, no pickle.
+
+The manifest names everything needed to rebuild the model (backbone, head sizes, tasks and
+classes, preprocessing) so loading needs nothing but the run folder, and never downloads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from headstart.backbones import Preprocessing, create_backbone
+from headstart.errors import CheckpointError, HeadstartError
+from headstart.model import Classifier
+
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+FORMAT = "headstart-checkpoint/1"
+_REQUIRED = ("format", "backbone", "num_features", "tasks", "preprocessing")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a checkpoint was made with."""
+    import safetensors
+    import timm
+    import torchvision
+
+    from headstart import __version__
+
+    return {
+        "headstart": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "safetensors": safetensors.__version__,
+    }
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary file and rename, so a crash never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(run_dir: Path, model: Classifier, manifest: dict[str, Any]) -> None:
+    """Write weights then manifest (the manifest's presence marks a complete checkpoint)."""
+    from safetensors.torch import save_model
+
+    tmp = run_dir / f".{WEIGHTS}.tmp"
+    save_model(model, str(tmp))
+    os.replace(tmp, run_dir / WEIGHTS)
+    manifest = {
+        "format": FORMAT,
+        **manifest,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": library_versions(),
+    }
+    write_atomic(run_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
+
+
+@dataclass
+class LoadedRun:
+    """A model rebuilt from a run folder, in eval mode, with its manifest."""
+
+    run_dir: Path
+    model: Classifier
+    manifest: dict[str, Any]
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The preprocessing the model was trained with."""
+        return Preprocessing.from_dict(self.manifest["preprocessing"])
+
+    @property
+    def tasks(self) -> dict[str, list[str]]:
+        """Class names per task."""
+        return self.manifest["tasks"]
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """Read and validate ``manifest.json``; CheckpointError says what is missing and the fix."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(
+            f"CheckpointError: run folder {run_dir} does not exist. Pass the --out folder of a "
+            "finished `headstart train` run (it holds manifest.json and model.safetensors)."
+        )
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        raise CheckpointError(
+            f"CheckpointError: {run_dir} has no {MANIFEST}, so it is not a finished headstart "
+            "run (training may have been interrupted). Train again or pass another run folder."
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(
+            f"CheckpointError: {path} is corrupt (not valid JSON: {e}). Restore it from a "
+            "backup or train again."
+        ) from None
+    missing = [k for k in _REQUIRED if not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise CheckpointError(
+            f"CheckpointError: {path} lacks {missing}; it was not written by headstart or is "
+            "damaged. Train again or pass another run folder."
+        )
+    return manifest
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild the trained model from a run folder (no pickle, no network)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    weights = run_dir / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(
+            f"CheckpointError: {weights} is missing. The run did not finish saving; train again."
+        )
+    try:
+        backbone = create_backbone(manifest["backbone"], "none")
+        model = Classifier(
+            backbone.module,
+            int(manifest["num_features"]),
+            {t: len(c) for t, c in manifest["tasks"].items()},
+            float(manifest.get("dropout", 0.0)),
+        )
+        load_model(model, str(weights), strict=True, device=str(device))
+    except HeadstartError:
+        raise
+    except (SafetensorError, RuntimeError, OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"CheckpointError: could not load {weights} ({type(e).__name__}: {str(e)[:300]}). "
+            "The file is corrupt or does not match manifest.json; train again or restore the "
+            "run folder from a backup."
+        ) from None
+    model.eval()
+    return LoadedRun(run_dir, model, manifest)

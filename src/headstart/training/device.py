@@ -1,0 +1,42 @@
+"""Device choice and reproducible seeding."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from headstart.errors import ConfigError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; explicit names are checked."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("ConfigError: --device cuda, but no CUDA GPU is visible. Use auto or cpu.")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("ConfigError: --device mps, but MPS is not available. Use auto or cpu.")
+    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
+        raise ConfigError(f"ConfigError: --device {name!r}; expected auto, cpu, cuda or mps.")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a generator for DataLoader shuffling."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def default_num_workers() -> int:
+    """DataLoader workers: one per spare core, at most 4 (decoding is cheap next to the model)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(0, min(4, (cores or 1) - 1))

@@ -1,0 +1,181 @@
+"""The one training loop: it executes a strategy plan, whatever the strategy.
+
+AdamW over trainable parameters only, per-step warmup + cosine schedule, label smoothing,
+gradient clipping, early stopping on validation accuracy, and the best epoch's weights
+restored at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from headstart.config import OptimConfig
+from headstart.finetune import Plan, apply_bn_policy, apply_phase, param_groups
+from headstart.model import DEFAULT_TASK
+from headstart.training.early_stopping import EarlyStopping
+from headstart.training.schedule import warmup_cosine
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """One epoch's figures, as written to ``metrics.jsonl``."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, float]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+    def line(self, epochs: int) -> str:
+        """The one-line summary printed after each epoch."""
+        return (
+            f"epoch {self.epoch:>2}/{epochs}  train_loss {self.train_loss:.4f}  "
+            f"train_acc {self.train_acc:.4f}  val_loss {self.val_loss:.4f}  "
+            f"val_acc {self.val_acc:.4f}  lr {self.lr:.2e}  {self.seconds:.1f}s"
+        )
+
+
+@dataclass
+class FitResult:
+    """History, the best epoch (1-based) and why training stopped."""
+
+    history: list[EpochStats]
+    best_epoch: int
+    stop_reason: str
+
+    @property
+    def best(self) -> EpochStats:
+        """Stats of the restored epoch."""
+        return self.history[self.best_epoch - 1]
+
+
+def _as_targets(targets: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return targets if isinstance(targets, dict) else {DEFAULT_TASK: targets}
+
+
+@torch.inference_mode()
+def collect_logits(
+    model: nn.Module, loader: DataLoader, device: torch.device, progress: bool = False
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Run ``model`` in eval mode over ``loader``; concatenated logits and targets per task."""
+    model.eval()
+    logits: dict[str, list[torch.Tensor]] = {}
+    targets: dict[str, list[torch.Tensor]] = {}
+    for images, target in tqdm(loader, desc="eval", leave=False, disable=not progress or None):
+        out = model(images.to(device, non_blocking=True))
+        for task, t in _as_targets(target).items():
+            logits.setdefault(task, []).append(out[task].float().cpu())
+            targets.setdefault(task, []).append(t)
+    return (
+        {k: torch.cat(v) for k, v in logits.items()},
+        {k: torch.cat(v) for k, v in targets.items()},
+    )
+
+
+def _loss_and_correct(
+    logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], smoothing: float
+) -> tuple[torch.Tensor, int]:
+    loss = sum(
+        nn.functional.cross_entropy(logits[t], y, label_smoothing=smoothing)
+        for t, y in targets.items()
+    )
+    correct = int((logits[DEFAULT_TASK].argmax(1) == targets[DEFAULT_TASK]).sum())
+    return loss, correct  # type: ignore[return-value]
+
+
+def fit(
+    model: nn.Module,
+    plan: Plan,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    optim: OptimConfig,
+    lr: float,
+    device: torch.device,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``model`` by ``plan``; restore and return the best epoch by validation accuracy."""
+    model.to(device)
+    phase = plan.phase_at(0)  # single-phase plans; later phases extend the optimizer
+    apply_phase(model, phase)
+    optimizer = torch.optim.AdamW(param_groups(model, phase, lr, optim.weight_decay))
+    steps_per_epoch = len(train_loader)
+    total = optim.epochs * steps_per_epoch
+    warmup = round(optim.warmup_epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, total, warmup, optim.min_lr_ratio)
+    )
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    stopper = EarlyStopping(optim.patience)
+    history: list[EpochStats] = []
+    best_state = copy.deepcopy(model.state_dict())
+    reason = f"completed {optim.epochs} epochs"
+    n_train = len(train_loader.dataset)  # type: ignore[arg-type]
+
+    for epoch in range(optim.epochs):
+        start = time.perf_counter()
+        model.train()
+        apply_bn_policy(model, plan.bn)
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(
+            total=n_train,
+            desc=f"epoch {epoch + 1}/{optim.epochs}",
+            unit="img",
+            leave=False,
+            disable=not progress or None,
+        )
+        for images, target in train_loader:
+            images = images.to(device, non_blocking=True)
+            targets = {k: v.to(device) for k, v in _as_targets(target).items()}
+            loss, n_correct = _loss_and_correct(model(images), targets, optim.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if optim.grad_clip:
+                nn.utils.clip_grad_norm_(trainable, optim.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            n = images.shape[0]
+            loss_sum += float(loss.detach()) * n
+            correct += n_correct
+            seen += n
+            bar.update(n)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+        bar.close()
+
+        logits, targets = collect_logits(model, val_loader, device)
+        val_loss, val_correct = _loss_and_correct(logits, targets, 0.0)
+        stats = EpochStats(
+            epoch=epoch + 1,
+            train_loss=loss_sum / max(seen, 1),
+            train_acc=correct / max(seen, 1),
+            val_loss=float(val_loss),
+            val_acc=val_correct / max(len(targets[DEFAULT_TASK]), 1),
+            lr=optimizer.param_groups[0]["lr"],
+            seconds=time.perf_counter() - start,
+        )
+        history.append(stats)
+        decision = stopper.update(stats.val_acc, epoch)
+        if decision.improved:
+            best_state = copy.deepcopy(model.state_dict())
+        if on_epoch is not None:
+            on_epoch(stats)
+        if decision.should_stop:
+            reason = f"early stop: {decision.reason}"
+            break
+
+    model.load_state_dict(best_state)
+    return FitResult(history, stopper.best_epoch + 1, reason)

@@ -1,0 +1,180 @@
+"""``train(config)``: data -> backbone -> model -> plan -> loop -> run folder."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from headstart.backbones import count_parameters, create_backbone
+from headstart.config import TrainConfig, save_config
+from headstart.data import DataSplit, ImageDataset, eval_transform, load_split, train_transform
+from headstart.errors import ConfigError, DataError
+from headstart.finetune import BN_POLICIES, DEFAULTS, STRATEGIES, apply_phase, make_plan
+from headstart.model import DEFAULT_TASK, Classifier
+from headstart.plots import plot_training_curves
+from headstart.training.checkpoint import MANIFEST, save_checkpoint
+from headstart.training.device import default_num_workers, resolve_device, seed_everything
+from headstart.training.loop import EpochStats, FitResult, fit
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    config: TrainConfig
+    split: DataSplit
+    fit: FitResult
+    trainable_params: int
+    total_params: int
+
+
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    """Fill strategy defaults (LR, weights, BN policy) and validate options once, here."""
+    s = cfg.strategy
+    if s.name not in STRATEGIES:
+        raise ConfigError(
+            f"ConfigError: --strategy {s.name!r} is not known; expected one of {', '.join(STRATEGIES)}."
+        )
+    if s.bn is not None and s.bn not in BN_POLICIES:
+        raise ConfigError(f"ConfigError: --bn {s.bn!r}; expected one of {', '.join(BN_POLICIES)}.")
+    if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1:
+        raise ConfigError("ConfigError: --epochs and --batch-size must be at least 1.")
+    if not cfg.data.root:
+        raise ConfigError("ConfigError: no data folder given; pass DATA_DIR.")
+    d = DEFAULTS[s.name]
+    out = cfg.out or f"runs/{s.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    return cfg.with_overrides(
+        {
+            "strategy.lr": s.lr if s.lr is not None else d.lr,
+            "strategy.bn": s.bn or d.bn,
+            "model.weights": cfg.model.weights or d.weights,
+            "data.num_workers": (
+                cfg.data.num_workers if cfg.data.num_workers is not None else default_num_workers()
+            ),
+            "out": out,
+        }
+    )
+
+
+def prepare_run_dir(out: str | Path, overwrite: bool) -> Path:
+    """Create the run folder; refuse to replace a finished run unless ``overwrite``."""
+    run_dir = Path(out)
+    if (run_dir / MANIFEST).exists() and not overwrite:
+        raise DataError(
+            f"DataError: {run_dir} already holds a finished run. Choose another --out, "
+            "or pass --overwrite to replace it."
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    return run_dir
+
+
+def _loader(ds: ImageDataset, cfg: TrainConfig, shuffle: bool, gen: torch.Generator) -> DataLoader:
+    workers = int(cfg.data.num_workers or 0)
+    return DataLoader(
+        ds,
+        batch_size=cfg.optim.batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        pin_memory=torch.cuda.is_available(),
+        generator=gen,
+    )
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    overwrite: bool = False,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a classifier as ``cfg`` says and save the run folder; returns the result."""
+    cfg = resolve_config(cfg)
+    gen = seed_everything(cfg.seed)
+    split = load_split(cfg.data.root, cfg.data.val_fraction, cfg.seed)
+    echo(split.summary())
+    backbone = create_backbone(cfg.model.backbone, cfg.model.weights)
+    device = resolve_device(cfg.device)
+    run_dir = prepare_run_dir(cfg.out, overwrite)  # type: ignore[arg-type]
+    save_config(cfg, run_dir / "config.yaml")
+    split.save(run_dir / "split.json")
+
+    prep = backbone.preprocessing
+    train_ds = ImageDataset(split.train, train_transform(prep, color_jitter=cfg.data.color_jitter))
+    val_ds = ImageDataset(split.val, eval_transform(prep))
+    model = Classifier(
+        backbone.module, backbone.num_features, {DEFAULT_TASK: len(split.classes)}, cfg.model.dropout
+    )
+    plan = make_plan(cfg.strategy.name, cfg.strategy.head_lr_mult, cfg.strategy.bn)  # type: ignore[arg-type]
+    apply_phase(model, plan.phase_at(0))
+    trainable, total = count_parameters(model, trainable_only=True), count_parameters(model)
+    echo(
+        f"model: {cfg.model.backbone} (weights: {backbone.weights}), strategy {plan.name}, "
+        f"trains {trainable:,} of {total:,} parameters, lr {cfg.strategy.lr:g}, "
+        f"bn {plan.bn}, device {device}"
+    )
+
+    metrics_path = run_dir / "metrics.jsonl"
+
+    def on_epoch(stats: EpochStats) -> None:
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(stats.to_dict()) + "\n")
+        echo(stats.line(cfg.optim.epochs))
+
+    result = fit(
+        model,
+        plan,
+        _loader(train_ds, cfg, True, gen),
+        _loader(val_ds, cfg, False, gen),
+        cfg.optim,
+        cfg.strategy.lr,  # type: ignore[arg-type]
+        device,
+        on_epoch=on_epoch,
+        progress=progress,
+    )
+    model.cpu()
+    best = result.best
+    save_checkpoint(
+        run_dir,
+        model,
+        {
+            "backbone": cfg.model.backbone,
+            "weights": backbone.weights,
+            "num_features": backbone.num_features,
+            "dropout": cfg.model.dropout,
+            "tasks": {DEFAULT_TASK: split.classes},
+            "class_to_idx": {c: i for i, c in enumerate(split.classes)},
+            "preprocessing": prep.to_dict(),
+            "strategy": {"name": plan.name, "lr": cfg.strategy.lr, "bn": plan.bn,
+                         "head_lr_mult": cfg.strategy.head_lr_mult},  # fmt: skip
+            "best_epoch": result.best_epoch,
+            "metrics": {"val_acc": best.val_acc, "val_loss": best.val_loss,
+                        "train_acc": best.train_acc, "train_loss": best.train_loss},  # fmt: skip
+            "stop_reason": result.stop_reason,
+            "seed": cfg.seed,
+            "data": {"root": str(Path(cfg.data.root).resolve()), "layout": split.layout,
+                     "train": len(split.train), "val": len(split.val),
+                     "skipped": len(split.skipped)},  # fmt: skip
+            "trainable_params": trainable,
+            "total_params": total,
+        },
+    )
+    plot_training_curves(
+        [h.to_dict() for h in result.history],
+        run_dir / "curves.png",
+        f"{cfg.model.backbone} {plan.name}",
+    )
+    echo(
+        f"best val_acc {best.val_acc:.4f} at epoch {result.best_epoch} ({result.stop_reason}); "
+        f"saved {run_dir}/"
+    )
+    return TrainResult(run_dir, cfg, split, result, trainable, total)
