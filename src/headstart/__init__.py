@@ -7,9 +7,9 @@
 
 __version__ = "0.1.0"
 
-from headstart.backbones import create_backbone, list_backbones  # noqa: E402
-from headstart.config import TrainConfig, load_config  # noqa: E402
-from headstart.errors import (  # noqa: E402
+from headstart.backbones import create_backbone, list_backbones
+from headstart.config import TrainConfig, load_config
+from headstart.errors import (
     CheckpointError,
     ConfigError,
     DataError,
@@ -17,8 +17,8 @@ from headstart.errors import (  # noqa: E402
     UnknownBackbone,
     WeightsUnavailable,
 )
-from headstart.model import Classifier  # noqa: E402
-from headstart.training import load_run, train  # noqa: E402
+from headstart.model import Classifier
+from headstart.training import load_run, train
 
 __all__ = [
     "CheckpointError",

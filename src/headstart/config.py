@@ -90,7 +90,12 @@ class TrainConfig:
         return cfg
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "strategy": StrategyConfig, "optim": OptimConfig}
+_SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "strategy": StrategyConfig,
+    "optim": OptimConfig,
+}
 
 
 def config_from_dict(d: dict[str, Any], origin: str = "config") -> TrainConfig:
@@ -107,7 +112,8 @@ def config_from_dict(d: dict[str, Any], origin: str = "config") -> TrainConfig:
             bad = sorted(set(value) - valid)
             if bad:
                 raise ConfigError(
-                    f"ConfigError: {origin}: unknown key(s) {bad} in {key!r}; valid: {sorted(valid)}."
+                    f"ConfigError: {origin}: unknown key(s) {bad} in {key!r}; "
+                    f"valid: {sorted(valid)}."
                 )
             kwargs[key] = _SECTIONS[key](**value)
         else:

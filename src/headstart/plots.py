@@ -59,7 +59,9 @@ def plot_confusion_matrix(matrix: Any, classes: Sequence[str], path: Path, title
     for i in range(len(classes)):
         for j in range(len(classes)):
             colour = "white" if rates[i, j] > 0.5 else "black"
-            ax.text(j, i, f"{counts[i, j]}\n{rates[i, j]:.0%}", ha="center", va="center", color=colour)
+            ax.text(
+                j, i, f"{counts[i, j]}\n{rates[i, j]:.0%}", ha="center", va="center", color=colour
+            )
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -60,7 +60,7 @@ class Preprocessing:
         size = int(cfg["input_size"][-1])
         return cls(
             input_size=size,
-            resize_size=int(math.floor(size / cfg["crop_pct"])),
+            resize_size=math.floor(size / cfg["crop_pct"]),
             interpolation=cfg["interpolation"],
             mean=tuple(float(v) for v in cfg["mean"]),  # type: ignore[arg-type]
             std=tuple(float(v) for v in cfg["std"]),  # type: ignore[arg-type]

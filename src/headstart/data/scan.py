@@ -103,7 +103,8 @@ def scan_folder(root: str | Path, classes: list[str] | None = None) -> FolderSca
     if not dirs:
         raise DataError(
             f"DataError: {root} has no class subfolders. Expected one folder per class "
-            f"(e.g. {root}/cats/*.jpg, {root}/dogs/*.jpg), or train/ and val/ folders of that shape."
+            f"(e.g. {root}/cats/*.jpg, {root}/dogs/*.jpg), or train/ and val/ folders of that "
+            "shape."
         )
     index = {c: i for i, c in enumerate(classes)}
     scan = FolderScan(root=root, classes=list(classes), samples=[])

@@ -84,9 +84,13 @@ def load_split(root: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Da
         _check_classes(train)
         val = scan_folder(val_dir, classes=train.classes)
         return DataSplit(
-            root, "train/val folders", train.classes, train.samples, val.samples,
+            root,
+            "train/val folders",
+            train.classes,
+            train.samples,
+            val.samples,
             train.skipped + val.skipped,
-        )  # fmt: skip
+        )
     if (root / "train").is_dir():
         raise DataError(
             f"DataError: {root} has a train/ folder but no val/ folder. Add val/ (same class "
@@ -97,9 +101,7 @@ def load_split(root: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Da
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"DataError: --val-fraction must be between 0 and 1, got {val_fraction}.")
     train, val = stratified_split(scan, val_fraction, seed)
-    return DataSplit(
-        root, "split", scan.classes, train, val, scan.skipped, val_fraction, seed
-    )  # fmt: skip
+    return DataSplit(root, "split", scan.classes, train, val, scan.skipped, val_fraction, seed)
 
 
 def _check_classes(scan: FolderScan) -> None:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from headstart.config import OptimConfig
 from headstart.finetune import Plan, apply_bn_policy, apply_phase, param_groups
 from headstart.model import DEFAULT_TASK
+from headstart.training.device import images_to, to_device
 from headstart.training.early_stopping import EarlyStopping
 from headstart.training.schedule import warmup_cosine
 
@@ -76,7 +77,7 @@ def collect_logits(
     logits: dict[str, list[torch.Tensor]] = {}
     targets: dict[str, list[torch.Tensor]] = {}
     for images, target in tqdm(loader, desc="eval", leave=False, disable=not progress or None):
-        out = model(images.to(device, non_blocking=True))
+        out = model(images_to(images, device))
         for task, t in _as_targets(target).items():
             logits.setdefault(task, []).append(out[task].float().cpu())
             targets.setdefault(task, []).append(t)
@@ -109,7 +110,7 @@ def fit(
     progress: bool = True,
 ) -> FitResult:
     """Train ``model`` by ``plan``; restore and return the best epoch by validation accuracy."""
-    model.to(device)
+    to_device(model, device)
     phase = plan.phase_at(0)  # single-phase plans; later phases extend the optimizer
     apply_phase(model, phase)
     optimizer = torch.optim.AdamW(param_groups(model, phase, lr, optim.weight_decay))
@@ -139,7 +140,7 @@ def fit(
             disable=not progress or None,
         )
         for images, target in train_loader:
-            images = images.to(device, non_blocking=True)
+            images = images_to(images, device)
             targets = {k: v.to(device) for k, v in _as_targets(target).items()}
             loss, n_correct = _loss_and_correct(model(images), targets, optim.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -173,7 +174,7 @@ def fit(
             best_state = copy.deepcopy(model.state_dict())
         if on_epoch is not None:
             on_epoch(stats)
-        if decision.should_stop:
+        if decision.should_stop and epoch + 1 < optim.epochs:
             reason = f"early stop: {decision.reason}"
             break
 

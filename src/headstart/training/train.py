@@ -40,7 +40,8 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     s = cfg.strategy
     if s.name not in STRATEGIES:
         raise ConfigError(
-            f"ConfigError: --strategy {s.name!r} is not known; expected one of {', '.join(STRATEGIES)}."
+            f"ConfigError: --strategy {s.name!r} is not known; "
+            f"expected one of {', '.join(STRATEGIES)}."
         )
     if s.bn is not None and s.bn not in BN_POLICIES:
         raise ConfigError(f"ConfigError: --bn {s.bn!r}; expected one of {', '.join(BN_POLICIES)}.")
@@ -112,7 +113,10 @@ def train(
     train_ds = ImageDataset(split.train, train_transform(prep, color_jitter=cfg.data.color_jitter))
     val_ds = ImageDataset(split.val, eval_transform(prep))
     model = Classifier(
-        backbone.module, backbone.num_features, {DEFAULT_TASK: len(split.classes)}, cfg.model.dropout
+        backbone.module,
+        backbone.num_features,
+        {DEFAULT_TASK: len(split.classes)},
+        cfg.model.dropout,
     )
     plan = make_plan(cfg.strategy.name, cfg.strategy.head_lr_mult, cfg.strategy.bn)  # type: ignore[arg-type]
     apply_phase(model, plan.phase_at(0))
@@ -154,16 +158,28 @@ def train(
             "tasks": {DEFAULT_TASK: split.classes},
             "class_to_idx": {c: i for i, c in enumerate(split.classes)},
             "preprocessing": prep.to_dict(),
-            "strategy": {"name": plan.name, "lr": cfg.strategy.lr, "bn": plan.bn,
-                         "head_lr_mult": cfg.strategy.head_lr_mult},  # fmt: skip
+            "strategy": {
+                "name": plan.name,
+                "lr": cfg.strategy.lr,
+                "bn": plan.bn,
+                "head_lr_mult": cfg.strategy.head_lr_mult,
+            },
             "best_epoch": result.best_epoch,
-            "metrics": {"val_acc": best.val_acc, "val_loss": best.val_loss,
-                        "train_acc": best.train_acc, "train_loss": best.train_loss},  # fmt: skip
+            "metrics": {
+                "val_acc": best.val_acc,
+                "val_loss": best.val_loss,
+                "train_acc": best.train_acc,
+                "train_loss": best.train_loss,
+            },
             "stop_reason": result.stop_reason,
             "seed": cfg.seed,
-            "data": {"root": str(Path(cfg.data.root).resolve()), "layout": split.layout,
-                     "train": len(split.train), "val": len(split.val),
-                     "skipped": len(split.skipped)},  # fmt: skip
+            "data": {
+                "root": str(Path(cfg.data.root).resolve()),
+                "layout": split.layout,
+                "train": len(split.train),
+                "val": len(split.val),
+                "skipped": len(split.skipped),
+            },
             "trainable_params": trainable,
             "total_params": total,
         },

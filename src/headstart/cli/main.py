@@ -1,0 +1,119 @@
+"""``headstart`` entry point: builds the parser, runs a subcommand, turns errors into messages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from collections.abc import Sequence
+
+from headstart.cli import commands
+from headstart.errors import HeadstartError
+
+# option dest -> dotted TrainConfig key
+TRAIN_OPTIONS: dict[str, str] = {
+    "backbone": "model.backbone",
+    "weights": "model.weights",
+    "dropout": "model.dropout",
+    "strategy": "strategy.name",
+    "lr": "strategy.lr",
+    "head_lr_mult": "strategy.head_lr_mult",
+    "bn": "strategy.bn",
+    "epochs": "optim.epochs",
+    "batch_size": "optim.batch_size",
+    "weight_decay": "optim.weight_decay",
+    "warmup_epochs": "optim.warmup_epochs",
+    "label_smoothing": "optim.label_smoothing",
+    "grad_clip": "optim.grad_clip",
+    "patience": "optim.patience",
+    "val_fraction": "data.val_fraction",
+    "color_jitter": "data.color_jitter",
+    "workers": "data.num_workers",
+    "seed": "seed",
+    "device": "device",
+    "out": "out",
+}
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a classifier on a folder of images",
+        description="Train on DATA_DIR (train/ and val/ class folders, or class folders to split).",
+    )
+    p.add_argument("data", nargs="?", metavar="DATA_DIR", help="dataset folder")
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML config; options override it")
+    p.add_argument("--backbone", help="backbone name (see `headstart backbones`)")
+    p.add_argument(
+        "--weights",
+        metavar="SOURCE",
+        help="default | package | torchvision[:NAME] | timm[:TAG] | none | PATH",
+    )
+    p.add_argument("--strategy", help="probe | finetune | scratch (default probe)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="base learning rate (default: the strategy's own)")
+    p.add_argument("--head-lr-mult", type=float, help="finetune: head LR = lr x this (10)")
+    p.add_argument("--bn", help="BatchNorm policy: frozen | eval | train")
+    p.add_argument("--dropout", type=float, help="dropout before the head (0)")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--grad-clip", type=float, help="max gradient norm (0 disables)")
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    p.add_argument("--val-fraction", type=float, help="held-out fraction when splitting (0.2)")
+    p.add_argument("--color-jitter", type=float, help="colour-jitter strength (0 = off)")
+    p.add_argument("--workers", type=int, help="DataLoader workers (default from core count)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda | mps")
+    p.add_argument("--out", metavar="runs/NAME", help="run folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    p.set_defaults(func=commands.train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="headstart",
+        description="Transfer learning for image classification: train, evaluate, predict.",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _train_parser(sub)
+
+    p = sub.add_parser("evaluate", help="accuracy, per-class report and confusion matrix")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("data", metavar="DATA_DIR")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=commands.evaluate)
+
+    p = sub.add_parser("predict", help="top-k labels for images or folders of images")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=commands.predict)
+
+    p = sub.add_parser("backbones", help="list backbones and whether their weights are offline")
+    p.set_defaults(func=commands.backbones)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code (2 for a headstart error, no traceback)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except HeadstartError as e:
+        message = textwrap.fill(str(e), width=100, break_long_words=False, break_on_hyphens=False)
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

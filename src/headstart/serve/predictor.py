@@ -1,0 +1,117 @@
+"""Predictions from a run folder: top-k labels and probabilities per task, per image."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from headstart.data import eval_transform, load_rgb
+from headstart.data.images import IMAGE_EXTENSIONS
+from headstart.errors import DataError
+from headstart.training import LoadedRun, load_run
+from headstart.training.device import images_to, resolve_device, to_device
+
+
+@dataclass
+class Prediction:
+    """Top-k (label, probability) per task for one input, or the error that stopped it."""
+
+    source: str
+    top: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: ``{"source", "predictions": {task: [{"label", "probability"}]}}``."""
+        if self.error is not None:
+            return {"source": self.source, "error": self.error}
+        return {
+            "source": self.source,
+            "predictions": {
+                task: [{"label": lbl, "probability": round(p, 6)} for lbl, p in pairs]
+                for task, pairs in self.top.items()
+            },
+        }
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders expanded to the image files below them, sorted."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(
+                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+            )
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise DataError(
+                f"DataError: {p} does not exist. Pass image files or folders of images."
+            )
+    return paths
+
+
+class Predictor:
+    """A loaded run ready to classify PIL images or files.
+
+    >>> predictor = Predictor.from_run("runs/demo")  # doctest: +SKIP
+    >>> predictor.predict_paths(["ant.jpg"], top_k=1)[0].top  # doctest: +SKIP
+    {'class': [('ants', 0.97)]}
+    """
+
+    def __init__(self, run: LoadedRun, device: str = "auto") -> None:
+        self.run = run
+        self.device = resolve_device(device)
+        self.model = to_device(run.model, self.device).eval()
+        self.transform = eval_transform(run.preprocessing)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, device: str = "auto") -> Predictor:
+        """Load a run folder (see :func:`headstart.training.load_run`)."""
+        return cls(load_run(run_dir), device)
+
+    @torch.inference_mode()
+    def probabilities(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        """Softmax probabilities per task for a batch of RGB images."""
+        batch = torch.stack([self.transform(im) for im in images])
+        logits = self.model(images_to(batch, self.device))
+        return {task: t.float().softmax(1).cpu() for task, t in logits.items()}
+
+    def predict_paths(
+        self, paths: Sequence[str | Path], top_k: int = 3, batch_size: int = 32
+    ) -> list[Prediction]:
+        """Predict every file; an unreadable file yields a Prediction with ``error`` set."""
+        results: list[Prediction] = []
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
+            images, ok = [], []
+            for p in chunk:
+                try:
+                    images.append(load_rgb(p))
+                    ok.append(Prediction(str(p)))
+                except Exception as e:  # a bad file must not stop the others
+                    results.append(Prediction(str(p), error=f"cannot read image: {e}"))
+            if images:
+                for pred, probs in zip(ok, self._rows(self.probabilities(images))):
+                    pred.top = self._top(probs, top_k)
+                    results.append(pred)
+        order = {str(p): i for i, p in enumerate(paths)}
+        return sorted(results, key=lambda r: order[r.source])
+
+    @staticmethod
+    def _rows(probs: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        n = next(iter(probs.values())).shape[0]
+        return [{task: t[i] for task, t in probs.items()} for i in range(n)]
+
+    def _top(self, probs: dict[str, torch.Tensor], k: int) -> dict[str, list[tuple[str, float]]]:
+        out = {}
+        for task, p in probs.items():
+            classes = self.run.tasks[task]
+            values, idx = p.topk(min(k, len(classes)))
+            out[task] = [(classes[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
+        return out

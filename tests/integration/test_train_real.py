@@ -1,0 +1,45 @@
+"""train -> evaluate -> predict on ants/bees with the real offline backbone, through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from headstart.cli.main import main
+
+pytestmark = pytest.mark.integration
+
+
+def test_probe_reaches_the_published_accuracy(
+    hymenoptera: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "probe"
+    assert main(["--no-progress", "train", str(hymenoptera), "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["weights"] == "package" and manifest["strategy"]["name"] == "probe"
+    assert manifest["trainable_params"] == 1280 * 2 + 2
+    assert manifest["metrics"]["val_acc"] >= 0.94
+    assert "imageNotFound.gif: placeholder" in capsys.readouterr().out
+
+    assert main(["--no-progress", "evaluate", str(out), str(hymenoptera)]) == 0
+    report = capsys.readouterr().out
+    assert "on 153 images" in report
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["accuracy"] == pytest.approx(manifest["metrics"]["val_acc"])
+    assert evaluation["report"]["ants"]["recall"] > 0.9
+
+    ant = hymenoptera / "val" / "ants" / "10308379_1b6c72e180.jpg"
+    assert main(["predict", str(out), str(ant), "--json", "--top-k", "1"]) == 0
+    [result] = json.loads(capsys.readouterr().out)
+    assert result["predictions"]["class"][0]["label"] == "ants"
+
+
+def test_finetune_defaults_reach_the_probe(hymenoptera: Path, tmp_path: Path) -> None:
+    out = tmp_path / "finetune"
+    args = ["--no-progress", "train", str(hymenoptera), "--strategy", "finetune"]
+    assert main([*args, "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["trainable_params"] == manifest["total_params"]
+    assert manifest["metrics"]["val_acc"] >= 0.94

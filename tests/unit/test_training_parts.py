@@ -1,0 +1,43 @@
+"""Schedule, early stopping and config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from headstart.config import TrainConfig, config_from_dict, load_config, save_config
+from headstart.errors import ConfigError
+from headstart.training import EarlyStopping, warmup_cosine
+
+
+def test_warmup_then_cosine_to_floor() -> None:
+    values = [warmup_cosine(s, 100, 10, 0.01) for s in range(101)]
+    assert values[0] == pytest.approx(0.1)
+    assert values[9] == pytest.approx(1.0)
+    assert values[55] == pytest.approx(0.505, abs=1e-3)  # half-way down the cosine
+    assert values[100] == pytest.approx(0.01)
+    assert all(a >= b for a, b in zip(values[10:], values[11:]))
+
+
+def test_early_stopping_reasons() -> None:
+    es = EarlyStopping(patience=2)
+    assert es.update(0.5, 0).improved
+    assert not es.update(0.5, 1).should_stop
+    d = es.update(0.4, 2)
+    assert d.should_stop and "no improvement for 2 epochs" in d.reason
+    assert es.best_epoch == 0
+
+
+def test_config_yaml_round_trip(tmp_path: Path) -> None:
+    cfg = TrainConfig().with_overrides({"optim.epochs": 3, "strategy.name": "finetune"})
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+def test_config_refuses_unknown_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown key"):
+        config_from_dict({"optim": {"epoch": 3}})
+    (tmp_path / "bad.yaml").write_text("optim: [1, 2")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
