@@ -114,7 +114,8 @@ def test_best_epoch_weights_are_restored() -> None:
 
 def test_early_stopping_stops_after_patience() -> None:
     model = tiny_classifier()
-    result = fit(model, make_plan("probe"), _loader(), _loader(), OptimConfig(epochs=20, patience=2),
-                 0.0, torch.device("cpu"), progress=False)  # fmt: skip
+    optim = OptimConfig(epochs=20, patience=2)
+    result = fit(model, make_plan("probe"), _loader(), _loader(), optim, 0.0, torch.device("cpu"),
+                 progress=False)  # fmt: skip
     assert len(result.history) == 3  # lr 0: nothing improves after epoch 1
     assert "early stop" in result.stop_reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ def test_warmup_then_cosine_to_floor() -> None:
     assert values[9] == pytest.approx(1.0)
     assert values[55] == pytest.approx(0.505, abs=1e-3)  # half-way down the cosine
     assert values[100] == pytest.approx(0.01)
-    assert all(a >= b for a, b in zip(values[10:], values[11:]))
+    assert all(a >= b for a, b in itertools.pairwise(values[10:]))
 
 
 def test_early_stopping_reasons() -> None:
@@ -27,6 +28,14 @@ def test_early_stopping_reasons() -> None:
     d = es.update(0.4, 2)
     assert d.should_stop and "no improvement for 2 epochs" in d.reason
     assert es.best_epoch == 0
+
+
+def test_equal_accuracy_with_lower_loss_is_an_improvement() -> None:
+    es = EarlyStopping(patience=3)
+    es.update(0.9, 0, loss=0.5)
+    assert es.update(0.9, 1, loss=0.4).improved
+    assert not es.update(0.9, 2, loss=0.45).improved
+    assert es.best_epoch == 1
 
 
 def test_config_yaml_round_trip(tmp_path: Path) -> None:

@@ -169,7 +169,7 @@ def fit(
             seconds=time.perf_counter() - start,
         )
         history.append(stats)
-        decision = stopper.update(stats.val_acc, epoch)
+        decision = stopper.update(stats.val_acc, epoch, stats.val_loss)
         if decision.improved:
             best_state = copy.deepcopy(model.state_dict())
         if on_epoch is not None:
