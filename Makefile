@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/headstart train $(HEADSTART_DATA)/hymenoptera --strategy probe --epochs $(DEMO_EPOCHS) --out runs/demo
+	$(BIN)/headstart train $(HEADSTART_DATA)/hymenoptera --strategy probe --epochs $(DEMO_EPOCHS) --out runs/demo --overwrite
 	$(BIN)/headstart evaluate runs/demo $(HEADSTART_DATA)/hymenoptera
 
 test: setup

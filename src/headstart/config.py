@@ -43,7 +43,7 @@ class StrategyConfig:
 
     name: str = "probe"
     lr: float | None = None
-    head_lr_mult: float = 10.0
+    head_lr_mult: float | None = None
     bn: str | None = None
 
 

@@ -53,7 +53,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="base learning rate (default: the strategy's own)")
-    p.add_argument("--head-lr-mult", type=float, help="finetune: head LR = lr x this (10)")
+    p.add_argument("--head-lr-mult", type=float, help="finetune: head LR = lr x this (100)")
     p.add_argument("--bn", help="BatchNorm policy: frozen | eval | train")
     p.add_argument("--dropout", type=float, help="dropout before the head (0)")
     p.add_argument("--weight-decay", type=float)

@@ -28,9 +28,7 @@ class EarlyStopping:
         should_stop: bool
         reason: str
 
-    def update(
-        self, value: float, epoch: int, loss: float | None = None
-    ) -> EarlyStopping.Decision:
+    def update(self, value: float, epoch: int, loss: float | None = None) -> EarlyStopping.Decision:
         """Record ``value`` (and optionally a loss) for ``epoch`` and decide.
 
         An equal ``value`` with a lower ``loss`` also counts as an improvement: on a few

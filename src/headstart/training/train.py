@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from headstart.backbones import count_parameters, create_backbone
+from headstart.backbones import Backbone, count_parameters, create_backbone
 from headstart.config import TrainConfig, save_config
 from headstart.data import DataSplit, ImageDataset, eval_transform, load_split, train_transform
 from headstart.errors import ConfigError, DataError
@@ -55,6 +55,9 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         {
             "strategy.lr": s.lr if s.lr is not None else d.lr,
             "strategy.bn": s.bn or d.bn,
+            "strategy.head_lr_mult": s.head_lr_mult
+            if s.head_lr_mult is not None
+            else d.head_lr_mult,
             "model.weights": cfg.model.weights or d.weights,
             "data.num_workers": (
                 cfg.data.num_workers if cfg.data.num_workers is not None else default_num_workers()
@@ -89,6 +92,51 @@ def _loader(ds: ImageDataset, cfg: TrainConfig, shuffle: bool, gen: torch.Genera
         pin_memory=torch.cuda.is_available(),
         generator=gen,
     )
+
+
+def _manifest(
+    cfg: TrainConfig,
+    backbone: Backbone,
+    split: DataSplit,
+    result: FitResult,
+    trainable: int,
+    total: int,
+) -> dict:
+    """Everything a checkpoint needs to describe itself (see ``training.checkpoint``)."""
+    best = result.best
+    return {
+        "backbone": cfg.model.backbone,
+        "weights": backbone.weights,
+        "num_features": backbone.num_features,
+        "dropout": cfg.model.dropout,
+        "tasks": {DEFAULT_TASK: split.classes},
+        "class_to_idx": {c: i for i, c in enumerate(split.classes)},
+        "preprocessing": backbone.preprocessing.to_dict(),
+        "strategy": {
+            "name": cfg.strategy.name,
+            "lr": cfg.strategy.lr,
+            "bn": cfg.strategy.bn,
+            "head_lr_mult": cfg.strategy.head_lr_mult,
+        },
+        "best_epoch": result.best_epoch,
+        "metrics": {
+            "val_acc": best.val_acc,
+            "val_loss": best.val_loss,
+            "train_acc": best.train_acc,
+            "train_loss": best.train_loss,
+        },
+        "stop_reason": result.stop_reason,
+        "seed": cfg.seed,
+        "data": {
+            "root": str(Path(cfg.data.root).resolve()),
+            "layout": split.layout,
+            "train": len(split.train),
+            "val": len(split.val),
+            "skipped": len(split.skipped),
+        },
+        "trainable_params": trainable,
+        "total_params": total,
+    }
 
 
 def train(
@@ -146,49 +194,13 @@ def train(
         progress=progress,
     )
     model.cpu()
-    best = result.best
-    save_checkpoint(
-        run_dir,
-        model,
-        {
-            "backbone": cfg.model.backbone,
-            "weights": backbone.weights,
-            "num_features": backbone.num_features,
-            "dropout": cfg.model.dropout,
-            "tasks": {DEFAULT_TASK: split.classes},
-            "class_to_idx": {c: i for i, c in enumerate(split.classes)},
-            "preprocessing": prep.to_dict(),
-            "strategy": {
-                "name": plan.name,
-                "lr": cfg.strategy.lr,
-                "bn": plan.bn,
-                "head_lr_mult": cfg.strategy.head_lr_mult,
-            },
-            "best_epoch": result.best_epoch,
-            "metrics": {
-                "val_acc": best.val_acc,
-                "val_loss": best.val_loss,
-                "train_acc": best.train_acc,
-                "train_loss": best.train_loss,
-            },
-            "stop_reason": result.stop_reason,
-            "seed": cfg.seed,
-            "data": {
-                "root": str(Path(cfg.data.root).resolve()),
-                "layout": split.layout,
-                "train": len(split.train),
-                "val": len(split.val),
-                "skipped": len(split.skipped),
-            },
-            "trainable_params": trainable,
-            "total_params": total,
-        },
-    )
+    save_checkpoint(run_dir, model, _manifest(cfg, backbone, split, result, trainable, total))
     plot_training_curves(
         [h.to_dict() for h in result.history],
         run_dir / "curves.png",
         f"{cfg.model.backbone} {plan.name}",
     )
+    best = result.best
     echo(
         f"best val_acc {best.val_acc:.4f} at epoch {result.best_epoch} ({result.stop_reason}); "
         f"saved {run_dir}/"
