@@ -111,6 +111,23 @@ def test_torchvision_offline_without_cache_says_how_to_fix(
     assert "--weights PATH" in msg and "--weights none" in msg
 
 
+def test_timm_hub_failure_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import timm
+
+    real = timm.create_model
+
+    def offline(name: str, pretrained: bool = False, **kw: object) -> torch.nn.Module:
+        if pretrained:
+            raise OSError("We couldn't connect to 'https://huggingface.co'")
+        return real(name, **kw)
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(WeightsUnavailable) as err:
+        create_backbone("resnet50d")
+    assert "Hugging Face cache" in str(err.value) and "--weights none" in str(err.value)
+    assert create_backbone("resnet50d", "none").num_features == 2048
+
+
 def test_missing_weights_package_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 

@@ -144,13 +144,20 @@ def test_a_finished_run_is_not_overwritten(trained_run: Path, trainval_dataset: 
         (["train", "{data}", "--strategy", "magic"], "probe, finetune, scratch"),
         (["evaluate", "{missing}", "{data}"], "run folder"),
         (["predict", "{data}", "{data}"], "no manifest.json"),
+        (["train", "{single}"], "only one class"),
+        (["train", "{empty}"], "no usable image"),
     ],
 )
 def test_errors_are_one_paragraph_without_traceback(
     args: list[str], needle: str, split_dataset: Path, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    filled = [a.format(data=split_dataset, missing=tmp_path / "missing") for a in args]
+    make_image(tmp_path / "single" / "red" / "0.png", (200, 0, 0))
+    make_image(tmp_path / "empty" / "red" / "0.png", (200, 0, 0))
+    (tmp_path / "empty" / "blue").mkdir()
+    places = {"data": split_dataset, "missing": tmp_path / "missing"}
+    places |= {"single": tmp_path / "single", "empty": tmp_path / "empty"}
+    filled = [a.format(**places) for a in args]
     assert main(filled) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and needle in err.replace("\n", " ")
