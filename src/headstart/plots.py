@@ -6,6 +6,7 @@ importing headstart stays fast and works without a display.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,11 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_training_curves(history: Sequence[dict[str, float]], path: Path, title: str = "") -> Path:
-    """Loss (train/val) and accuracy (train/val) per epoch, side by side."""
+def plot_training_curves(
+    history: Sequence[dict[str, float]], path: Path, best_epoch: int, title: str = ""
+) -> Path:
+    """Loss (train/val) and accuracy (train/val) per epoch, side by side; the restored
+    ``best_epoch`` (1-based) is marked."""
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
@@ -32,7 +36,7 @@ def plot_training_curves(history: Sequence[dict[str, float]], path: Path, title:
         ax.set_ylabel("accuracy" if key == "acc" else "loss")
         ax.grid(alpha=0.3)
         ax.legend()
-    best = max(history, key=lambda h: h["val_acc"])
+    best = history[best_epoch - 1]
     ax_acc.axvline(best["epoch"], color="grey", ls="--", lw=1)
     ax_acc.set_title(f"best val acc {best['val_acc']:.3f} at epoch {best['epoch']}")
     fig.suptitle(title)
@@ -62,7 +66,8 @@ def plot_confusion_matrix(matrix: Any, classes: Sequence[str], path: Path, title
             ax.text(
                 j, i, f"{counts[i, j]}\n{rates[i, j]:.0%}", ha="center", va="center", color=colour
             )
-    ax.set_title(title)
+    wrapped = "\n".join(textwrap.fill(line, 48) for line in title.splitlines())
+    ax.set_title(wrapped, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -21,7 +21,7 @@ def offline_status(spec: BackboneSpec) -> str:
 
         weights = torchvision.models.get_model_weights(spec.arch).DEFAULT
         path = torchvision_cache_file(weights)
-        return "yes (torch hub cache)" if path.is_file() else f"no: downloads to {path}"
+        return "yes (torch hub cache)" if path.is_file() else f"no: downloads {path.name}"
     if timm_hub_cached(spec.arch):
         return "yes (Hugging Face cache)"
-    return "no: downloads from the Hugging Face Hub"
+    return "no: downloads from the HF Hub"

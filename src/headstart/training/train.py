@@ -149,9 +149,9 @@ def train(
     """Train a classifier as ``cfg`` says and save the run folder; returns the result."""
     cfg = resolve_config(cfg)
     gen = seed_everything(cfg.seed)
+    backbone = create_backbone(cfg.model.backbone, cfg.model.weights)  # fails fast on a bad name
     split = load_split(cfg.data.root, cfg.data.val_fraction, cfg.seed)
     echo(split.summary())
-    backbone = create_backbone(cfg.model.backbone, cfg.model.weights)
     device = resolve_device(cfg.device)
     run_dir = prepare_run_dir(cfg.out, overwrite)  # type: ignore[arg-type]
     save_config(cfg, run_dir / "config.yaml")
@@ -198,6 +198,7 @@ def train(
     plot_training_curves(
         [h.to_dict() for h in result.history],
         run_dir / "curves.png",
+        result.best_epoch,
         f"{cfg.model.backbone} {plan.name}",
     )
     best = result.best
