@@ -26,6 +26,7 @@ except UnknownBackbone:
             arch="test_efficientnet",
             default_weights="none",
             summary="tiny random EfficientNet for tests",
+            family="timm_efficientnet",
         )
     )
 

@@ -45,6 +45,11 @@ class StrategyConfig:
     lr: float | None = None
     head_lr_mult: float | None = None
     bn: str | None = None
+    unfreeze_from: str | None = None  # partial: first trainable stage
+    lr_decay: float | None = None  # finetune/gradual: each earlier stage's LR x this
+    stage_lr: dict[str, float] | None = None  # finetune: LR multiplier per stage
+    unfreeze_every: int | None = None  # gradual: epochs between unfreezing steps
+    probe_epochs: int | None = None  # lp-ft: epochs of the probe phase
 
 
 @dataclass(frozen=True)

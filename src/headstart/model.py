@@ -13,6 +13,9 @@ DEFAULT_TASK = "class"
 class Classifier(nn.Module):
     """``backbone`` (images -> pooled features) followed by a linear head per task.
 
+    ``family`` names the stage rules that split the backbone into named stages for freezing
+    and per-stage learning rates (``generic``: the whole backbone is one stage).
+
     The head is sized from the backbone's feature dimension and zero-initialised: its first
     gradients then carry no random signal into a backbone that is being fine-tuned, and the
     starting prediction is uniform.
@@ -28,8 +31,10 @@ class Classifier(nn.Module):
         num_features: int,
         tasks: Mapping[str, int],
         dropout: float = 0.0,
+        family: str = "generic",
     ) -> None:
         super().__init__()
+        self.family = family  # stage rules for the backbone (see backbones.stages)
         self.backbone = backbone
         self.heads = nn.ModuleDict()
         for task, num_classes in tasks.items():

@@ -72,3 +72,20 @@ def plot_confusion_matrix(matrix: Any, classes: Sequence[str], path: Path, title
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_comparison(val_acc: dict[str, Sequence[float]], path: Path) -> Path:
+    """Validation accuracy per epoch, one line per strategy."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, accs in val_acc.items():
+        ax.plot(range(1, len(accs) + 1), accs, "o-", label=f"{name} (best {max(accs):.3f})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("strategy comparison")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -8,6 +8,7 @@ from torch import nn
 
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import BackboneSpec, get_spec
+from headstart.backbones.stages import group_by_stage
 from headstart.backbones.weights import (
     download_torchvision,
     load_into,
@@ -31,6 +32,10 @@ class Backbone:
     num_features: int
     preprocessing: Preprocessing
     weights: str
+
+    def stages(self) -> dict[str, list[str]]:
+        """Parameter names by stage, in forward order (see ``backbones.stages``)."""
+        return group_by_stage(self.spec.family, (n for n, _ in self.module.named_parameters()))
 
 
 def create_backbone(

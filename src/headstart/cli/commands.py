@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from headstart.errors import ConfigError
 
+if TYPE_CHECKING:
+    from headstart.config import TrainConfig
 
-def train(args: argparse.Namespace) -> int:
-    """``headstart train``."""
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Defaults < ``--config`` YAML < command-line options."""
     from headstart.cli.main import TRAIN_OPTIONS
     from headstart.config import TrainConfig, load_config
-    from headstart.training import train as run_training
 
     cfg = load_config(args.config) if args.config else TrainConfig()
-    overrides = {key: getattr(args, dest) for dest, key in TRAIN_OPTIONS.items()}
+    overrides = {key: getattr(args, dest, None) for dest, key in TRAIN_OPTIONS.items()}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.data is not None:
         overrides["data.root"] = args.data
@@ -25,9 +28,66 @@ def train(args: argparse.Namespace) -> int:
         raise ConfigError(
             "ConfigError: no data folder. Pass DATA_DIR or set data.root in --config."
         )
-    run_training(
-        cfg.with_overrides(overrides), overwrite=args.overwrite, progress=not args.no_progress
+    return cfg.with_overrides(overrides)
+
+
+def train(args: argparse.Namespace) -> int:
+    """``headstart train``."""
+    from headstart.training import train as run_training
+
+    run_training(config_from_args(args), overwrite=args.overwrite, progress=not args.no_progress)
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    """``headstart compare``: one table, compare.json and compare.png."""
+    from datetime import datetime
+
+    from headstart.evaluation.compare import compare_strategies, parse_strategies
+
+    strategies = parse_strategies(args.strategies)
+    cfg = config_from_args(args)
+    out = args.out or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}"
+    result = compare_strategies(
+        cfg, strategies, out, overwrite=args.overwrite, progress=not args.no_progress
     )
+    print(f"\ncomparison on {cfg.data.root}, {cfg.optim.epochs} epochs each, seed {cfg.seed}:\n")
+    print(result.table())
+    print()
+    for line in result.verdict:
+        print(line)
+    print(f"\nwrote {result.json_path} and {result.png_path}")
+    return 0
+
+
+def inspect(args: argparse.Namespace) -> int:
+    """``headstart inspect``: stages, parameter counts, trainable set and LRs of a strategy."""
+    from headstart.backbones import create_backbone
+    from headstart.config import StrategyConfig, TrainConfig
+    from headstart.finetune import DEFAULTS
+    from headstart.finetune.describe import describe, format_table
+    from headstart.model import DEFAULT_TASK, Classifier
+    from headstart.training.train import plan_for
+
+    strategy = StrategyConfig(
+        name=args.strategy, lr=args.lr, head_lr_mult=args.head_lr_mult, bn=args.bn,
+        unfreeze_from=args.unfreeze_from, lr_decay=args.lr_decay, stage_lr=args.stage_lr,
+        unfreeze_every=args.unfreeze_every, probe_epochs=args.probe_epochs,
+    )  # fmt: skip
+    cfg = TrainConfig(strategy=strategy).with_overrides({"optim.epochs": args.epochs})
+    backbone = create_backbone(args.backbone, "none")  # architecture only: no download
+    plan = plan_for(cfg, backbone)
+    model = Classifier(
+        backbone.module, backbone.num_features, {DEFAULT_TASK: args.classes}, 0.0,
+        backbone.spec.family,
+    )  # fmt: skip
+    lr = args.lr if args.lr is not None else DEFAULTS[plan.name].lr
+    print(
+        f"{args.backbone}: {len(backbone.stages())} backbone stages + head "
+        f"({args.classes} classes); strategy {plan.name}, base lr {lr:g}, bn {plan.bn}, "
+        f"{args.epochs} epochs\n"
+    )
+    print(format_table(describe(model, plan, lr), plan))
     return 0
 
 
@@ -80,6 +140,7 @@ def backbones(args: argparse.Namespace) -> int:
     """``headstart backbones``: name, library, default weights and offline availability."""
     from headstart.backbones import DEFAULT_BACKBONE, list_backbones
     from headstart.backbones.availability import offline_status
+    from headstart.tables import text_table
 
     rows = [
         (
@@ -92,9 +153,7 @@ def backbones(args: argparse.Namespace) -> int:
         for s in list_backbones()
     ]
     header = ("backbone", "library", "weights", "offline", "description")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
-    for r in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[4])
+    print(text_table([header, *rows], numeric=False))
     import torch
 
     print(

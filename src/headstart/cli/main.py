@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from headstart.cli import commands
 from headstart.errors import HeadstartError
+from headstart.finetune.plans import STRATEGIES
 
 # option dest -> dotted TrainConfig key
 TRAIN_OPTIONS: dict[str, str] = {
@@ -19,6 +20,11 @@ TRAIN_OPTIONS: dict[str, str] = {
     "lr": "strategy.lr",
     "head_lr_mult": "strategy.head_lr_mult",
     "bn": "strategy.bn",
+    "unfreeze_from": "strategy.unfreeze_from",
+    "lr_decay": "strategy.lr_decay",
+    "stage_lr": "strategy.stage_lr",
+    "unfreeze_every": "strategy.unfreeze_every",
+    "probe_epochs": "strategy.probe_epochs",
     "epochs": "optim.epochs",
     "batch_size": "optim.batch_size",
     "weight_decay": "optim.weight_decay",
@@ -35,13 +41,41 @@ TRAIN_OPTIONS: dict[str, str] = {
 }
 
 
-def _train_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a classifier on a folder of images",
-        description="Train on DATA_DIR (train/ and val/ class folders, or class folders to split).",
+def stage_lr_arg(text: str) -> dict[str, float]:
+    """Parse ``layer1=0.01,layer2=0.01,head=10`` into a dict (argparse type)."""
+    out: dict[str, float] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                "expected STAGE=MULT[,STAGE=MULT...], e.g. layer3=0.1,layer4=1,head=10; "
+                f"got {item!r}"
+            ) from None
+    return out
+
+
+def add_strategy_options(p: argparse.ArgumentParser) -> None:
+    """The strategy options shared by train, compare and inspect."""
+    p.add_argument("--head-lr-mult", type=float, help="head LR = lr x this (fine-tunes: 100)")
+    p.add_argument("--bn", help="BatchNorm policy: frozen | eval | train")
+    p.add_argument("--unfreeze-from", metavar="STAGE", help="partial: first trainable stage")
+    p.add_argument("--lr-decay", type=float, help="each earlier stage's LR x this (e.g. 0.5)")
+    p.add_argument(
+        "--stage-lr",
+        type=stage_lr_arg,
+        metavar="STAGE=MULT,...",
+        help="finetune: LR multiplier per stage, e.g. layer1=0.01,layer3=0.1,layer4=1,head=10",
     )
-    p.add_argument("data", nargs="?", metavar="DATA_DIR", help="dataset folder")
+    p.add_argument("--unfreeze-every", type=int, metavar="K", help="gradual: epochs per stage")
+    p.add_argument("--probe-epochs", type=int, help="lp-ft: epochs of the probe phase")
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by train and compare."""
     p.add_argument("--config", metavar="FILE.yaml", help="YAML config; options override it")
     p.add_argument("--backbone", help="backbone name (see `headstart backbones`)")
     p.add_argument(
@@ -49,12 +83,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         metavar="SOURCE",
         help="default | package | torchvision[:NAME] | timm[:TAG] | none | PATH",
     )
-    p.add_argument("--strategy", help="probe | finetune | scratch (default probe)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="base learning rate (default: the strategy's own)")
-    p.add_argument("--head-lr-mult", type=float, help="finetune: head LR = lr x this (100)")
-    p.add_argument("--bn", help="BatchNorm policy: frozen | eval | train")
+    add_strategy_options(p)
     p.add_argument("--dropout", type=float, help="dropout before the head (0)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup-epochs", type=float)
@@ -66,9 +98,51 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="DataLoader workers (default from core count)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto | cpu | cuda | mps")
+    p.add_argument("--overwrite", action="store_true", help="replace finished runs in --out")
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a classifier on a folder of images",
+        description="Train on DATA_DIR (train/ and val/ class folders, or class folders to split).",
+    )
+    p.add_argument("data", nargs="?", metavar="DATA_DIR", help="dataset folder")
+    p.add_argument("--strategy", help=f"{' | '.join(STRATEGIES)} (default probe)")
+    add_training_options(p)
     p.add_argument("--out", metavar="runs/NAME", help="run folder")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     p.set_defaults(func=commands.train)
+
+
+def _compare_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="race strategies on the same data, split, seed and epoch budget",
+        description="Train each strategy on DATA_DIR and print one comparison table.",
+    )
+    p.add_argument("data", nargs="?", metavar="DATA_DIR", help="dataset folder")
+    p.add_argument(
+        "--strategies",
+        default="scratch,probe,partial,finetune,gradual,lp-ft",
+        help="comma-separated strategies (default: all six)",
+    )
+    add_training_options(p)
+    p.add_argument("--out", metavar="runs/NAME", help="folder for compare.json, PNG and runs")
+    p.set_defaults(func=commands.compare)
+
+
+def _inspect_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="a backbone's stages with parameter counts; a strategy's trainable set and LRs",
+    )
+    p.add_argument("backbone", metavar="BACKBONE")
+    p.add_argument("--strategy", default="probe", help=" | ".join(STRATEGIES))
+    p.add_argument("--classes", type=int, default=2, help="number of classes for the head (2)")
+    p.add_argument("--epochs", type=int, default=10, help="epoch budget (phases depend on it)")
+    p.add_argument("--lr", type=float, help="base LR (default: the strategy's own)")
+    add_strategy_options(p)
+    p.set_defaults(func=commands.inspect)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _train_parser(sub)
+    _compare_parser(sub)
+    _inspect_parser(sub)
 
     p = sub.add_parser("evaluate", help="accuracy, per-class report and confusion matrix")
     p.add_argument("run", metavar="RUN_DIR")

@@ -1,5 +1,13 @@
-"""Evaluation: accuracy, per-class report and confusion matrix of a trained run."""
+"""Evaluation: accuracy, per-class report and confusion matrix; strategy comparison."""
 
+from headstart.evaluation.compare import CompareRow, Comparison, compare_strategies
 from headstart.evaluation.evaluate import Evaluation, eval_samples, evaluate_run
 
-__all__ = ["Evaluation", "eval_samples", "evaluate_run"]
+__all__ = [
+    "CompareRow",
+    "Comparison",
+    "Evaluation",
+    "compare_strategies",
+    "eval_samples",
+    "evaluate_run",
+]

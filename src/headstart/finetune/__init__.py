@@ -6,10 +6,12 @@ from headstart.finetune.plans import (
     STRATEGIES,
     Phase,
     Plan,
+    StrategyOptions,
     apply_phase,
+    backbone_stage_names,
     make_plan,
     param_groups,
-    stage_of,
+    stage_params,
 )
 
 __all__ = [
@@ -18,11 +20,13 @@ __all__ = [
     "STRATEGIES",
     "Phase",
     "Plan",
+    "StrategyOptions",
     "apply_bn_policy",
     "apply_phase",
+    "backbone_stage_names",
     "is_frozen",
     "make_plan",
     "param_groups",
     "set_trainable",
-    "stage_of",
+    "stage_params",
 ]

@@ -1,22 +1,26 @@
-"""Strategies as data: a plan says which parts train, at which LR multiplier, from which epoch.
+"""Strategies as data: a plan says which stages train, at which LR multiplier, from which epoch.
 
-One training loop executes any plan (``headstart.training.loop``). The parts ("stages") are
-found by parameter name, never by position: ``heads.*`` is the ``head`` stage, everything
-under ``backbone.`` is the ``backbone`` stage.
+One training loop executes any plan (``headstart.training.loop``). Stages are found by
+parameter name (``backbones.stages``); the new classifier is the ``head`` stage. A stage
+absent from a phase (or with multiplier 0) is frozen in that phase.
+
+>>> plan = make_plan(StrategyOptions("gradual", unfreeze_every=2), ["stem", "layer1", "layer2"], 6)
+>>> [(p.start_epoch, sorted(p.lr_mult)) for p in plan.phases]
+[(0, ['head']), (2, ['head', 'layer2']), (4, ['head', 'layer1', 'layer2'])]
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from torch import nn
 
+from headstart.backbones.stages import HEAD, group_by_stage
+from headstart.errors import ConfigError
 from headstart.finetune.freeze import BNPolicy
 
-StrategyName = Literal["probe", "finetune", "scratch"]
-STRATEGIES: tuple[str, ...] = ("probe", "finetune", "scratch")
+STRATEGIES: tuple[str, ...] = ("probe", "partial", "finetune", "gradual", "lp-ft", "scratch")
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,19 @@ class Phase:
 
     start_epoch: int
     lr_mult: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A named strategy: its phases in epoch order and its BatchNorm policy."""
+
+    name: str
+    phases: list[Phase] = field(default_factory=list)
+    bn: BNPolicy = "frozen"
+
+    def phase_at(self, epoch: int) -> Phase:
+        """The phase in force at ``epoch`` (0-based)."""
+        return [p for p in self.phases if p.start_epoch <= epoch][-1]
 
 
 @dataclass(frozen=True)
@@ -37,82 +54,165 @@ class StrategyDefaults:
     head_lr_mult: float = 1.0
 
 
-@dataclass(frozen=True)
-class Plan:
-    """A named strategy: its phases in epoch order and its BatchNorm policy."""
-
-    name: str
-    phases: list[Phase] = field(default_factory=list)
-    bn: BNPolicy = "frozen"
-
-    def phase_at(self, epoch: int) -> Phase:
-        """The phase in force at ``epoch``."""
-        return [p for p in self.phases if p.start_epoch <= epoch][-1]
-
-
+# Backbone LR 1e-5 with the head at the probe's 1e-3 and BatchNorm statistics kept: measured
+# on ants/bees, a backbone LR of 1e-4 (or 3e-5) with AdamW erodes the pretrained features
+# within two epochs, and a head at 10x a small backbone LR learns too slowly to converge in 10
+# epochs. See the README section "Fine-tuning defaults".
 DEFAULTS: dict[str, StrategyDefaults] = {
     "probe": StrategyDefaults(lr=1e-3, weights="default", bn="frozen"),
-    # Backbone 1e-5 with the head at the probe's 1e-3, BatchNorm statistics kept: measured on
-    # ants/bees, a backbone LR of 1e-4 (or 3e-5) with AdamW erodes the pretrained features
-    # within two epochs (val accuracy falls from 94% to 90-92%), and a head at 10x a small
-    # backbone LR learns too slowly to converge in 10 epochs. See README "Fine-tuning defaults".
+    "partial": StrategyDefaults(lr=1e-5, weights="default", bn="eval", head_lr_mult=100.0),
     "finetune": StrategyDefaults(lr=1e-5, weights="default", bn="eval", head_lr_mult=100.0),
+    "gradual": StrategyDefaults(lr=1e-5, weights="default", bn="eval", head_lr_mult=100.0),
+    "lp-ft": StrategyDefaults(lr=1e-5, weights="default", bn="eval", head_lr_mult=100.0),
     "scratch": StrategyDefaults(lr=1e-3, weights="none", bn="train"),
 }
 
 
-def make_plan(strategy: str, head_lr_mult: float | None = None, bn: BNPolicy | None = None) -> Plan:
-    """The plan for a strategy name.
+@dataclass(frozen=True)
+class StrategyOptions:
+    """The knobs of every strategy; None means the strategy's default."""
 
-    ``probe`` trains the head at the base LR; ``finetune`` trains the backbone at the base LR
-    and the head at base x ``head_lr_mult``; ``scratch`` trains everything at the base LR.
+    name: str
+    head_lr_mult: float | None = None
+    bn: BNPolicy | None = None
+    unfreeze_from: str | None = None  # partial: first trainable stage
+    lr_decay: float | None = None  # finetune/gradual: each earlier stage x this
+    stage_lr: Mapping[str, float] | None = None  # finetune: explicit multipliers per stage
+    unfreeze_every: int | None = None  # gradual: epochs between unfreezing steps
+    probe_epochs: int | None = None  # lp-ft: epochs of the probe phase
+
+
+def _check_stage(name: str, stages: Sequence[str], option: str) -> None:
+    if name not in (*stages, HEAD):
+        raise ConfigError(
+            f"ConfigError: {option} {name!r} is not a stage of this backbone. "
+            f"Stages: {', '.join([*stages, HEAD])} (see `headstart inspect BACKBONE`)."
+        )
+
+
+def _decayed(stages: Sequence[str], decay: float) -> dict[str, float]:
+    """Last backbone stage x1, each earlier stage the next one's multiplier x ``decay``."""
+    n = len(stages)
+    return {s: decay ** (n - 1 - i) for i, s in enumerate(stages)}
+
+
+def _explicit(stages: Sequence[str], given: Mapping[str, float], head: float) -> dict[str, float]:
+    """Multipliers named per stage; an unnamed stage takes the next named stage's multiplier."""
+    for s in given:
+        _check_stage(s, stages, "--stage-lr")
+    out: dict[str, float] = {HEAD: given.get(HEAD, head)}
+    nxt = out[HEAD]
+    for s in reversed(stages):
+        nxt = given.get(s, nxt)
+        out[s] = nxt
+    return {s: m for s, m in out.items() if m > 0}
+
+
+def make_plan(
+    opts: StrategyOptions,
+    stages: Sequence[str],
+    epochs: int,
+    default_unfreeze_from: str | None = None,
+) -> Plan:
+    """The plan for a strategy over a backbone's ``stages`` (forward order, head excluded).
+
+    ``default_unfreeze_from`` is where ``partial`` starts when the options do not say
+    (the family's choice, e.g. ResNet ``layer4``); else the last backbone stage.
     """
-    if strategy not in DEFAULTS:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-    bn = bn or DEFAULTS[strategy].bn
-    if head_lr_mult is None:
-        head_lr_mult = DEFAULTS[strategy].head_lr_mult
-    if strategy == "probe":
-        return Plan("probe", [Phase(0, {"head": 1.0})], bn)
-    if strategy == "finetune":
-        return Plan("finetune", [Phase(0, {"backbone": 1.0, "head": head_lr_mult})], bn)
-    return Plan("scratch", [Phase(0, {"backbone": 1.0, "head": 1.0})], bn)
+    if opts.name not in DEFAULTS:
+        raise ConfigError(
+            f"ConfigError: --strategy {opts.name!r} is not known; "
+            f"expected one of {', '.join(STRATEGIES)}."
+        )
+    d = DEFAULTS[opts.name]
+    bn = opts.bn or d.bn
+    head = opts.head_lr_mult if opts.head_lr_mult is not None else d.head_lr_mult
+    decayed = _decayed(stages, opts.lr_decay if opts.lr_decay is not None else 1.0)
+    name = opts.name
+    if name == "probe":
+        return Plan(name, [Phase(0, {HEAD: 1.0})], bn)
+    if name == "scratch":
+        return Plan(name, [Phase(0, {**dict.fromkeys(stages, 1.0), HEAD: 1.0})], bn)
+    if name == "partial":
+        start = opts.unfreeze_from or default_unfreeze_from or stages[-1]
+        _check_stage(start, stages, "--unfreeze-from")
+        trainable = list(stages)[list(stages).index(start) :] if start != HEAD else []
+        return Plan(name, [Phase(0, {**{s: decayed[s] for s in trainable}, HEAD: head})], bn)
+    if name == "finetune":
+        mults = _explicit(stages, opts.stage_lr, head) if opts.stage_lr else {**decayed, HEAD: head}
+        return Plan(name, [Phase(0, mults)], bn)
+    if name == "gradual":
+        every = opts.unfreeze_every or max(1, epochs // 5)
+        phases, current = [Phase(0, {HEAD: head})], {HEAD: head}
+        for k, stage in enumerate(reversed(stages), start=1):
+            if k * every >= epochs:
+                break
+            current = {stage: decayed[stage], **current}
+            phases.append(Phase(k * every, dict(current)))
+        return Plan(name, phases, bn)
+    # lp-ft: probe until the head has converged, then everything at the small LR
+    probe = opts.probe_epochs if opts.probe_epochs is not None else max(1, epochs // 2)
+    return Plan(name, [Phase(0, {HEAD: head}), Phase(probe, {**decayed, HEAD: 1.0})], bn)
 
 
-def stage_of(param_name: str) -> str:
-    """The stage a parameter belongs to, by name."""
-    return "head" if param_name.startswith("heads.") else "backbone"
+def stage_params(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    """Parameters of a Classifier by stage, in forward order, ``head`` last."""
+    family = getattr(model, "family", "generic")
+    named = dict(model.named_parameters())
+    backbone = [n[len("backbone.") :] for n in named if n.startswith("backbone.")]
+    out = {
+        stage: [(f"backbone.{n}", named[f"backbone.{n}"]) for n in names]
+        for stage, names in group_by_stage(family, backbone).items()
+    }
+    out[HEAD] = [(n, p) for n, p in named.items() if not n.startswith("backbone.")]
+    return out
 
 
-def named_stage_params(model: nn.Module) -> Iterator[tuple[str, str, nn.Parameter]]:
-    """(stage, name, parameter) for every parameter of a Classifier."""
-    for name, p in model.named_parameters():
-        yield stage_of(name), name, p
+def backbone_stage_names(model: nn.Module) -> list[str]:
+    """The backbone's stage names in forward order (``head`` excluded)."""
+    return [s for s in stage_params(model) if s != HEAD]
+
+
+def _iter_params(model: nn.Module) -> Iterator[tuple[str, str, nn.Parameter]]:
+    for stage, params in stage_params(model).items():
+        for name, p in params:
+            yield stage, name, p
 
 
 def apply_phase(model: nn.Module, phase: Phase) -> None:
     """Make exactly the phase's stages trainable; freeze the rest."""
-    for stage, _, p in named_stage_params(model):
-        p.requires_grad_(stage in phase.lr_mult)
+    for stage, _, p in _iter_params(model):
+        p.requires_grad_(phase.lr_mult.get(stage, 0.0) > 0)
 
 
-def param_groups(model: nn.Module, phase: Phase, lr: float, weight_decay: float) -> list[dict]:
-    """AdamW groups for the trainable parameters only: one per stage and decay kind.
+def param_groups(
+    model: nn.Module,
+    phase: Phase,
+    lr: float,
+    weight_decay: float,
+    skip: set[tuple[str, bool]] | None = None,
+) -> list[dict]:
+    """AdamW groups for the phase's trainable parameters: one per stage and decay kind.
 
-    Biases and normalisation weights (1-D tensors) get no weight decay.
+    Biases and normalisation weights (1-D tensors) get no weight decay. Each group carries
+    ``stage`` and ``base_lr`` (LR before the schedule); groups whose (stage, decay) key is in
+    ``skip`` (already in the optimizer) are left out.
     """
     groups: dict[tuple[str, bool], dict] = {}
-    for stage, _, p in named_stage_params(model):
-        if stage not in phase.lr_mult or not p.requires_grad:
+    for stage, _, p in _iter_params(model):
+        mult = phase.lr_mult.get(stage, 0.0)
+        key = (stage, p.ndim > 1)
+        if mult <= 0 or not p.requires_grad or (skip and key in skip):
             continue
-        decay = p.ndim > 1
         group = groups.setdefault(
-            (stage, decay),
+            key,
             {
                 "params": [],
-                "lr": lr * phase.lr_mult[stage],
-                "weight_decay": weight_decay if decay else 0.0,
+                "lr": lr * mult,
+                "base_lr": lr * mult,
+                "weight_decay": weight_decay if key[1] else 0.0,
                 "stage": stage,
+                "decay": key[1],
             },
         )
         group["params"].append(p)

@@ -135,6 +135,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
             int(manifest["num_features"]),
             {t: len(c) for t, c in manifest["tasks"].items()},
             float(manifest.get("dropout", 0.0)),
+            manifest.get("family", backbone.spec.family),
         )
         load_model(model, str(weights), strict=True, device=str(device))
     except HeadstartError:

@@ -18,11 +18,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from headstart.config import OptimConfig
-from headstart.finetune import Plan, apply_bn_policy, apply_phase, param_groups
+from headstart.finetune import Phase, Plan, apply_bn_policy, apply_phase, param_groups
 from headstart.model import DEFAULT_TASK
 from headstart.training.device import images_to, to_device
 from headstart.training.early_stopping import EarlyStopping
-from headstart.training.schedule import warmup_cosine
+from headstart.training.schedule import set_group_lrs
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,28 @@ def _loss_and_correct(
     return loss, correct  # type: ignore[return-value]
 
 
+def enter_phase(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    phase: Phase,
+    lr: float,
+    weight_decay: float,
+    step: int,
+) -> torch.optim.Optimizer:
+    """Switch to ``phase``: set trainable stages, re-base the LRs of groups already in the
+    optimizer (their AdamW state is kept), and add groups for newly trainable stages,
+    which start their own short warmup at ``step``."""
+    apply_phase(model, phase)
+    if optimizer is None:
+        return torch.optim.AdamW(param_groups(model, phase, lr, weight_decay))
+    present = {(g["stage"], g["decay"]) for g in optimizer.param_groups}
+    for g in optimizer.param_groups:
+        g["base_lr"] = lr * phase.lr_mult.get(g["stage"], 0.0)
+    for g in param_groups(model, phase, lr, weight_decay, skip=present):
+        optimizer.add_param_group({**g, "start_step": step})
+    return optimizer
+
+
 def fit(
     model: nn.Module,
     plan: Plan,
@@ -111,16 +133,13 @@ def fit(
 ) -> FitResult:
     """Train ``model`` by ``plan``; restore and return the best epoch by validation accuracy."""
     to_device(model, device)
-    phase = plan.phase_at(0)  # single-phase plans; later phases extend the optimizer
-    apply_phase(model, phase)
-    optimizer = torch.optim.AdamW(param_groups(model, phase, lr, optim.weight_decay))
     steps_per_epoch = len(train_loader)
     total = optim.epochs * steps_per_epoch
     warmup = round(optim.warmup_epochs * steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, total, warmup, optim.min_lr_ratio)
-    )
-    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+    group_warmup = max(1, steps_per_epoch // 2)
+    optimizer: torch.optim.Optimizer | None = None
+    phase: Phase | None = None
+    step = 0
     stopper = EarlyStopping(optim.patience)
     history: list[EpochStats] = []
     best_state = copy.deepcopy(model.state_dict())
@@ -128,6 +147,11 @@ def fit(
     n_train = len(train_loader.dataset)  # type: ignore[arg-type]
 
     for epoch in range(optim.epochs):
+        if plan.phase_at(epoch) is not phase:
+            phase = plan.phase_at(epoch)
+            optimizer = enter_phase(model, optimizer, phase, lr, optim.weight_decay, step)
+            trainable = [p for g in optimizer.param_groups for p in g["params"]]
+        assert optimizer is not None
         start = time.perf_counter()
         model.train()
         apply_bn_policy(model, plan.bn)
@@ -147,8 +171,9 @@ def fit(
             loss.backward()
             if optim.grad_clip:
                 nn.utils.clip_grad_norm_(trainable, optim.grad_clip)
+            set_group_lrs(optimizer, step, total, warmup, optim.min_lr_ratio, group_warmup)
             optimizer.step()
-            scheduler.step()
+            step += 1
             n = images.shape[0]
             loss_sum += float(loss.detach()) * n
             correct += n_correct
@@ -165,7 +190,7 @@ def fit(
             train_acc=correct / max(seen, 1),
             val_loss=float(val_loss),
             val_acc=val_correct / max(len(targets[DEFAULT_TASK]), 1),
-            lr=optimizer.param_groups[0]["lr"],
+            lr=max(g["lr"] for g in optimizer.param_groups),
             seconds=time.perf_counter() - start,
         )
         history.append(stats)

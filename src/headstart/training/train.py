@@ -12,10 +12,19 @@ import torch
 from torch.utils.data import DataLoader
 
 from headstart.backbones import Backbone, count_parameters, create_backbone
+from headstart.backbones.stages import DEFAULT_UNFREEZE_FROM
 from headstart.config import TrainConfig, save_config
 from headstart.data import DataSplit, ImageDataset, eval_transform, load_split, train_transform
 from headstart.errors import ConfigError, DataError
-from headstart.finetune import BN_POLICIES, DEFAULTS, STRATEGIES, apply_phase, make_plan
+from headstart.finetune import (
+    BN_POLICIES,
+    DEFAULTS,
+    STRATEGIES,
+    Plan,
+    StrategyOptions,
+    apply_phase,
+    make_plan,
+)
 from headstart.model import DEFAULT_TASK, Classifier
 from headstart.plots import plot_training_curves
 from headstart.training.checkpoint import MANIFEST, save_checkpoint
@@ -67,6 +76,31 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     )
 
 
+def strategy_options(cfg: TrainConfig) -> StrategyOptions:
+    """The strategy section of a config as plan options."""
+    s = cfg.strategy
+    return StrategyOptions(
+        name=s.name,
+        head_lr_mult=s.head_lr_mult,
+        bn=s.bn,  # type: ignore[arg-type]
+        unfreeze_from=s.unfreeze_from,
+        lr_decay=s.lr_decay,
+        stage_lr=s.stage_lr,
+        unfreeze_every=s.unfreeze_every,
+        probe_epochs=s.probe_epochs,
+    )
+
+
+def plan_for(cfg: TrainConfig, backbone: Backbone) -> Plan:
+    """The strategy plan of ``cfg`` over the backbone's stages."""
+    return make_plan(
+        strategy_options(cfg),
+        list(backbone.stages()),
+        cfg.optim.epochs,
+        DEFAULT_UNFREEZE_FROM.get(backbone.spec.family),
+    )
+
+
 def prepare_run_dir(out: str | Path, overwrite: bool) -> Path:
     """Create the run folder; refuse to replace a finished run unless ``overwrite``."""
     run_dir = Path(out)
@@ -98,6 +132,7 @@ def _manifest(
     cfg: TrainConfig,
     backbone: Backbone,
     split: DataSplit,
+    plan: Plan,
     result: FitResult,
     trainable: int,
     total: int,
@@ -108,6 +143,7 @@ def _manifest(
         "backbone": cfg.model.backbone,
         "weights": backbone.weights,
         "num_features": backbone.num_features,
+        "family": backbone.spec.family,
         "dropout": cfg.model.dropout,
         "tasks": {DEFAULT_TASK: split.classes},
         "class_to_idx": {c: i for i, c in enumerate(split.classes)},
@@ -117,6 +153,9 @@ def _manifest(
             "lr": cfg.strategy.lr,
             "bn": cfg.strategy.bn,
             "head_lr_mult": cfg.strategy.head_lr_mult,
+            "phases": [
+                {"start_epoch": p.start_epoch + 1, "lr_mult": p.lr_mult} for p in plan.phases
+            ],
         },
         "best_epoch": result.best_epoch,
         "metrics": {
@@ -150,6 +189,7 @@ def train(
     cfg = resolve_config(cfg)
     gen = seed_everything(cfg.seed)
     backbone = create_backbone(cfg.model.backbone, cfg.model.weights)  # fails fast on a bad name
+    plan = plan_for(cfg, backbone)  # and on bad strategy options
     split = load_split(cfg.data.root, cfg.data.val_fraction, cfg.seed)
     echo(split.summary())
     device = resolve_device(cfg.device)
@@ -165,8 +205,8 @@ def train(
         backbone.num_features,
         {DEFAULT_TASK: len(split.classes)},
         cfg.model.dropout,
+        backbone.spec.family,
     )
-    plan = make_plan(cfg.strategy.name, cfg.strategy.head_lr_mult, cfg.strategy.bn)  # type: ignore[arg-type]
     apply_phase(model, plan.phase_at(0))
     trainable, total = count_parameters(model, trainable_only=True), count_parameters(model)
     echo(
@@ -194,7 +234,7 @@ def train(
         progress=progress,
     )
     model.cpu()
-    save_checkpoint(run_dir, model, _manifest(cfg, backbone, split, result, trainable, total))
+    save_checkpoint(run_dir, model, _manifest(cfg, backbone, split, plan, result, trainable, total))
     plot_training_curves(
         [h.to_dict() for h in result.history],
         run_dir / "curves.png",

@@ -1,0 +1,160 @@
+"""``compare_strategies``: race strategies on the same data, split, seed and epoch budget."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from headstart.config import TrainConfig
+from headstart.errors import ConfigError
+from headstart.finetune import STRATEGIES
+from headstart.plots import plot_comparison
+from headstart.tables import text_table
+from headstart.training import train
+
+BACKBONE_TRAINING = ("partial", "finetune", "gradual", "lp-ft")
+
+
+@dataclass(frozen=True)
+class CompareRow:
+    """One strategy's outcome."""
+
+    strategy: str
+    trainable_params: int
+    best_val_acc: float
+    best_epoch: int
+    final_val_acc: float
+    final_train_acc: float
+    seconds_per_epoch: float
+    total_seconds: float
+    run_dir: str
+    val_acc_per_epoch: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Comparison:
+    """All rows, the validation-set size (for the noise floor) and the verdict lines."""
+
+    rows: list[CompareRow]
+    n_val: int
+    verdict: list[str]
+    json_path: Path
+    png_path: Path
+
+    def table(self) -> str:
+        """The comparison as an aligned text table."""
+        head = ["strategy", "trainable", "best val", "(epoch)", "final val", "final train"]
+        head += ["s/epoch", "total s"]
+        rows = [head]
+        for r in self.rows:
+            rows.append([
+                r.strategy, f"{r.trainable_params:,}", f"{r.best_val_acc:.4f}", f"{r.best_epoch}",
+                f"{r.final_val_acc:.4f}", f"{r.final_train_acc:.4f}", f"{r.seconds_per_epoch:.1f}",
+                f"{r.total_seconds:.0f}",
+            ])  # fmt: skip
+        return text_table(rows)
+
+
+def parse_strategies(text: str) -> list[str]:
+    """``"probe,finetune"`` -> ``["probe", "finetune"]``, validated, duplicates refused."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in names if s not in STRATEGIES]
+    if bad or not names or len(set(names)) != len(names):
+        raise ConfigError(
+            f"ConfigError: --strategies {text!r}: expected distinct names from "
+            f"{', '.join(STRATEGIES)}" + (f"; unknown: {', '.join(bad)}." if bad else ".")
+        )
+    return names
+
+
+def verdict(rows: Sequence[CompareRow], n_val: int) -> list[str]:
+    """Who won, by how much, whether that is more than noise, and fine-tuning warnings."""
+    ranked = sorted(rows, key=lambda r: (-r.best_val_acc, -r.final_val_acc))
+    one_image = 100.0 / max(n_val, 1)
+    lines = []
+    if len(ranked) > 1:
+        win, second = ranked[0], ranked[1]
+        gap = 100 * (win.best_val_acc - second.best_val_acc)
+        images = round(gap / one_image)
+        lines.append(
+            f"winner: {win.strategy} ({win.best_val_acc:.2%} best val accuracy), "
+            f"{gap:.1f} points ({images} of {n_val} images) ahead of {second.strategy}."
+        )
+        if images <= 2:
+            lines.append(
+                f"  With {n_val} validation images one image is {one_image:.2f} points: "
+                "a lead this small is within noise."
+            )
+    else:
+        lines.append(f"only {ranked[0].strategy} ran: {ranked[0].best_val_acc:.2%}.")
+    by_name = {r.strategy: r for r in rows}
+    probe = by_name.get("probe")
+    for name in BACKBONE_TRAINING:
+        r = by_name.get(name)
+        if probe is not None and r is not None and r.final_val_acc < probe.final_val_acc:
+            lines.append(
+                f"{name} ended below the probe ({r.final_val_acc:.2%} vs "
+                f"{probe.final_val_acc:.2%}). Likely cause: the backbone learning rate is too "
+                "high for this backbone and data, so fine-tuning erodes the pretrained features "
+                "(catastrophic forgetting). Fix: lower --lr (e.g. 1e-5 with AdamW), keep "
+                "BatchNorm statistics (--bn eval), or use lp-ft (probe first, then fine-tune)."
+            )
+    return lines
+
+
+def compare_strategies(
+    cfg: TrainConfig,
+    strategies: Sequence[str],
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+) -> Comparison:
+    """Train each strategy with ``cfg`` (same data, split, seed, epochs; early stopping off so
+    every strategy gets the full budget) and write ``compare.json`` and ``compare.png``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[CompareRow] = []
+    n_val = 0
+    for name in strategies:
+        echo(f"\n=== {name} ===")
+        run_cfg = cfg.with_overrides(
+            {"strategy.name": name, "optim.patience": None, "out": str(out / name)}
+        )
+        start = time.perf_counter()
+        result = train(run_cfg, overwrite=overwrite, echo=echo, progress=progress)
+        total = time.perf_counter() - start
+        hist = result.fit.history
+        n_val = len(result.split.val)
+        rows.append(
+            CompareRow(
+                strategy=name,
+                trainable_params=result.trainable_params,
+                best_val_acc=result.fit.best.val_acc,
+                best_epoch=result.fit.best_epoch,
+                final_val_acc=hist[-1].val_acc,
+                final_train_acc=hist[-1].train_acc,
+                seconds_per_epoch=sum(h.seconds for h in hist) / len(hist),
+                total_seconds=total,
+                run_dir=str(result.run_dir),
+                val_acc_per_epoch=[h.val_acc for h in hist],
+            )
+        )
+    lines = verdict(rows, n_val)
+    png = plot_comparison({r.strategy: r.val_acc_per_epoch for r in rows}, out / "compare.png")
+    payload: dict[str, Any] = {
+        "data": cfg.data.root,
+        "backbone": cfg.model.backbone,
+        "epochs": cfg.optim.epochs,
+        "seed": cfg.seed,
+        "n_val": n_val,
+        "rows": [asdict(r) for r in rows],
+        "verdict": lines,
+    }
+    (out / "compare.json").write_text(json.dumps(payload, indent=1))
+    return Comparison(rows, n_val, lines, out / "compare.json", png)
