@@ -8,7 +8,15 @@ from urllib.error import URLError
 import pytest
 import torch
 
-from headstart.backbones import Preprocessing, create_backbone, get_spec, list_backbones, register
+from headstart.backbones import (
+    Backbone,
+    Preprocessing,
+    create_backbone,
+    get_spec,
+    list_backbones,
+    register,
+)
+from headstart.backbones.stages import stage_name
 from headstart.backbones.weights import read_weights_file, resolve_source
 from headstart.errors import ConfigError, UnknownBackbone, WeightsUnavailable
 from tests.conftest import TINY
@@ -27,17 +35,44 @@ def test_register_refuses_duplicates() -> None:
 
 
 @pytest.mark.parametrize("name", [s.name for s in list_backbones() if s.name != TINY])
-def test_every_backbone_builds_and_gives_features(name: str) -> None:
-    """The one contract over every registry entry: features of num_features, real preprocessing."""
+def test_every_backbone_meets_the_contract(name: str) -> None:
+    """The one contract over every registry entry: features of num_features, preprocessing from
+    the weights, and named stages that cover every parameter once, in forward order."""
     bb = create_backbone(name, "none")
     prep = bb.preprocessing
     assert prep.input_size >= 160 and prep.resize_size >= prep.input_size
     assert prep.interpolation in ("bilinear", "bicubic")
     assert all(0 < s < 1 for s in prep.std)
-    bb.module.eval()
+    order = _forward_stage_order(bb)
     with torch.inference_mode():
         out = bb.module(torch.randn(2, 3, prep.input_size, prep.input_size))
     assert out.shape == (2, bb.num_features)
+
+    # stages cover every parameter exactly once, and come in forward order
+    stages = bb.stages()
+    names = [n for ns in stages.values() for n in ns]
+    assert sorted(names) == sorted(n for n, _ in bb.module.named_parameters())
+    assert len(names) == len(set(names))
+    assert "head" not in stages and len(stages) >= 3
+    assert order == list(stages)
+
+
+def _forward_stage_order(bb: Backbone) -> list[str]:
+    """Stages in the order their modules first run, recorded with forward pre-hooks."""
+    seen: list[str] = []
+    for module_name, module in bb.module.named_modules():
+        own = [n for n, _ in module.named_parameters(recurse=False)]
+        if not own:
+            continue
+        stage = stage_name(bb.spec.family, f"{module_name}.{own[0]}".lstrip("."))
+
+        def hook(*_: object, stage: str = stage) -> None:
+            if stage not in seen:
+                seen.append(stage)
+
+        module.register_forward_pre_hook(hook)
+    bb.module.eval()
+    return seen
 
 
 def test_preprocessing_comes_from_the_weights() -> None:

@@ -191,3 +191,38 @@ def test_unreadable_image_in_training_data_is_skipped(split_dataset: Path, tmp_p
                  "--out", str(out)]) == 0  # fmt: skip
     split = json.loads((out / "split.json").read_text())
     assert [s[0] for s in split["skipped"]] == ["red/imageNotFound.png"]
+
+
+def test_inspect_shows_stages_trainable_sets_and_lrs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", "resnet18"]) == 0
+    out = capsys.readouterr().out
+    assert "layer4" in out and "8,393,728" in out
+    assert out.rstrip().endswith("11,177,538     1,026")  # the probe trains only the head
+    assert main(["inspect", "resnet18", "--strategy", "partial", "--unfreeze-from", "layer4"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("8,394,754")
+    assert main(["inspect", "resnet18", "--strategy", "gradual", "--unfreeze-every", "3"]) == 0
+    assert "epoch 4+" in capsys.readouterr().out
+
+
+def test_compare_races_strategies(
+    trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cmp"
+    code = main(["--no-progress", "compare", str(trainval_dataset), *FAST[:-1], "--strategies",
+                 "probe,finetune", "--epochs", "2", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "winner:" in text and "s/epoch" in text
+    report = json.loads((out / "compare.json").read_text())
+    assert [r["strategy"] for r in report["rows"]] == ["probe", "finetune"]
+    assert all(len(r["val_acc_per_epoch"]) == 2 for r in report["rows"])
+    assert report["rows"][0]["trainable_params"] < report["rows"][1]["trainable_params"]
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "probe" / "manifest.json").is_file()
+
+
+def test_compare_refuses_unknown_strategies(
+    trainval_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["compare", str(trainval_dataset), "--strategies", "probe,magic"]) == 2
+    assert "unknown: magic" in capsys.readouterr().err

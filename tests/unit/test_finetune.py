@@ -9,7 +9,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from headstart.backbones import create_backbone
 from headstart.config import OptimConfig
-from headstart.finetune import apply_bn_policy, apply_phase, make_plan, param_groups
+from headstart.finetune import (
+    StrategyOptions,
+    apply_bn_policy,
+    apply_phase,
+    backbone_stage_names,
+    param_groups,
+)
+from headstart.finetune import make_plan as _make_plan
 from headstart.model import Classifier
 from headstart.training import fit
 from tests.conftest import TINY
@@ -18,7 +25,14 @@ from tests.conftest import TINY
 def tiny_classifier(num_classes: int = 2) -> Classifier:
     torch.manual_seed(0)
     bb = create_backbone(TINY, "none")
-    return Classifier(bb.module, bb.num_features, {"class": num_classes})
+    return Classifier(bb.module, bb.num_features, {"class": num_classes}, 0.0, bb.spec.family)
+
+
+TINY_STAGES = backbone_stage_names(tiny_classifier())
+
+
+def make_plan(name: str, epochs: int = 10, **options: object):
+    return _make_plan(StrategyOptions(name, **options), TINY_STAGES, epochs)  # type: ignore[arg-type]
 
 
 def test_head_is_sized_from_the_backbone_and_starts_at_zero() -> None:
@@ -47,7 +61,8 @@ def test_finetune_groups_have_discriminative_lrs_and_no_decay_on_biases() -> Non
     apply_phase(model, phase)
     groups = param_groups(model, phase, 1e-4, 0.05)
     lrs = {(g["stage"], g["weight_decay"] > 0): g["lr"] for g in groups}
-    assert lrs[("backbone", True)] == pytest.approx(1e-4)
+    assert lrs[("blocks.0", True)] == pytest.approx(1e-4)
+    assert lrs[("conv_head", True)] == pytest.approx(1e-4)
     assert lrs[("head", True)] == pytest.approx(1e-3)
     for g in groups:
         assert all((p.ndim > 1) == (g["weight_decay"] > 0) for p in g["params"])
@@ -119,3 +134,147 @@ def test_early_stopping_stops_after_patience() -> None:
                  progress=False)  # fmt: skip
     assert len(result.history) == 3  # lr 0: nothing improves after epoch 1
     assert "early stop" in result.stop_reason
+
+
+def _trainable_stages(model: Classifier, phase_index: int, plan: object) -> set[str]:
+    apply_phase(model, plan.phases[phase_index])  # type: ignore[attr-defined]
+    from headstart.finetune import stage_params
+
+    return {s for s, ps in stage_params(model).items() if all(p.requires_grad for _, p in ps)}
+
+
+def test_tiny_backbone_has_named_stages() -> None:
+    assert TINY_STAGES[0] == "stem" and TINY_STAGES[-1] == "conv_head"
+    assert TINY_STAGES[1:-1] == [f"blocks.{i}" for i in range(len(TINY_STAGES) - 2)]
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "expected"),
+    [
+        ("probe", {}, {"head"}),
+        ("partial", {"unfreeze_from": "conv_head"}, {"conv_head", "head"}),
+        ("finetune", {}, {*TINY_STAGES, "head"}),
+        ("scratch", {}, {*TINY_STAGES, "head"}),
+        ("gradual", {}, {"head"}),
+        ("lp-ft", {}, {"head"}),
+    ],
+)
+def test_each_strategy_first_phase_trainable_set(
+    name: str, options: dict, expected: set[str]
+) -> None:
+    model = tiny_classifier()
+    plan = make_plan(name, **options)
+    assert _trainable_stages(model, 0, plan) == expected
+    groups = param_groups(model, plan.phases[0], 1e-3, 0.01)
+    assert {g["stage"] for g in groups} == expected
+    frozen = {id(p) for p in model.parameters() if not p.requires_grad}
+    assert not frozen & {id(p) for g in groups for p in g["params"]}
+
+
+def test_partial_default_starts_at_the_last_stage_without_a_family_default() -> None:
+    plan = make_plan("partial")
+    assert set(plan.phases[0].lr_mult) == {TINY_STAGES[-1], "head"}
+
+
+def test_unknown_stage_is_a_clear_error() -> None:
+    from headstart.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a stage of this backbone"):
+        make_plan("partial", unfreeze_from="layer4")
+    with pytest.raises(ConfigError, match="--stage-lr"):
+        make_plan("finetune", stage_lr={"nope": 1.0})
+
+
+def test_lr_decay_and_explicit_stage_lrs() -> None:
+    decayed = make_plan("finetune", lr_decay=0.5, head_lr_mult=10).phases[0].lr_mult
+    n = len(TINY_STAGES)
+    assert decayed[TINY_STAGES[-1]] == 1.0 and decayed[TINY_STAGES[-2]] == 0.5
+    assert decayed["stem"] == pytest.approx(0.5 ** (n - 1))
+    assert decayed["head"] == 10
+    given = {"blocks.0": 0.01, "conv_head": 1.0, "head": 10.0}
+    explicit = make_plan("finetune", stage_lr=given).phases[0].lr_mult
+    assert explicit["stem"] == 0.01  # takes the next named stage's multiplier
+    assert explicit["blocks.1"] == 1.0 and explicit["head"] == 10.0
+    frozen = make_plan("finetune", stage_lr={"stem": 0, "blocks.0": 0}).phases[0].lr_mult
+    assert "stem" not in frozen and "blocks.0" not in frozen
+
+
+def test_resnet_per_layer_recipe_is_expressible() -> None:
+    """layer1/2 x0.01, layer3 x0.1, layer4 x1, head x10."""
+    stages = ["stem", "layer1", "layer2", "layer3", "layer4"]
+    recipe = {"layer1": 0.01, "layer2": 0.01, "layer3": 0.1, "layer4": 1.0, "head": 10.0}
+    mult = _make_plan(StrategyOptions("finetune", stage_lr=recipe), stages, 10).phases[0].lr_mult
+    assert {k: mult[k] for k in recipe} == recipe
+
+
+def test_gradual_unfreezes_one_stage_every_k_epochs() -> None:
+    plan = make_plan("gradual", epochs=8, unfreeze_every=2)
+    starts = [p.start_epoch for p in plan.phases]
+    assert starts == [0, 2, 4, 6]
+    added = [sorted(set(b.lr_mult) - set(a.lr_mult)) for a, b in zip(plan.phases, plan.phases[1:])]
+    assert added == [[TINY_STAGES[-1]], [TINY_STAGES[-2]], [TINY_STAGES[-3]]]
+
+
+def test_lp_ft_probes_then_fine_tunes_everything_slowly() -> None:
+    plan = make_plan("lp-ft", epochs=6)
+    assert [p.start_epoch for p in plan.phases] == [0, 3]
+    assert set(plan.phases[0].lr_mult) == {"head"} and plan.phases[0].lr_mult["head"] == 100
+    assert set(plan.phases[1].lr_mult) == {*TINY_STAGES, "head"}
+    assert max(plan.phases[1].lr_mult.values()) == 1.0
+
+
+def test_gradual_adds_groups_without_resetting_state() -> None:
+    """Newly unfrozen stages join the optimizer with their own warmup; the head keeps its
+    AdamW state (its step count keeps growing across the transition)."""
+    from headstart.training.loop import enter_phase
+
+    model = tiny_classifier()
+    plan = make_plan("gradual", epochs=4, unfreeze_every=1)
+    opt = enter_phase(model, None, plan.phases[0], 1e-3, 0.0, step=0)
+    assert {g["stage"] for g in opt.param_groups} == {"head"}
+    head_w = model.heads["class"][1].weight
+    model(torch.randn(2, 3, 64, 64))["class"].sum().backward()
+    opt.step()
+    state_before = opt.state[head_w]["step"].clone()
+    opt = enter_phase(model, opt, plan.phases[1], 1e-3, 0.0, step=5)
+    assert {g["stage"] for g in opt.param_groups} == {"head", TINY_STAGES[-1]}
+    new = [g for g in opt.param_groups if g["stage"] == TINY_STAGES[-1]]
+    assert all(g["start_step"] == 5 for g in new)
+    assert torch.equal(opt.state[head_w]["step"], state_before)
+
+    from headstart.training.schedule import set_group_lrs
+
+    set_group_lrs(opt, 5, 100, 0, 0.01, group_warmup_steps=4)
+    head_lr = next(g["lr"] for g in opt.param_groups if g["stage"] == "head")
+    new_lr = new[0]["lr"]
+    assert new_lr == pytest.approx(new[0]["base_lr"] * head_lr / (1e-3 * 100) / 4)
+
+
+def test_gradual_fit_trains_more_parameters_each_phase() -> None:
+    model = tiny_classifier()
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    plan = make_plan("gradual", epochs=3, unfreeze_every=1)
+    last: dict[str, torch.Tensor] = {}
+
+    def snapshot(_: object) -> None:
+        last.update({k: v.clone() for k, v in model.state_dict().items()})
+
+    fit(model, plan, _loader(), _loader(), OptimConfig(epochs=3, patience=None), 1e-2,
+        torch.device("cpu"), on_epoch=snapshot, progress=False)  # fmt: skip
+    changed = {k for k, v in last.items() if not torch.equal(v, first[k])}
+    touched = {k.split(".")[1] for k in changed if k.startswith("backbone.")}
+    assert any(k.startswith("heads.") for k in changed)
+    # conv_head and the last block trained; the stem never did
+    assert "conv_head" in touched or "bn2" in touched
+    assert not any(k.startswith("backbone.conv_stem") for k in changed)
+
+
+def test_partial_keeps_frozen_stage_statistics_bit_identical() -> None:
+    model = tiny_classifier()
+    plan = make_plan("partial", unfreeze_from="conv_head", bn="frozen")
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    fit(model, plan, _loader(), _loader(), OptimConfig(epochs=1), 1e-2, torch.device("cpu"),
+        progress=False)  # fmt: skip
+    after = model.state_dict()
+    moved = {k for k, v in before.items() if not torch.equal(v, after[k])}
+    assert moved == {"backbone.bn2.running_mean", "backbone.bn2.running_var"}
