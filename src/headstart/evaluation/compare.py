@@ -24,7 +24,7 @@ class CompareRow:
     """One strategy's outcome."""
 
     strategy: str
-    trainable_params: int
+    trainable_params: list[int]  # per phase
     best_val_acc: float
     best_epoch: int
     final_val_acc: float
@@ -32,6 +32,7 @@ class CompareRow:
     seconds_per_epoch: float
     total_seconds: float
     run_dir: str
+    lr: float = 0.0
     val_acc_per_epoch: list[float] = field(default_factory=list)
 
 
@@ -51,8 +52,10 @@ class Comparison:
         head += ["s/epoch", "total s"]
         rows = [head]
         for r in self.rows:
+            first, last = r.trainable_params[0], r.trainable_params[-1]
+            trainable = f"{first:,}" if first == last else f"{first:,}->{last:,}"
             rows.append([
-                r.strategy, f"{r.trainable_params:,}", f"{r.best_val_acc:.4f}", f"{r.best_epoch}",
+                r.strategy, trainable, f"{r.best_val_acc:.4f}", f"{r.best_epoch}",
                 f"{r.final_val_acc:.4f}", f"{r.final_train_acc:.4f}", f"{r.seconds_per_epoch:.1f}",
                 f"{r.total_seconds:.0f}",
             ])  # fmt: skip
@@ -95,14 +98,27 @@ def verdict(rows: Sequence[CompareRow], n_val: int) -> list[str]:
     probe = by_name.get("probe")
     for name in BACKBONE_TRAINING:
         r = by_name.get(name)
-        if probe is not None and r is not None and r.final_val_acc < probe.final_val_acc:
+        if probe is None or r is None or r.final_val_acc >= probe.final_val_acc:
+            continue
+        gap = 100 * (probe.final_val_acc - r.final_val_acc)
+        images = round(gap / one_image)
+        lines.append(
+            f"{name} ended below the probe ({r.final_val_acc:.2%} vs {probe.final_val_acc:.2%}, "
+            f"{images} of {n_val} images)."
+        )
+        cause = (
+            f"the backbone learning rate ({r.lr:g}) is too high for this backbone and data, so "
+            "fine-tuning erodes the pretrained features (catastrophic forgetting). Fix: lower "
+            "--lr (e.g. 1e-5 with AdamW), keep BatchNorm statistics (--bn eval), or use lp-ft "
+            "(probe first, then fine-tune)."
+        )
+        if images <= 2:
             lines.append(
-                f"{name} ended below the probe ({r.final_val_acc:.2%} vs "
-                f"{probe.final_val_acc:.2%}). Likely cause: the backbone learning rate is too "
-                "high for this backbone and data, so fine-tuning erodes the pretrained features "
-                "(catastrophic forgetting). Fix: lower --lr (e.g. 1e-5 with AdamW), keep "
-                "BatchNorm statistics (--bn eval), or use lp-ft (probe first, then fine-tune)."
+                "  That is within noise, so prefer the cheaper probe here. A larger gap would "
+                f"mean {cause}"
             )
+        else:
+            lines.append(f"  Likely cause: {cause}")
     return lines
 
 
@@ -134,7 +150,8 @@ def compare_strategies(
         rows.append(
             CompareRow(
                 strategy=name,
-                trainable_params=result.trainable_params,
+                trainable_params=result.trainable_per_phase,
+                lr=result.config.strategy.lr or 0.0,
                 best_val_acc=result.fit.best.val_acc,
                 best_epoch=result.fit.best_epoch,
                 final_val_acc=hist[-1].val_acc,

@@ -12,6 +12,7 @@ from headstart.finetune.plans import (
     make_plan,
     param_groups,
     stage_params,
+    trainable_per_phase,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "param_groups",
     "set_trainable",
     "stage_params",
+    "trainable_per_phase",
 ]

@@ -217,3 +217,13 @@ def param_groups(
         )
         group["params"].append(p)
     return list(groups.values())
+
+
+def trainable_per_phase(model: nn.Module, plan: Plan) -> list[int]:
+    """Trainable parameter count in each phase; leaves the model in the first phase."""
+    counts = []
+    for phase in plan.phases:
+        apply_phase(model, phase)
+        counts.append(sum(p.numel() for p in model.parameters() if p.requires_grad))
+    apply_phase(model, plan.phases[0])
+    return counts

@@ -22,8 +22,8 @@ from headstart.finetune import (
     STRATEGIES,
     Plan,
     StrategyOptions,
-    apply_phase,
     make_plan,
+    trainable_per_phase,
 )
 from headstart.model import DEFAULT_TASK, Classifier
 from headstart.plots import plot_training_curves
@@ -40,8 +40,13 @@ class TrainResult:
     config: TrainConfig
     split: DataSplit
     fit: FitResult
-    trainable_params: int
+    trainable_per_phase: list[int]
     total_params: int
+
+    @property
+    def trainable_params(self) -> int:
+        """The most parameters any phase trains (the last phase, for growing plans)."""
+        return max(self.trainable_per_phase)
 
 
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
@@ -134,7 +139,7 @@ def _manifest(
     split: DataSplit,
     plan: Plan,
     result: FitResult,
-    trainable: int,
+    per_phase: list[int],
     total: int,
 ) -> dict:
     """Everything a checkpoint needs to describe itself (see ``training.checkpoint``)."""
@@ -173,7 +178,8 @@ def _manifest(
             "val": len(split.val),
             "skipped": len(split.skipped),
         },
-        "trainable_params": trainable,
+        "trainable_params": max(per_phase),
+        "trainable_params_per_phase": per_phase,
         "total_params": total,
     }
 
@@ -207,11 +213,12 @@ def train(
         cfg.model.dropout,
         backbone.spec.family,
     )
-    apply_phase(model, plan.phase_at(0))
-    trainable, total = count_parameters(model, trainable_only=True), count_parameters(model)
+    per_phase = trainable_per_phase(model, plan)
+    total = count_parameters(model)
+    later = f" (then {', '.join(f'{n:,}' for n in per_phase[1:])})" if len(per_phase) > 1 else ""
     echo(
         f"model: {cfg.model.backbone} (weights: {backbone.weights}), strategy {plan.name}, "
-        f"trains {trainable:,} of {total:,} parameters, lr {cfg.strategy.lr:g}, "
+        f"trains {per_phase[0]:,}{later} of {total:,} parameters, lr {cfg.strategy.lr:g}, "
         f"bn {plan.bn}, device {device}"
     )
 
@@ -234,7 +241,7 @@ def train(
         progress=progress,
     )
     model.cpu()
-    save_checkpoint(run_dir, model, _manifest(cfg, backbone, split, plan, result, trainable, total))
+    save_checkpoint(run_dir, model, _manifest(cfg, backbone, split, plan, result, per_phase, total))
     plot_training_curves(
         [h.to_dict() for h in result.history],
         run_dir / "curves.png",
@@ -246,4 +253,4 @@ def train(
         f"best val_acc {best.val_acc:.4f} at epoch {result.best_epoch} ({result.stop_reason}); "
         f"saved {run_dir}/"
     )
-    return TrainResult(run_dir, cfg, split, result, trainable, total)
+    return TrainResult(run_dir, cfg, split, result, per_phase, total)
