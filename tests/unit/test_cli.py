@@ -141,7 +141,10 @@ def test_a_finished_run_is_not_overwritten(trained_run: Path, trainval_dataset: 
     [
         (["train", "{data}", "--backbone", "resnet81"], "did you mean resnet18"),
         (["train", "{missing}"], "does not exist"),
-        (["train", "{data}", "--strategy", "magic"], "probe, finetune, scratch"),
+        (
+            ["train", "{data}", "--strategy", "magic"],
+            "probe, partial, finetune, gradual, lp-ft, scratch",
+        ),
         (["evaluate", "{missing}", "{data}"], "run folder"),
         (["predict", "{data}", "{data}"], "no manifest.json"),
         (["train", "{single}"], "only one class"),
