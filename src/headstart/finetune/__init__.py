@@ -1,6 +1,6 @@
 """Fine-tuning: freezing, BatchNorm policy, strategy plans and parameter groups."""
 
-from headstart.finetune.freeze import BN_POLICIES, apply_bn_policy, is_frozen, set_trainable
+from headstart.finetune.freeze import BN_POLICIES, apply_bn_policy, is_frozen
 from headstart.finetune.plans import (
     DEFAULTS,
     STRATEGIES,
@@ -28,7 +28,6 @@ __all__ = [
     "is_frozen",
     "make_plan",
     "param_groups",
-    "set_trainable",
     "stage_params",
     "trainable_per_phase",
 ]

@@ -15,12 +15,6 @@ BNPolicy = Literal["frozen", "train", "eval"]
 BN_POLICIES: tuple[str, ...] = ("frozen", "train", "eval")
 
 
-def set_trainable(module: nn.Module, trainable: bool) -> None:
-    """Set ``requires_grad`` on every parameter of ``module``."""
-    for p in module.parameters():
-        p.requires_grad_(trainable)
-
-
 def is_frozen(module: nn.Module) -> bool:
     """True when ``module`` has parameters and none of them trains."""
     params = list(module.parameters(recurse=False))
