@@ -15,7 +15,7 @@ from headstart.backbones import Backbone, count_parameters, create_backbone
 from headstart.backbones.stages import DEFAULT_UNFREEZE_FROM
 from headstart.config import TrainConfig, save_config
 from headstart.data import DataSplit, ImageDataset, eval_transform, load_split, train_transform
-from headstart.errors import ConfigError, DataError
+from headstart.errors import ConfigError
 from headstart.finetune import (
     BN_POLICIES,
     DEFAULTS,
@@ -110,11 +110,14 @@ def prepare_run_dir(out: str | Path, overwrite: bool) -> Path:
     """Create the run folder; refuse to replace a finished run unless ``overwrite``."""
     run_dir = Path(out)
     if (run_dir / MANIFEST).exists() and not overwrite:
-        raise DataError(
-            f"DataError: {run_dir} already holds a finished run. Choose another --out, "
+        raise ConfigError(
+            f"ConfigError: {run_dir} already holds a finished run. Choose another --out, "
             "or pass --overwrite to replace it."
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    # The manifest marks a finished run: drop the old one first, so a run that fails midway
+    # never leaves an old checkpoint posing as the result of the new config.
+    (run_dir / MANIFEST).unlink(missing_ok=True)
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     return run_dir
 
