@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,9 @@ from headstart.errors import UnknownBackbone
 TINY = "tiny_efficientnet"  # timm's 356k-parameter test_efficientnet (BatchNorm, 160 px)
 DATA_ROOT = Path(os.environ.get("HEADSTART_DATA", Path(__file__).parents[1] / "../shared/datasets"))
 HYMENOPTERA = DATA_ROOT / "hymenoptera"
+
+# Tests never touch the user's cache: one fresh cache folder per test session.
+os.environ["HEADSTART_CACHE"] = tempfile.mkdtemp(prefix="headstart-test-cache-")
 
 try:
     get_spec(TINY)

@@ -26,6 +26,9 @@ class DataConfig:
     val_fraction: float = 0.2
     color_jitter: float = 0.0
     num_workers: int | None = None  # None: chosen from the core count
+    cache: bool = True  # feature, decoded-image and audit caches (see headstart.cache)
+    cache_dir: str | None = None  # None: $HEADSTART_CACHE, else the user cache folder
+    cached_views: int = 0  # augmented views cached per training image besides the clean one
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -36,6 +37,7 @@ class Classifier(nn.Module):
         super().__init__()
         self.family = family  # stage rules for the backbone (see backbones.stages)
         self.backbone = backbone
+        self.tail: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.heads = nn.ModuleDict()
         for task, num_classes in tasks.items():
             linear = nn.Linear(num_features, num_classes)
@@ -45,5 +47,16 @@ class Classifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits per task, each of shape (N, num_classes)."""
-        features = self.backbone(images)
+        features = self.backbone(images) if self.tail is None else self.tail(images)
         return {task: head(features) for task, head in self.heads.items()}
+
+    @contextmanager
+    def reading_features(self, tail: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+        """Within the block the model takes a frozen prefix's cached outputs instead of
+        images and runs only ``tail`` (the rest of the backbone) and the heads. The tail's
+        modules are the backbone's own, so what trains here is what gets saved."""
+        self.tail = tail
+        try:
+            yield
+        finally:
+            self.tail = None

@@ -35,6 +35,9 @@ TRAIN_OPTIONS: dict[str, str] = {
     "val_fraction": "data.val_fraction",
     "color_jitter": "data.color_jitter",
     "workers": "data.num_workers",
+    "cache": "data.cache",
+    "cache_dir": "data.cache_dir",
+    "cached_views": "data.cached_views",
     "seed": "seed",
     "device": "device",
     "out": "out",
@@ -96,6 +99,24 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, help="held-out fraction when splitting (0.2)")
     p.add_argument("--color-jitter", type=float, help="colour-jitter strength (0 = off)")
     p.add_argument("--workers", type=int, help="DataLoader workers (default from core count)")
+    p.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="feature/decoded-image cache (default $HEADSTART_CACHE, else ~/.cache/headstart)",
+    )
+    p.add_argument(
+        "--no-cache",
+        dest="cache",
+        action="store_const",
+        const=False,
+        help="read and decode every image every epoch; cache nothing",
+    )
+    p.add_argument(
+        "--cached-views",
+        type=int,
+        metavar="K",
+        help="frozen-prefix strategies: augmented views cached per training image (0)",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto | cpu | cuda | mps")
     p.add_argument("--overwrite", action="store_true", help="replace finished runs in --out")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from headstart.data.images import load_rgb
@@ -13,15 +15,22 @@ from headstart.data.transforms import Transform
 
 
 class ImageDataset(Dataset):
-    """Yields ``(image_tensor, target)`` for each sample, loading with :func:`load_rgb`."""
+    """Yields ``(image_tensor, target)`` for each sample, read by ``loader`` (default
+    :func:`load_rgb`; the decoded-image cache passes its own)."""
 
-    def __init__(self, samples: Sequence[Sample], transform: Transform) -> None:
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Transform,
+        loader: Callable[[Path], Image.Image] = load_rgb,
+    ) -> None:
         self.samples = list(samples)
         self.transform = transform
+        self.loader = loader
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[index]
-        return self.transform(load_rgb(sample.path)), sample.target
+        return self.transform(self.loader(sample.path)), sample.target

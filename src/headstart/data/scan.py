@@ -6,8 +6,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from headstart.cache import Cache
 from headstart.data.images import IMAGE_EXTENSIONS
 from headstart.errors import DataError
 
@@ -43,17 +45,38 @@ class FolderScan:
         return out
 
 
-def audit_image(path: Path) -> str | None:
+def audit_image(path: Path, cache: Cache | None = None) -> str | None:
     """Why ``path`` cannot be used as a training image, or None if it can.
 
     Decodes the whole file, so truncated JPEGs and PNGs are caught here, at the boundary,
-    and not halfway through an epoch.
+    and not halfway through an epoch. With a ``cache`` the verdict on a file's content is
+    remembered, so a folder is decoded once, not on every run.
     """
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         return f"not an image (extension {path.suffix or 'none'!r})"
     try:
         if path.stat().st_size == 0:
             return "empty file (0 bytes)"
+    except OSError as e:
+        return f"unreadable: {e}"
+    if cache is None:
+        reason = _content_problem(path)
+    else:
+        store, key = cache.store("audit"), cache.digest(path)
+        found = store.get(key)
+        if found is None:
+            reason = _content_problem(path)
+            store.put(key, np.array(reason or ""))
+        else:
+            reason = str(found.reshape(-1)[0]) or None
+    if reason is None and _PLACEHOLDER_NAME.search(path.stem):
+        return f"placeholder image (name {path.name!r} says the real image is missing)"
+    return reason
+
+
+def _content_problem(path: Path) -> str | None:
+    """What decoding the whole file reveals: unreadable, truncated, or a placeholder GIF."""
+    try:
         with Image.open(path) as im:
             fmt = im.format
             im.load()
@@ -66,8 +89,6 @@ def audit_image(path: Path) -> str | None:
         return f"unreadable: {e}"
     except Exception as e:  # decoders raise odd types on hostile input
         return f"unreadable: {type(e).__name__}: {e}"
-    if _PLACEHOLDER_NAME.search(path.stem):
-        return f"placeholder image (name {path.name!r} says the real image is missing)"
     if colours is not None:
         return f"placeholder GIF ({len(colours)} colours; a stand-in, not a photo)"
     return None
@@ -77,8 +98,11 @@ def _class_dirs(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def scan_folder(root: str | Path, classes: list[str] | None = None) -> FolderScan:
+def scan_folder(
+    root: str | Path, classes: list[str] | None = None, cache: Cache | None = None
+) -> FolderScan:
     """Scan ``root/<class>/**/<image>``; ``classes`` fixes the class order (e.g. from train/).
+    ``cache`` remembers each file's audit (see :func:`audit_image`).
 
     Raises DataError for a missing folder, no class folders, a class with no usable image,
     or a class folder not in ``classes``.
@@ -117,7 +141,7 @@ def scan_folder(root: str | Path, classes: list[str] | None = None) -> FolderSca
     scan = FolderScan(root=root, classes=list(classes), samples=[])
     for d in dirs:
         for path in sorted(p for p in d.rglob("*") if p.is_file()):
-            reason = audit_image(path)
+            reason = audit_image(path, cache)
             if reason is None:
                 scan.samples.append(Sample(path, index[d.name]))
             else:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from headstart.cache import Cache
 from headstart.data.scan import FolderScan, Sample, scan_folder
 from headstart.errors import DataError
 
@@ -71,8 +72,10 @@ def find_val_dir(root: Path) -> Path | None:
     return None
 
 
-def load_split(root: str | Path, val_fraction: float = 0.2, seed: int = 0) -> DataSplit:
-    """Scan ``root`` and return its split.
+def load_split(
+    root: str | Path, val_fraction: float = 0.2, seed: int = 0, cache: Cache | None = None
+) -> DataSplit:
+    """Scan ``root`` and return its split (``cache`` remembers each file's audit).
 
     ``root/train`` + ``root/val`` are used as given; otherwise ``root/<class>/`` is split
     stratified by class with ``val_fraction`` held out, reproducibly for a given ``seed``.
@@ -80,9 +83,9 @@ def load_split(root: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Da
     root = Path(root)
     val_dir = find_val_dir(root)
     if (root / "train").is_dir() and val_dir is not None:
-        train = scan_folder(root / "train")
+        train = scan_folder(root / "train", cache=cache)
         _check_classes(train)
-        val = scan_folder(val_dir, classes=train.classes)
+        val = scan_folder(val_dir, classes=train.classes, cache=cache)
         return DataSplit(
             root,
             "train/val folders",
@@ -96,7 +99,7 @@ def load_split(root: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Da
             f"DataError: {root} has a train/ folder but no val/ folder. Add val/ (same class "
             f"subfolders), or point at {root / 'train'} to split it with --val-fraction."
         )
-    scan = scan_folder(root)
+    scan = scan_folder(root, cache=cache)
     _check_classes(scan)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"DataError: --val-fraction must be between 0 and 1, got {val_fraction}.")

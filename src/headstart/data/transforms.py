@@ -19,6 +19,11 @@ _MODES = {
 }
 
 
+def interpolation_mode(name: str) -> T.InterpolationMode:
+    """torchvision's interpolation for a preprocessing record's name."""
+    return _MODES[name]
+
+
 def eval_transform(prep: Preprocessing) -> Transform:
     """Resize the shorter side, centre-crop, normalise: exactly what the weights expect."""
     return T.Compose(

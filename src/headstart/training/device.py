@@ -51,5 +51,8 @@ def to_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 
 def images_to(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move an image batch to ``device`` in the layout :func:`to_device` gives the model."""
+    """Move an image batch (or a batch of feature maps) to ``device`` in the layout
+    :func:`to_device` gives the model; other tensors (pooled features) just move."""
+    if images.dim() != 4:
+        return images.to(device, non_blocking=True)
     return images.to(device, non_blocking=True, memory_format=torch.channels_last)

@@ -7,7 +7,6 @@ restored at the end.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -18,7 +17,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from headstart.config import OptimConfig
-from headstart.finetune import Phase, Plan, apply_bn_policy, apply_phase, param_groups
+from headstart.finetune import (
+    Phase,
+    Plan,
+    apply_bn_policy,
+    apply_phase,
+    param_groups,
+    stage_params,
+)
 from headstart.model import DEFAULT_TASK
 from headstart.training.device import images_to, to_device
 from headstart.training.early_stopping import EarlyStopping
@@ -98,6 +104,20 @@ def _loss_and_correct(
     return loss, correct  # type: ignore[return-value]
 
 
+def _changing_state(model: nn.Module, plan: Plan) -> list[str]:
+    """State-dict names that training can change: parameters of every stage that trains in
+    some phase, and all buffers (BatchNorm statistics). Snapshotting only these keeps a
+    probe's best-epoch copy to the head instead of the whole backbone."""
+    stages = {s for p in plan.phases for s, m in p.lr_mult.items() if m > 0}
+    names = [n for s, params in stage_params(model).items() if s in stages for n, _ in params]
+    return names + [n for n, _ in model.named_buffers()]
+
+
+def _snapshot(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+    state = model.state_dict()
+    return {n: state[n].detach().clone() for n in names}
+
+
 def enter_phase(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None,
@@ -142,7 +162,8 @@ def fit(
     step = 0
     stopper = EarlyStopping(optim.patience)
     history: list[EpochStats] = []
-    best_state = copy.deepcopy(model.state_dict())
+    changing = _changing_state(model, plan)
+    best_state = _snapshot(model, changing)
     reason = f"completed {optim.epochs} epochs"
     n_train = len(train_loader.dataset)  # type: ignore[arg-type]
 
@@ -196,12 +217,12 @@ def fit(
         history.append(stats)
         decision = stopper.update(stats.val_acc, epoch, stats.val_loss)
         if decision.improved:
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = _snapshot(model, changing)
         if on_epoch is not None:
             on_epoch(stats)
         if decision.should_stop and epoch + 1 < optim.epochs:
             reason = f"early stop: {decision.reason}"
             break
 
-    model.load_state_dict(best_state)
+    model.load_state_dict(best_state, strict=False)
     return FitResult(history, stopper.best_epoch + 1, reason)

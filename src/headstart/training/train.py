@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader
-
 from headstart.backbones import Backbone, count_parameters, create_backbone
 from headstart.backbones.stages import DEFAULT_UNFREEZE_FROM
+from headstart.cache import Cache
 from headstart.config import TrainConfig, save_config
-from headstart.data import DataSplit, ImageDataset, eval_transform, load_split, train_transform
+from headstart.data import DataSplit, load_split
 from headstart.errors import ConfigError
 from headstart.finetune import (
     BN_POLICIES,
@@ -29,6 +28,7 @@ from headstart.model import DEFAULT_TASK, Classifier
 from headstart.plots import plot_training_curves
 from headstart.training.checkpoint import MANIFEST, save_checkpoint
 from headstart.training.device import default_num_workers, resolve_device, seed_everything
+from headstart.training.inputs import Inputs, make_inputs
 from headstart.training.loop import EpochStats, FitResult, fit
 
 
@@ -61,6 +61,8 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"ConfigError: --bn {s.bn!r}; expected one of {', '.join(BN_POLICIES)}.")
     if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1:
         raise ConfigError("ConfigError: --epochs and --batch-size must be at least 1.")
+    if cfg.data.cached_views < 0:
+        raise ConfigError("ConfigError: --cached-views must be 0 or more.")
     if not cfg.data.root:
         raise ConfigError("ConfigError: no data folder given; pass DATA_DIR.")
     d = DEFAULTS[s.name]
@@ -122,20 +124,6 @@ def prepare_run_dir(out: str | Path, overwrite: bool) -> Path:
     return run_dir
 
 
-def _loader(ds: ImageDataset, cfg: TrainConfig, shuffle: bool, gen: torch.Generator) -> DataLoader:
-    workers = int(cfg.data.num_workers or 0)
-    return DataLoader(
-        ds,
-        batch_size=cfg.optim.batch_size,
-        shuffle=shuffle,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-        pin_memory=torch.cuda.is_available(),
-        generator=gen,
-    )
-
-
 def _manifest(
     cfg: TrainConfig,
     backbone: Backbone,
@@ -144,6 +132,7 @@ def _manifest(
     result: FitResult,
     per_phase: list[int],
     total: int,
+    inputs: Inputs,
 ) -> dict:
     """Everything a checkpoint needs to describe itself (see ``training.checkpoint``)."""
     best = result.best
@@ -181,6 +170,7 @@ def _manifest(
             "val": len(split.val),
             "skipped": len(split.skipped),
         },
+        "inputs": inputs.info,
         "trainable_params": max(per_phase),
         "trainable_params_per_phase": per_phase,
         "total_params": total,
@@ -199,16 +189,14 @@ def train(
     gen = seed_everything(cfg.seed)
     backbone = create_backbone(cfg.model.backbone, cfg.model.weights)  # fails fast on a bad name
     plan = plan_for(cfg, backbone)  # and on bad strategy options
-    split = load_split(cfg.data.root, cfg.data.val_fraction, cfg.seed)
+    cache = Cache(cfg.data.cache_dir) if cfg.data.cache else None
+    split = load_split(cfg.data.root, cfg.data.val_fraction, cfg.seed, cache)
     echo(split.summary())
     device = resolve_device(cfg.device)
     run_dir = prepare_run_dir(cfg.out, overwrite)  # type: ignore[arg-type]
     save_config(cfg, run_dir / "config.yaml")
     split.save(run_dir / "split.json")
 
-    prep = backbone.preprocessing
-    train_ds = ImageDataset(split.train, train_transform(prep, color_jitter=cfg.data.color_jitter))
-    val_ds = ImageDataset(split.val, eval_transform(prep))
     model = Classifier(
         backbone.module,
         backbone.num_features,
@@ -225,6 +213,8 @@ def train(
         f"bn {plan.bn}, device {device}"
     )
 
+    inputs = make_inputs(cfg, backbone, plan, split, device, gen, cache, progress)
+    echo(inputs.line())
     metrics_path = run_dir / "metrics.jsonl"
 
     def on_epoch(stats: EpochStats) -> None:
@@ -232,19 +222,22 @@ def train(
             f.write(json.dumps(stats.to_dict()) + "\n")
         echo(stats.line(cfg.optim.epochs))
 
-    result = fit(
-        model,
-        plan,
-        _loader(train_ds, cfg, True, gen),
-        _loader(val_ds, cfg, False, gen),
-        cfg.optim,
-        cfg.strategy.lr,  # type: ignore[arg-type]
-        device,
-        on_epoch=on_epoch,
-        progress=progress,
-    )
+    with model.reading_features(inputs.tail) if inputs.tail else nullcontext():
+        result = fit(
+            model,
+            plan,
+            inputs.train,
+            inputs.val,
+            cfg.optim,
+            cfg.strategy.lr,  # type: ignore[arg-type]
+            device,
+            on_epoch=on_epoch,
+            progress=progress,
+        )
     model.cpu()
-    save_checkpoint(run_dir, model, _manifest(cfg, backbone, split, plan, result, per_phase, total))
+    save_checkpoint(
+        run_dir, model, _manifest(cfg, backbone, split, plan, result, per_phase, total, inputs)
+    )
     plot_training_curves(
         [h.to_dict() for h in result.history],
         run_dir / "curves.png",

@@ -1,0 +1,51 @@
+"""Frozen work done once: file audits, decoded images and frozen-backbone features on disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from headstart.cache.store import (
+    ENV_VAR,
+    ArrayStore,
+    cache_root,
+    digest_of,
+    file_digest,
+    module_digest,
+)
+
+
+class Cache:
+    """One cache folder and its stores; remembers file digests for the life of the process.
+
+    ``audit/``: why a file cannot be used (or that it can), by content; ``decoded/KEY/``:
+    images decoded and resized for one preprocessing; ``features/KEY/``: a frozen prefix's
+    outputs for one backbone, weights, preprocessing, boundary and view.
+    """
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = cache_root(root)
+        self._digests: dict[tuple[str, int, int], str] = {}
+
+    def digest(self, path: str | Path) -> str:
+        """Content digest of ``path``; a file is hashed once per process unless it changes."""
+        st = os.stat(path)
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in self._digests:
+            self._digests[key] = file_digest(path)
+        return self._digests[key]
+
+    def store(self, kind: str, key: str = "") -> ArrayStore:
+        """The store ``kind`` (``audit``, ``decoded``, ``features``), optionally one keyed part."""
+        return ArrayStore(self.root / kind / key if key else self.root / kind)
+
+
+__all__ = [
+    "ENV_VAR",
+    "ArrayStore",
+    "Cache",
+    "cache_root",
+    "digest_of",
+    "file_digest",
+    "module_digest",
+]

@@ -1,0 +1,152 @@
+"""What the training loop reads: cached features of a frozen prefix, or images decoded once.
+
+* A single-phase plan whose first stages are frozen (``probe``; ``partial``) trains on the
+  frozen prefix's outputs, computed once per image and view and kept in the feature cache;
+  the model then runs only the rest of the backbone (nothing, for a probe) and the heads.
+* Everything else runs the backbone on images every epoch; with the cache on, the images
+  come from the decoded-image cache, so JPEG decoding is paid once, not every epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from headstart.backbones import Backbone
+from headstart.backbones.split import Chain, Cut, cut_backbone
+from headstart.backbones.stages import HEAD
+from headstart.cache import Cache, module_digest
+from headstart.cache.decoded import DecodedImages
+from headstart.cache.features import FeatureSource, FeatureViews, cached_features
+from headstart.config import TrainConfig
+from headstart.data import DataSplit, ImageDataset, eval_transform, train_transform
+from headstart.data.images import load_rgb
+from headstart.finetune import Plan
+from headstart.training.device import images_to, to_device
+
+
+@dataclass
+class Inputs:
+    """Loaders for the loop, the tail to run on cached features (None: images), and a
+    description for the console and the manifest."""
+
+    train: DataLoader
+    val: DataLoader
+    tail: Chain | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        """One line saying what the loop reads."""
+        i = self.info
+        if i["reads"] == "features":
+            where = "pooled" if i["boundary"] == "pooled" else f"before {i['boundary']}"
+            return (
+                f"inputs: cached features ({where}; "
+                f"{i['computed']} computed, {i['reused']} reused; "
+                f"{i['views']} augmented view(s) per training image)"
+            )
+        return f"inputs: images ({i['why']})"
+
+
+def feature_cut(backbone: Backbone, plan: Plan) -> tuple[Cut | None, str]:
+    """Where the frozen prefix ends, or None and why the features cannot be cached."""
+    if len(plan.phases) != 1:
+        return None, "the plan changes what is frozen between phases"
+    if plan.bn == "train":
+        return None, "--bn train makes frozen BatchNorm layers depend on the batch"
+    trainable = [s for s, m in plan.phases[0].lr_mult.items() if m > 0]
+    first = next((s for s in backbone.stages() if s in trainable), None)
+    if first is None and HEAD not in trainable:
+        return None, "nothing trains"
+    cut = cut_backbone(backbone.module, backbone.spec.family, first)
+    if cut is None:
+        why = "no stage in front of it is frozen"
+        if first != next(iter(backbone.stages())):
+            why = f"{backbone.spec.name} cannot be cut at {first}"
+        return None, why
+    return cut, ""
+
+
+def make_inputs(
+    cfg: TrainConfig,
+    backbone: Backbone,
+    plan: Plan,
+    split: DataSplit,
+    device: torch.device,
+    generator: torch.Generator,
+    cache: Cache | None,
+    progress: bool = True,
+) -> Inputs:
+    """The loaders a run trains on (see the module docstring for the choice)."""
+    prep = backbone.preprocessing
+    augment = train_transform(prep, color_jitter=cfg.data.color_jitter)
+    cut, why = feature_cut(backbone, plan) if cache is not None else (None, "--no-cache")
+    if cache is not None and cut is not None:
+        source = FeatureSource(
+            cfg.model.backbone, module_digest(backbone.module), prep.to_dict(), cut.boundary
+        )
+        recipe = {"scale": (0.25, 1.0), "color_jitter": cfg.data.color_jitter}
+        views: list[Any] = ["clean"] + [["aug", i, recipe] for i in range(cfg.data.cached_views)]
+        clean = eval_transform(prep)
+        to_device(backbone.module, device).eval()
+        stats = {"computed": 0, "reused": 0}
+
+        def features(samples: list, n_views: int) -> torch.Tensor:
+            out, computed = cached_features(
+                cache,
+                source,
+                cut.prefix,
+                samples,
+                [clean] + [augment] * (n_views - 1),
+                views[:n_views],
+                device=device,
+                batch_size=max(cfg.optim.batch_size, 64),
+                num_workers=int(cfg.data.num_workers or 0),
+                progress=progress,
+                to_input=images_to,
+            )
+            stats["computed"] += computed
+            stats["reused"] += len(samples) * n_views - computed
+            return out
+
+        train_x = features(split.train, len(views))
+        val_x = features(split.val, 1)
+        info = {"reads": "features", "boundary": cut.boundary, "views": len(views) - 1, **stats}
+        return Inputs(
+            _loader(FeatureViews(train_x, [s.target for s in split.train], True), cfg, True,
+                    generator, workers=0),
+            _loader(FeatureViews(val_x, [s.target for s in split.val], False), cfg, False,
+                    generator, workers=0),
+            cut.tail,
+            info,
+        )  # fmt: skip
+    read: Callable = DecodedImages(cache, prep).load if cache is not None else load_rgb
+    info = {"reads": "images", "why": f"features not cached: {why}", "decoded_cache": bool(cache)}
+    if cache is not None:
+        info["why"] += "; decoded-image cache on"
+    return Inputs(
+        _loader(ImageDataset(split.train, augment, read), cfg, True, generator),
+        _loader(ImageDataset(split.val, eval_transform(prep), read), cfg, False, generator),
+        None,
+        info,
+    )
+
+
+def _loader(
+    ds: Dataset, cfg: TrainConfig, shuffle: bool, gen: torch.Generator, workers: int | None = None
+) -> DataLoader:
+    workers = int(cfg.data.num_workers or 0) if workers is None else workers
+    return DataLoader(
+        ds,
+        batch_size=cfg.optim.batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        pin_memory=torch.cuda.is_available(),
+        generator=gen,
+    )
