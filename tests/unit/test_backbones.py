@@ -16,6 +16,7 @@ from headstart.backbones import (
     list_backbones,
     register,
 )
+from headstart.backbones.split import Chain, forward_parts, part_stages
 from headstart.backbones.stages import stage_name
 from headstart.backbones.weights import read_weights_file, resolve_source
 from headstart.errors import ConfigError, UnknownBackbone, WeightsUnavailable
@@ -44,9 +45,22 @@ def test_every_backbone_meets_the_contract(name: str) -> None:
     assert prep.interpolation in ("bilinear", "bicubic")
     assert all(0 < s < 1 for s in prep.std)
     order = _forward_stage_order(bb)
+    x = torch.randn(2, 3, prep.input_size, prep.input_size)
     with torch.inference_mode():
-        out = bb.module(torch.randn(2, 3, prep.input_size, prep.input_size))
+        out = bb.module(x)
     assert out.shape == (2, bb.num_features)
+
+    # the forward chain (for caching a partial model's frozen prefix) computes the same thing,
+    # and its parts run through the stages in order; only ViTs have no chain
+    parts = forward_parts(bb.module)
+    if parts is None:
+        assert "vit" in bb.spec.family
+    else:
+        with torch.inference_mode():
+            assert torch.equal(Chain(parts)(x), out)
+        assert list(dict.fromkeys(part_stages(bb.module, bb.spec.family, parts))) == list(
+            bb.stages()
+        )
 
     # stages cover every parameter exactly once, and come in forward order
     stages = bb.stages()

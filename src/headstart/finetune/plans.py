@@ -117,7 +117,8 @@ def make_plan(
     """The plan for a strategy over a backbone's ``stages`` (forward order, head excluded).
 
     ``default_unfreeze_from`` is where ``partial`` starts when the options do not say
-    (the family's choice, e.g. ResNet ``layer4``); else the last backbone stage.
+    (the family's choice, e.g. ResNet ``layer4``); when absent or not a stage of this
+    model (a shallower family member), the last backbone stage.
     """
     if opts.name not in DEFAULTS:
         raise ConfigError(
@@ -134,7 +135,8 @@ def make_plan(
     if name == "scratch":
         return Plan(name, [Phase(0, {**dict.fromkeys(stages, 1.0), HEAD: 1.0})], bn)
     if name == "partial":
-        start = opts.unfreeze_from or default_unfreeze_from or stages[-1]
+        fallback = default_unfreeze_from if default_unfreeze_from in stages else stages[-1]
+        start = opts.unfreeze_from or fallback
         _check_stage(start, stages, "--unfreeze-from")
         trainable = list(stages)[list(stages).index(start) :] if start != HEAD else []
         return Plan(name, [Phase(0, {**{s: decayed[s] for s in trainable}, HEAD: head})], bn)

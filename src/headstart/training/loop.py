@@ -42,6 +42,7 @@ class EpochStats:
     val_acc: float
     lr: float
     seconds: float
+    train_seconds: float = 0.0  # the training part of ``seconds`` (the rest is validation)
 
     def to_dict(self) -> dict[str, float]:
         """JSON-ready dict."""
@@ -83,7 +84,8 @@ def collect_logits(
     logits: dict[str, list[torch.Tensor]] = {}
     targets: dict[str, list[torch.Tensor]] = {}
     for images, target in tqdm(loader, desc="eval", leave=False, disable=not progress or None):
-        out = model(images_to(images, device))
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            out = model(images_to(images, device))
         for task, t in _as_targets(target).items():
             logits.setdefault(task, []).append(out[task].float().cpu())
             targets.setdefault(task, []).append(t)
@@ -95,12 +97,12 @@ def collect_logits(
 
 def _loss_and_correct(
     logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], smoothing: float
-) -> tuple[torch.Tensor, int]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     loss = sum(
-        nn.functional.cross_entropy(logits[t], y, label_smoothing=smoothing)
+        nn.functional.cross_entropy(logits[t].float(), y, label_smoothing=smoothing)
         for t, y in targets.items()
     )
-    correct = int((logits[DEFAULT_TASK].argmax(1) == targets[DEFAULT_TASK]).sum())
+    correct = (logits[DEFAULT_TASK].argmax(1) == targets[DEFAULT_TASK]).sum()
     return loss, correct  # type: ignore[return-value]
 
 
@@ -153,6 +155,8 @@ def fit(
 ) -> FitResult:
     """Train ``model`` by ``plan``; restore and return the best epoch by validation accuracy."""
     to_device(model, device)
+    amp = device.type == "cuda"  # float16 autocast + loss scaling on GPUs; fp32 elsewhere
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
     steps_per_epoch = len(train_loader)
     total = optim.epochs * steps_per_epoch
     warmup = round(optim.warmup_epochs * steps_per_epoch)
@@ -176,7 +180,7 @@ def fit(
         start = time.perf_counter()
         model.train()
         apply_bn_policy(model, plan.bn)
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
         bar = tqdm(
             total=n_train,
             desc=f"epoch {epoch + 1}/{optim.epochs}",
@@ -186,33 +190,37 @@ def fit(
         )
         for images, target in train_loader:
             images = images_to(images, device)
-            targets = {k: v.to(device) for k, v in _as_targets(target).items()}
-            loss, n_correct = _loss_and_correct(model(images), targets, optim.label_smoothing)
+            targets = {k: v.to(device, non_blocking=True) for k, v in _as_targets(target).items()}
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                loss, n_correct = _loss_and_correct(model(images), targets, optim.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if optim.grad_clip:
+                scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(trainable, optim.grad_clip)
             set_group_lrs(optimizer, step, total, warmup, optim.min_lr_ratio, group_warmup)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             step += 1
             n = images.shape[0]
-            loss_sum += float(loss.detach()) * n
+            loss_sum += loss.detach() * n  # stays on the device: no sync per batch
             correct += n_correct
             seen += n
             bar.update(n)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
         bar.close()
+        train_seconds = time.perf_counter() - start
 
         logits, targets = collect_logits(model, val_loader, device)
         val_loss, val_correct = _loss_and_correct(logits, targets, 0.0)
         stats = EpochStats(
             epoch=epoch + 1,
-            train_loss=loss_sum / max(seen, 1),
-            train_acc=correct / max(seen, 1),
+            train_loss=float(loss_sum) / max(seen, 1),
+            train_acc=float(correct) / max(seen, 1),
             val_loss=float(val_loss),
-            val_acc=val_correct / max(len(targets[DEFAULT_TASK]), 1),
+            val_acc=int(val_correct) / max(len(targets[DEFAULT_TASK]), 1),
             lr=max(g["lr"] for g in optimizer.param_groups),
             seconds=time.perf_counter() - start,
+            train_seconds=train_seconds,
         )
         history.append(stats)
         decision = stopper.update(stats.val_acc, epoch, stats.val_loss)
