@@ -38,7 +38,7 @@ from headstart.backbones import create_backbone
 from headstart.config import TrainConfig
 from headstart.data import ImageDataset, eval_transform, load_split
 from headstart.training import train
-from headstart.training.device import default_num_workers, images_to, to_device
+from headstart.training.device import frozen_pass_workers, images_to, to_device
 
 DEFAULT_DATA = Path(__file__).parents[1] / "../shared/datasets/hymenoptera"
 
@@ -101,7 +101,7 @@ def one_forward_pass(data: Path) -> int:
     bb = create_backbone("tf_efficientnet_lite0")
     split = load_split(data)
     ds = ImageDataset(split.train + split.val, eval_transform(bb.preprocessing))
-    loader = DataLoader(ds, batch_size=64, num_workers=default_num_workers())
+    loader = DataLoader(ds, batch_size=32, num_workers=frozen_pass_workers())  # as the probe
     model = to_device(bb.module, torch.device("cpu")).eval()
     for images, _ in loader:
         model(images_to(images, torch.device("cpu")))

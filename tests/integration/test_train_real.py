@@ -22,6 +22,15 @@ def test_probe_reaches_the_published_accuracy(
     assert manifest["trainable_params"] == 1280 * 2 + 2
     assert manifest["metrics"]["val_acc"] >= 0.94
     assert "imageNotFound.gif: placeholder" in capsys.readouterr().out
+    # the frozen backbone ran once per image; a second run (another seed) runs it not at all
+    assert manifest["inputs"] == {"reads": "features", "boundary": "pooled", "views": 0,
+                                  "computed": 397, "reused": 0}  # fmt: skip
+    again = tmp_path / "again"
+    args = ["--no-progress", "train", str(hymenoptera), "--seed", "1", "--out", str(again)]
+    assert main(args) == 0
+    second = json.loads((again / "manifest.json").read_text())
+    assert (second["inputs"]["computed"], second["inputs"]["reused"]) == (0, 397)
+    assert "cached features (pooled; 0 computed, 397 reused" in capsys.readouterr().out
 
     assert main(["--no-progress", "evaluate", str(out), str(hymenoptera)]) == 0
     report = capsys.readouterr().out
@@ -41,5 +50,6 @@ def test_finetune_defaults_reach_the_probe(hymenoptera: Path, tmp_path: Path) ->
     args = ["--no-progress", "train", str(hymenoptera), "--strategy", "finetune"]
     assert main([*args, "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"]["reads"] == "images" and manifest["inputs"]["decoded_cache"]
     assert manifest["trainable_params"] == manifest["total_params"]
     assert manifest["metrics"]["val_acc"] >= 0.94

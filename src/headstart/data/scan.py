@@ -79,6 +79,7 @@ def _content_problem(path: Path) -> str | None:
     try:
         with Image.open(path) as im:
             fmt = im.format
+            im.draft(None, (1, 1))  # JPEG: decode at 1/8 scale; still reads every byte
             im.load()
             colours = im.getcolors(_PLACEHOLDER_MAX_COLOURS) if fmt == "GIF" else None
     except UnidentifiedImageError:

@@ -38,10 +38,22 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def default_num_workers() -> int:
-    """DataLoader workers: one per spare core, at most 4 (decoding is cheap next to the model)."""
+def _cores() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, min(4, (cores or 1) - 1))
+    return cores or 1
+
+
+def default_num_workers() -> int:
+    """DataLoader workers for training: one per spare core, at most 4 (with the decoded-image
+    cache, loading is cheap next to a training step)."""
+    return max(0, min(4, _cores() - 1))
+
+
+def frozen_pass_workers() -> int:
+    """Workers for a frozen forward pass over raw images: one per core, at most 4. Decoding
+    and resizing JPEGs costs about 12 ms per image here, a third of the forward pass, so it
+    pays to decode on every core (397 images: 15.0 s with 2 workers, 16.8 s with 1)."""
+    return max(1, min(4, _cores()))
 
 
 def to_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -26,7 +26,12 @@ from headstart.config import TrainConfig
 from headstart.data import DataSplit, ImageDataset, eval_transform, train_transform
 from headstart.data.images import load_rgb
 from headstart.finetune import Plan
-from headstart.training.device import images_to, to_device
+from headstart.training.device import (
+    default_num_workers,
+    frozen_pass_workers,
+    images_to,
+    to_device,
+)
 
 
 @dataclass
@@ -104,8 +109,8 @@ def make_inputs(
                 [clean] + [augment] * (n_views - 1),
                 views[:n_views],
                 device=device,
-                batch_size=max(cfg.optim.batch_size, 64),
-                num_workers=int(cfg.data.num_workers or 0),
+                batch_size=cfg.optim.batch_size,  # 32: 12.2 s for 397 images here, 64: 14.7 s
+                num_workers=_pass_workers(cfg),
                 progress=progress,
                 to_input=images_to,
             )
@@ -136,10 +141,18 @@ def make_inputs(
     )
 
 
+def _pass_workers(cfg: TrainConfig) -> int:
+    """``--workers`` when given (0 keeps everything in-process), else one per core."""
+    return cfg.data.num_workers if cfg.data.num_workers is not None else frozen_pass_workers()
+
+
 def _loader(
     ds: Dataset, cfg: TrainConfig, shuffle: bool, gen: torch.Generator, workers: int | None = None
 ) -> DataLoader:
-    workers = int(cfg.data.num_workers or 0) if workers is None else workers
+    if workers is None:
+        workers = cfg.data.num_workers
+    if workers is None:  # chosen from this machine's cores (the config stays portable)
+        workers = default_num_workers()
     return DataLoader(
         ds,
         batch_size=cfg.optim.batch_size,

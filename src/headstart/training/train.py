@@ -27,7 +27,7 @@ from headstart.finetune import (
 from headstart.model import DEFAULT_TASK, Classifier
 from headstart.plots import plot_training_curves
 from headstart.training.checkpoint import MANIFEST, save_checkpoint
-from headstart.training.device import default_num_workers, resolve_device, seed_everything
+from headstart.training.device import resolve_device, seed_everything
 from headstart.training.inputs import Inputs, make_inputs
 from headstart.training.loop import EpochStats, FitResult, fit
 
@@ -75,9 +75,6 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             if s.head_lr_mult is not None
             else d.head_lr_mult,
             "model.weights": cfg.model.weights or d.weights,
-            "data.num_workers": (
-                cfg.data.num_workers if cfg.data.num_workers is not None else default_num_workers()
-            ),
             "out": out,
         }
     )
