@@ -7,7 +7,7 @@ and the entry is computed afresh; entries are written one by one, atomically, so
 interrupted halfway keeps everything finished so far and nothing half-written.
 
 Augmented view *i* of an image is drawn from a random generator seeded by the image's
-digest and *i*: the same view every time, whichever run computes it first.
+digest and the view's key: the same view every time, whichever run computes it first.
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ class _Missing(Dataset):
 
     def __init__(
         self, jobs: list[tuple[int, int]], samples: Sequence[Sample], digests: list[str],
-        transforms: Sequence[Transform],
+        transforms: Sequence[Transform], seeds: Sequence[int | None],
     ) -> None:  # fmt: skip
-        self.jobs, self.samples, self.digests, self.transforms = jobs, samples, digests, transforms
+        self.jobs, self.samples, self.digests = jobs, samples, digests
+        self.transforms, self.seeds = transforms, seeds
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -58,10 +59,11 @@ class _Missing(Dataset):
     def __getitem__(self, j: int) -> tuple[torch.Tensor, int]:
         i, view = self.jobs[j]
         image = load_rgb(self.samples[i].path)
-        if view == 0:
-            return self.transforms[0](image), j
+        seed = self.seeds[view]
+        if seed is None:
+            return self.transforms[view](image), j
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(self.digests[i][:15], 16) + view)
+            torch.manual_seed(seed ^ int(self.digests[i][:15], 16))
             return self.transforms[view](image), j
 
 
@@ -82,12 +84,15 @@ def cached_features(
     """Outputs of ``prefix`` for every sample and view: a tensor (N, V, ...) on the CPU, and
     how many entries had to be computed (the rest came from the cache).
 
-    ``transforms[v]`` makes the input of view ``v`` (``views[v]`` names it in the key; view 0
-    is the clean one). Only missing entries run through ``prefix``, in eval mode and
+    ``transforms[v]`` makes the input of view ``v``; ``views[v]`` names it in the key, and
+    every view but ``"clean"`` is drawn with a generator seeded by its key and the image's
+    digest. Only missing entries run through ``prefix``, in eval mode and
     inference mode; each is stored as soon as its batch is done.
     """
     digests = [cache.digest(s.path) for s in samples]
-    stores = [cache.store("features", source.key(v)) for v in views]
+    keys = [source.key(v) for v in views]
+    stores = [cache.store("features", k) for k in keys]
+    seeds = [None if v == "clean" else int(k[:15], 16) for v, k in zip(views, keys)]
     found: dict[tuple[int, int], np.ndarray] = {}
     jobs: list[tuple[int, int]] = []
     for i, d in enumerate(digests):
@@ -99,7 +104,7 @@ def cached_features(
                 found[i, v] = array
     if jobs:
         loader = DataLoader(
-            _Missing(jobs, samples, digests, transforms),
+            _Missing(jobs, samples, digests, transforms, seeds),
             batch_size=batch_size,
             num_workers=num_workers,
             pin_memory=device.type == "cuda",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,13 +142,15 @@ def scan_folder(
         )
     index = {c: i for i, c in enumerate(classes)}
     scan = FolderScan(root=root, classes=list(classes), samples=[])
-    for d in dirs:
-        for path in sorted(p for p in d.rglob("*") if p.is_file()):
-            reason = audit_image(path, cache)
-            if reason is None:
-                scan.samples.append(Sample(path, index[d.name]))
-            else:
-                scan.skipped.append((path, reason))
+    files = [(p, d.name) for d in dirs for p in sorted(p for p in d.rglob("*") if p.is_file())]
+    # Pillow releases the GIL while decoding, so threads audit on every core
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        reasons = list(pool.map(lambda f: audit_image(f[0], cache), files))
+    for (path, cls), reason in zip(files, reasons):
+        if reason is None:
+            scan.samples.append(Sample(path, index[cls]))
+        else:
+            scan.skipped.append((path, reason))
     empty = [c for c, n in scan.counts().items() if n == 0 and (root / c).is_dir()]
     if empty:
         raise DataError(
