@@ -43,9 +43,13 @@ def _cores() -> int:
     return cores or 1
 
 
-def default_num_workers() -> int:
-    """DataLoader workers for training: one per spare core, at most 4 (with the decoded-image
-    cache, loading is cheap next to a training step)."""
+def default_num_workers(device: torch.device | None = None, decoded: bool = False) -> int:
+    """DataLoader workers for training. On a CPU reading the decoded-image cache: none, since
+    loading then costs ~5 ms per image next to ~80 ms for a training step, and a worker
+    process steals cycles from the compute threads (measured on 2 cores: 0.83 of raw
+    throughput with one worker, 0.9+ with none). Otherwise one per spare core, at most 4."""
+    if device is not None and device.type == "cpu" and decoded:
+        return 0
     return max(0, min(4, _cores() - 1))
 
 

@@ -133,12 +133,18 @@ def make_inputs(
             info,
         )  # fmt: skip
     read: Callable = DecodedImages(cache, prep).load if cache is not None else load_rgb
-    info = {"reads": "images", "why": f"features not cached: {why}", "decoded_cache": bool(cache)}
+    workers = cfg.data.num_workers
+    if workers is None:  # chosen for this machine (the saved config stays portable)
+        workers = default_num_workers(device, decoded=cache is not None)
+    info = {"reads": "images", "why": f"features not cached: {why}", "decoded_cache": bool(cache),
+            "workers": workers}  # fmt: skip
     if cache is not None:
         info["why"] += "; decoded-image cache on"
     return Inputs(
-        _loader(ImageDataset(split.train, augment, read), cfg, True, generator),
-        _loader(ImageDataset(split.val, eval_transform(prep), read), cfg, False, generator),
+        _loader(ImageDataset(split.train, augment, read), cfg, True, generator, workers),
+        _loader(
+            ImageDataset(split.val, eval_transform(prep), read), cfg, False, generator, workers
+        ),
         None,
         info,
     )
@@ -150,12 +156,8 @@ def _pass_workers(cfg: TrainConfig) -> int:
 
 
 def _loader(
-    ds: Dataset, cfg: TrainConfig, shuffle: bool, gen: torch.Generator, workers: int | None = None
+    ds: Dataset, cfg: TrainConfig, shuffle: bool, gen: torch.Generator, workers: int
 ) -> DataLoader:
-    if workers is None:
-        workers = cfg.data.num_workers
-    if workers is None:  # chosen from this machine's cores (the config stays portable)
-        workers = default_num_workers()
     return DataLoader(
         ds,
         batch_size=cfg.optim.batch_size,
