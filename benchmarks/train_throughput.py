@@ -1,13 +1,13 @@
 """Fine-tune throughput: headstart's training pipeline against the model's raw
 forward+backward on tensors already in memory, same model and batch size, one process.
 
-Pipeline: `headstart train DATA --strategy finetune --epochs 3`; the first epoch decodes every
-image into the decoded-image cache, the next two read it (the steady state, averaged).
-Images per second count the training part of an epoch (validation excluded). For reference
-it also runs one epoch with --no-cache (JPEG decoding every epoch).
-Raw: the same Classifier, AdamW groups, BatchNorm policy, gradient clipping and batch size,
-looping forward + loss + backward + step over the training images already preprocessed into
-memory. The ratio pipeline/raw is the share of the hardware the pipeline delivers.
+Pipeline: the loaders `headstart train DATA --strategy finetune` builds (images from the
+decoded-image cache, augmented) driven by the training loop (`fit`: AdamW groups, schedule,
+clipping, BatchNorm policy, early-stopping bookkeeping). The first epoch decodes every image
+into the cache; later epochs read it. Images per second count the training part of an epoch
+(validation excluded). Raw: the same model, optimizer groups, BatchNorm policy, clipping and
+batch size, looping forward + loss + backward + step over the training images preprocessed
+into memory. Pipeline and raw epochs alternate, so both see the same machine conditions.
 
     .venv/bin/python benchmarks/train_throughput.py [--data ../shared/datasets/hymenoptera]
 """
@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,91 +30,82 @@ sys.path.insert(0, str(Path(__file__).parent))
 from memory import children_peak_mb, peak_mb, reset_peak
 
 from headstart.backbones import create_backbone
+from headstart.cache import Cache
 from headstart.config import TrainConfig
 from headstart.data import ImageDataset, eval_transform, load_split
 from headstart.finetune import apply_bn_policy
 from headstart.model import DEFAULT_TASK, Classifier
-from headstart.training import train
-from headstart.training.device import images_to, to_device
-from headstart.training.loop import enter_phase
+from headstart.training.device import images_to
+from headstart.training.inputs import make_inputs
+from headstart.training.loop import enter_phase, fit
 from headstart.training.train import plan_for, resolve_config
 
 DEFAULT_DATA = Path(__file__).parents[1] / "../shared/datasets/hymenoptera"
 
 
-def pipeline(cfg: TrainConfig, epochs: int, out: Path, cache: bool) -> list[float]:
-    """Images/s of each epoch's training part through ``train()``."""
-    cfg = cfg.with_overrides({"optim.epochs": epochs, "out": str(out), "data.cache": cache})
-    result = train(cfg, overwrite=True, echo=lambda s: None, progress=False)
-    n = len(result.split.train)
-    return [n / h.train_seconds for h in result.fit.history]
-
-
-def raw(cfg: TrainConfig, data: Path) -> float:
-    """Images/s of forward+backward+step on preprocessed tensors in memory."""
-    cfg = resolve_config(cfg)
-    device = torch.device("cpu")
-    bb = create_backbone(cfg.model.backbone, cfg.model.weights)
-    split = load_split(data)
-    ds = ImageDataset(split.train, eval_transform(bb.preprocessing))
-    images = torch.stack([ds[i][0] for i in range(len(ds))])
-    targets = torch.tensor([s.target for s in split.train])
-    bs = cfg.optim.batch_size
-    batches = [
-        (images_to(images[i : i + bs], device), targets[i : i + bs])
-        for i in range(0, len(images), bs)
-    ]
-    model = to_device(Classifier(bb.module, bb.num_features, {DEFAULT_TASK: 2},
-                                 family=bb.spec.family), device)  # fmt: skip
-    plan = plan_for(cfg, bb)
-    optimizer = enter_phase(model, None, plan.phases[0], cfg.strategy.lr, 0.01, 0)
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    model.train()
-    apply_bn_policy(model, plan.bn)
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        loss = nn.functional.cross_entropy(model(x)[DEFAULT_TASK], y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-
-    for x, y in batches:  # warm-up epoch (allocator, kernels, AdamW state), as the pipeline's
-        step(x, y)
-    start = time.perf_counter()
-    for _ in range(2):  # two epochs, as the pipeline's steady state
-        for x, y in batches:
-            step(x, y)
-    return 2 * len(images) / (time.perf_counter() - start)
-
-
 def main() -> None:
-    """Measure pipeline and raw throughput and print the ratio."""
+    """Alternate pipeline and raw epochs; print images/s of each and the ratio."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--rounds", type=int, default=2, help="pipeline/raw epoch pairs")
     args = ap.parse_args()
-    data = args.data.resolve()
-    work = Path(tempfile.mkdtemp(prefix="train-throughput-"))
-    os.environ["HEADSTART_CACHE"] = str(work / "cache")
-    cfg = TrainConfig().with_overrides({"data.root": str(data), "strategy.name": "finetune"})
-    print(f"data {data}, finetune, batch {cfg.optim.batch_size}, "
+    over = {"data.root": str(args.data.resolve()), "strategy.name": "finetune"}
+    cfg = resolve_config(TrainConfig().with_overrides(over))
+    device = torch.device("cpu")
+    cache = Cache(Path(tempfile.mkdtemp(prefix="train-throughput-")) / "cache")
+    bb = create_backbone(cfg.model.backbone, cfg.model.weights)
+    plan = plan_for(cfg, bb)
+    split = load_split(cfg.data.root, cache=cache)
+    n = len(split.train)
+    model = Classifier(bb.module, bb.num_features, {DEFAULT_TASK: len(split.classes)},
+                       family=bb.spec.family)  # fmt: skip
+    print(f"data {cfg.data.root}, finetune, batch {cfg.optim.batch_size}, {n} training images, "
           f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores")  # fmt: skip
 
+    def pipeline_epoch(use_cache: bool) -> float:
+        gen = torch.Generator().manual_seed(0)
+        inputs = make_inputs(cfg, bb, plan, split, device, gen, cache if use_cache else None, False)
+        one = replace(cfg.optim, epochs=1, patience=None)
+        result = fit(model, plan, inputs.train, inputs.val, one, cfg.strategy.lr, device,
+                     progress=False)  # fmt: skip
+        return n / result.history[0].train_seconds
+
+    # raw: the training images preprocessed into memory, the same optimizer groups
+    ds = ImageDataset(split.train, eval_transform(bb.preprocessing))
+    images = torch.stack([ds[i][0] for i in range(n)])
+    targets = torch.tensor([s.target for s in split.train])
+    bs = cfg.optim.batch_size
+    batches = [(images_to(images[i : i + bs], device), targets[i : i + bs])
+               for i in range(0, n, bs)]  # fmt: skip
+    optimizer = enter_phase(model, None, plan.phases[0], cfg.strategy.lr, 0.01, 0)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def raw_epoch() -> float:
+        model.train()
+        apply_bn_policy(model, plan.bn)
+        start = time.perf_counter()
+        for x, y in batches:
+            loss = nn.functional.cross_entropy(model(x)[DEFAULT_TASK], y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+        return n / (time.perf_counter() - start)
+
     reset_peak()
-    cold, *steady = pipeline(cfg, 3, work / "cached", cache=True)
-    warm = len(steady) / sum(1 / x for x in steady)  # images/s over both epochs
-    pipe_peak = peak_mb()
-    print(f"pipeline, epoch 1 (decoding into the cache)   {cold:6.2f} img/s")
-    print(f"pipeline, epochs 2-3 (decoded-image cache)    {warm:6.2f} img/s   "
-          f"peak RSS {pipe_peak:.0f} MB")  # fmt: skip
-    (nocache,) = pipeline(cfg, 1, work / "nocache", cache=False)
-    print(f"pipeline, --no-cache (JPEG decode each epoch) {nocache:6.2f} img/s")
-    reset_peak()
-    raw_ips = raw(cfg, data)
-    print(f"raw forward+backward, tensors in memory       {raw_ips:6.2f} img/s   "
-          f"peak RSS {peak_mb():.0f} MB")  # fmt: skip
-    print(f"DataLoader workers' peak RSS (largest child): {children_peak_mb():.0f} MB")
-    print(f"ratio pipeline/raw {warm / raw_ips:.2f}   (--no-cache/raw {nocache / raw_ips:.2f})")
+    print(f"pipeline, epoch 1 (decoding into the cache)   {pipeline_epoch(True):6.2f} img/s")
+    raw_epoch()  # warm-up of the raw loop's optimizer state
+    pipe, raw = [], []
+    for r in range(args.rounds):
+        pipe.append(pipeline_epoch(True))
+        raw.append(raw_epoch())
+        print(f"round {r + 1}: pipeline (decoded-image cache) {pipe[-1]:6.2f} img/s, "
+              f"raw {raw[-1]:6.2f} img/s", flush=True)  # fmt: skip
+    print(f"pipeline, --no-cache (JPEG decode each epoch) {pipeline_epoch(False):6.2f} img/s")
+    print(f"peak RSS {peak_mb():.0f} MB (main process); "
+          f"DataLoader workers' largest {children_peak_mb():.0f} MB")  # fmt: skip
+    p, q = statistics.mean(pipe), statistics.mean(raw)
+    print(f"mean pipeline {p:.2f} img/s, mean raw {q:.2f} img/s, ratio pipeline/raw {p / q:.2f}")
 
 
 if __name__ == "__main__":
