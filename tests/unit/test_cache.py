@@ -184,3 +184,14 @@ def test_audits_are_cached_by_content(tmp_path: Path) -> None:
     assert audit_image(bad, cache) == reason
     assert audit_image(good, cache) is None and audit_image(good, cache) is None
     assert len(list((tmp_path / "cache" / "audit").rglob("*.npy"))) == 2
+
+
+def test_features_too_large_for_memory_fall_back_to_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import headstart.training.inputs as inputs
+
+    monkeypatch.setattr(inputs, "FEATURE_MEMORY_LIMIT", 1000)
+    data = make_trainval(tmp_path / "tv")
+    m = _train(data, tmp_path / "run", tmp_path / "cache", **{"optim.epochs": 1})
+    assert m["inputs"]["reads"] == "images" and "GB of memory" in m["inputs"]["why"]

@@ -69,7 +69,7 @@ def feature_cut(backbone: Backbone, plan: Plan) -> tuple[Cut | None, str]:
         return None, "nothing trains"
     cut = cut_backbone(backbone.module, backbone.spec.family, first)
     if cut is None:
-        why = "no stage in front of it is frozen"
+        why = "every backbone stage trains"
         if first != next(iter(backbone.stages())):
             why = f"{backbone.spec.name} cannot be cut at {first}"
         return None, why
@@ -90,6 +90,11 @@ def make_inputs(
     prep = backbone.preprocessing
     augment = train_transform(prep, color_jitter=cfg.data.color_jitter)
     cut, why = feature_cut(backbone, plan) if cache is not None else (None, "--no-cache")
+    if cut is not None:
+        n_rows = len(split.train) * (1 + cfg.data.cached_views) + len(split.val)
+        need = n_rows * _output_bytes(cut.prefix, backbone, device)
+        if need > FEATURE_MEMORY_LIMIT:
+            cut, why = None, f"they would take {need / 1e9:.1f} GB of memory (limit 2 GB)"
     if cache is not None and cut is not None:
         source = FeatureSource(
             cfg.model.backbone, module_digest(backbone.module), prep.to_dict(), cut.boundary
@@ -148,6 +153,18 @@ def make_inputs(
         None,
         info,
     )
+
+
+FEATURE_MEMORY_LIMIT = 2e9  # bytes of cached features held in memory while training
+
+
+def _output_bytes(prefix: Callable, backbone: Backbone, device: torch.device) -> int:
+    """Bytes of one image's prefix output (float32), from one forward pass on zeros."""
+    size = backbone.preprocessing.input_size
+    to_device(backbone.module, device).eval()  # fit() puts it back in train mode
+    with torch.inference_mode():
+        out = prefix(images_to(torch.zeros(1, 3, size, size), device))
+    return out[0].numel() * 4
 
 
 def _pass_workers(cfg: TrainConfig) -> int:
