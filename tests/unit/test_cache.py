@@ -131,7 +131,7 @@ def test_partial_trains_its_tail_on_cached_prefix_outputs(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("strategy", "extra", "why"),
     [
-        ("finetune", {}, "no stage in front of it is frozen"),
+        ("finetune", {}, "every backbone stage trains"),
         ("gradual", {}, "changes what is frozen"),
         ("partial", {"strategy.bn": "train"}, "--bn train"),
     ],
