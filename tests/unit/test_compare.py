@@ -24,7 +24,7 @@ def test_finetune_below_probe_names_cause_and_fix() -> None:
     lines = verdict([row("probe", 0.96, 0.96), row("finetune", 0.95, 0.90)], n_val=150)
     i = next(i for i, line in enumerate(lines) if line.startswith("finetune ended below the probe"))
     assert "9 of 150 images" in lines[i]
-    assert "catastrophic forgetting" in lines[i + 1] and "--lr" in lines[i + 1]
+    assert "catastrophic forgetting" in lines[i + 1] and "--lr 1e-05" in lines[i + 1]
     assert "(0.0001)" in lines[i + 1]
 
 

@@ -109,8 +109,8 @@ def verdict(rows: Sequence[CompareRow], n_val: int) -> list[str]:
         cause = (
             f"the backbone learning rate ({r.lr:g}) is too high for this backbone and data, so "
             "fine-tuning erodes the pretrained features (catastrophic forgetting). Fix: lower "
-            "--lr (e.g. 1e-5 with AdamW), keep BatchNorm statistics (--bn eval), or use lp-ft "
-            "(probe first, then fine-tune)."
+            f"--lr (e.g. --lr {r.lr / 10:g}), keep BatchNorm statistics (--bn eval), or use "
+            "lp-ft (probe first, then fine-tune)."
         )
         if images <= 2:
             lines.append(
