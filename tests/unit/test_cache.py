@@ -195,3 +195,12 @@ def test_features_too_large_for_memory_fall_back_to_images(
     data = make_trainval(tmp_path / "tv")
     m = _train(data, tmp_path / "run", tmp_path / "cache", **{"optim.epochs": 1})
     assert m["inputs"]["reads"] == "images" and "GB of memory" in m["inputs"]["why"]
+
+
+def test_an_unusable_cache_folder_is_a_clear_error(tmp_path: Path) -> None:
+    from headstart.errors import ConfigError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"--cache-dir DIR .* or --no-cache"):
+        Cache(blocker / "cache")

@@ -13,6 +13,7 @@ from headstart.cache.store import (
     file_digest,
     module_digest,
 )
+from headstart.errors import ConfigError
 
 
 class Cache:
@@ -26,6 +27,15 @@ class Cache:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = cache_root(root)
         self._digests: dict[tuple[str, int, int], str] = {}
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise PermissionError("not writable")
+        except OSError as e:
+            raise ConfigError(
+                f"ConfigError: cache folder {self.root} cannot be used ({e}). Pass --cache-dir "
+                f"DIR (or set ${ENV_VAR}) to a writable folder, or --no-cache."
+            ) from None
 
     def digest(self, path: str | Path) -> str:
         """Content digest of ``path``; a file is hashed once per process unless it changes."""
