@@ -61,18 +61,17 @@ def feature_cut(backbone: Backbone, plan: Plan) -> tuple[Cut | None, str]:
     """Where the frozen prefix ends, or None and why the features cannot be cached."""
     if len(plan.phases) != 1:
         return None, "the plan changes what is frozen between phases"
-    if plan.bn == "train":
-        return None, "--bn train makes frozen BatchNorm layers depend on the batch"
     trainable = [s for s, m in plan.phases[0].lr_mult.items() if m > 0]
     first = next((s for s in backbone.stages() if s in trainable), None)
     if first is None and HEAD not in trainable:
         return None, "nothing trains"
+    if first == next(iter(backbone.stages())):
+        return None, "every backbone stage trains"
+    if plan.bn == "train":
+        return None, "--bn train makes frozen BatchNorm layers depend on the batch"
     cut = cut_backbone(backbone.module, backbone.spec.family, first)
     if cut is None:
-        why = "every backbone stage trains"
-        if first != next(iter(backbone.stages())):
-            why = f"{backbone.spec.name} cannot be cut at {first}"
-        return None, why
+        return None, f"{backbone.spec.name} cannot be cut at {first}"
     return cut, ""
 
 
