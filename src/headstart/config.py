@@ -29,6 +29,9 @@ class DataConfig:
     cache: bool = True  # feature, decoded-image and audit caches (see headstart.cache)
     cache_dir: str | None = None  # None: $HEADSTART_CACHE, else the user cache folder
     cached_views: int = 0  # augmented views cached per training image besides the clean one
+    labels: str | None = None  # a labels CSV (image column + one column per task) instead of root
+    images_root: str | None = None  # folder the CSV's image paths are relative to
+    tasks: list[str] | None = None  # CSV columns to learn (None: all but the image column)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,9 @@ class OptimConfig:
     label_smoothing: float = 0.0
     grad_clip: float | None = 1.0
     patience: int | None = 5  # epochs without val-accuracy improvement; None disables
+    task_weights: dict[str, float] | None = None  # loss weight per task (None: 1 each)
+    class_weights: str | None = None  # "balanced": per-task class weights n / (k * n_c)
+    monitor: str = "mean"  # best epoch by the mean task accuracy, or by one task's
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-DEFAULT_TASK = "class"
+from headstart.data.table import DEFAULT_TASK
+
+__all__ = ["DEFAULT_TASK", "Classifier"]
 
 
 class Classifier(nn.Module):

@@ -127,16 +127,17 @@ def cached_features(
 
 
 class FeatureViews(Dataset):
-    """Cached features as a dataset: a random view per item when training, view 0 otherwise."""
+    """Cached features as a dataset: a random view per item when training, view 0 otherwise.
+    Targets are class indices, or a dict of them per task."""
 
-    def __init__(self, features: torch.Tensor, targets: Sequence[int], train: bool) -> None:
+    def __init__(self, features: torch.Tensor, samples: Sequence[Sample], train: bool) -> None:
         self.features = features
-        self.targets = torch.as_tensor(list(targets))
+        self.targets = [s.target for s in samples]
         self.train = train
 
     def __len__(self) -> int:
         return len(self.features)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int | dict[str, int]]:
         view = int(torch.randint(self.features.shape[1], ())) if self.train else 0
         return self.features[i, view], self.targets[i]

@@ -24,9 +24,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         overrides["data.root"] = args.data
     if overrides.get("optim.grad_clip") == 0:
         overrides["optim.grad_clip"] = None
-    if not (args.data or cfg.data.root):
+    if not (args.data or cfg.data.root or overrides.get("data.labels") or cfg.data.labels):
         raise ConfigError(
-            "ConfigError: no data folder. Pass DATA_DIR or set data.root in --config."
+            "ConfigError: no data. Pass DATA_DIR, or --labels CSV --images-root DIR, or set "
+            "data.root in --config."
         )
     return cfg.with_overrides(overrides)
 
@@ -102,14 +103,17 @@ def evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
     )
-    n = int(ev.confusion.sum())
-    print(f"evaluated {args.run} on {n} images from {ev.source}")
+    print(f"evaluated {args.run} on {ev.single.n} images from {ev.source}")
     for path, reason in ev.skipped:
         print(f"  skipped {path}: {reason}")
-    print(f"accuracy {ev.accuracy:.4f} ({round(ev.accuracy * n)}/{n})\n")
-    print(ev.report_text)
-    print(ev.confusion_text())
-    print(f"\nconfusion matrix: {ev.confusion_png}")
+    for task, t in ev.tasks.items():
+        name = "" if len(ev.tasks) == 1 else f"task {task}: "
+        print(f"{name}accuracy {t.accuracy:.4f} ({round(t.accuracy * t.n)}/{t.n})\n")
+        print(t.report_text)
+        print(t.confusion_text())
+        print(f"\nconfusion matrix: {t.confusion_png}\n")
+    if len(ev.tasks) > 1:
+        print(f"mean task accuracy {ev.accuracy:.4f}")
     return 0
 
 

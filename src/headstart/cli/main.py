@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from headstart.cli import commands
 from headstart.errors import HeadstartError
@@ -38,27 +38,48 @@ TRAIN_OPTIONS: dict[str, str] = {
     "cache": "data.cache",
     "cache_dir": "data.cache_dir",
     "cached_views": "data.cached_views",
+    "labels": "data.labels",
+    "images_root": "data.images_root",
+    "tasks": "data.tasks",
+    "task_weights": "optim.task_weights",
+    "class_weights": "optim.class_weights",
+    "monitor": "optim.monitor",
     "seed": "seed",
     "device": "device",
     "out": "out",
 }
 
 
-def stage_lr_arg(text: str) -> dict[str, float]:
-    """Parse ``layer1=0.01,layer2=0.01,head=10`` into a dict (argparse type)."""
-    out: dict[str, float] = {}
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        name, sep, value = item.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                "expected STAGE=MULT[,STAGE=MULT...], e.g. layer3=0.1,layer4=1,head=10; "
-                f"got {item!r}"
-            ) from None
-    return out
+def name_values_arg(form: str, example: str) -> Callable[[str], dict[str, float]]:
+    """An argparse type parsing ``a=1,b=2`` into a dict; ``form``/``example`` go in errors."""
+
+    def parse(text: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for item in filter(None, (t.strip() for t in text.split(","))):
+            name, sep, value = item.partition("=")
+            try:
+                if not sep:
+                    raise ValueError
+                out[name.strip()] = float(value)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"expected {form}[,{form}...], e.g. {example}; got {item!r}"
+                ) from None
+        return out
+
+    return parse
+
+
+stage_lr_arg = name_values_arg("STAGE=MULT", "layer3=0.1,layer4=1,head=10")
+task_weights_arg = name_values_arg("TASK=WEIGHT", "type=1,defect=2")
+
+
+def tasks_arg(text: str) -> list[str]:
+    """Parse ``type,defect`` into a list of task names (argparse type)."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected TASK[,TASK...], e.g. type,defect")
+    return names
 
 
 def add_strategy_options(p: argparse.ArgumentParser) -> None:
@@ -99,6 +120,19 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, help="held-out fraction when splitting (0.2)")
     p.add_argument("--color-jitter", type=float, help="colour-jitter strength (0 = off)")
     p.add_argument("--workers", type=int, help="DataLoader workers (default from core count)")
+    p.add_argument(
+        "--labels", metavar="CSV", help="labels CSV: an image column + a column per task"
+    )
+    p.add_argument("--images-root", metavar="DIR", help="folder the CSV's image paths start from")
+    p.add_argument("--tasks", type=tasks_arg, metavar="T1,T2", help="CSV columns to learn (all)")
+    p.add_argument(
+        "--task-weights",
+        type=task_weights_arg,
+        metavar="TASK=W,...",
+        help="loss weight per task, e.g. type=1,defect=2 (1 each)",
+    )
+    p.add_argument("--class-weights", choices=["balanced"], help="per-task class weights")
+    p.add_argument("--monitor", metavar="mean|TASK", help="best epoch by mean task acc (mean)")
     p.add_argument(
         "--cache-dir",
         metavar="DIR",
@@ -180,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="accuracy, per-class report and confusion matrix")
     p.add_argument("run", metavar="RUN_DIR")
-    p.add_argument("data", metavar="DATA_DIR")
+    p.add_argument(
+        "data", nargs="?", metavar="DATA_DIR", help="default: the run's own validation split"
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=commands.evaluate)

@@ -3,18 +3,24 @@
 from headstart.data.dataset import ImageDataset
 from headstart.data.images import load_rgb, to_rgb
 from headstart.data.scan import FolderScan, Sample, audit_image, scan_folder
-from headstart.data.split import DataSplit, load_split, stratified_split
+from headstart.data.split import DataSplit, load_split, load_table_split, stratified_split
+from headstart.data.table import DEFAULT_TASK, MISSING, LabelTable, read_labels_csv
 from headstart.data.transforms import eval_transform, train_transform
 
 __all__ = [
+    "DEFAULT_TASK",
+    "MISSING",
     "DataSplit",
     "FolderScan",
     "ImageDataset",
+    "LabelTable",
     "Sample",
     "audit_image",
     "eval_transform",
     "load_rgb",
     "load_split",
+    "load_table_split",
+    "read_labels_csv",
     "scan_folder",
     "stratified_split",
     "to_rgb",

@@ -24,10 +24,11 @@ _PLACEHOLDER_MAX_COLOURS = 64
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image: its path and class index."""
+    """One labelled image: its path and class index, or for a multi-task table a class
+    index per task (``data.table.MISSING`` where the label is blank)."""
 
     path: Path
-    target: int
+    target: int | dict[str, int]
 
 
 @dataclass

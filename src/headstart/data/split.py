@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from headstart.cache import Cache
 from headstart.data.scan import FolderScan, Sample, scan_folder
+from headstart.data.table import DEFAULT_TASK, MISSING, read_labels_csv, strata
 from headstart.errors import DataError
 
 VAL_DIR_NAMES = ("val", "valid", "validation")
@@ -16,24 +17,51 @@ VAL_DIR_NAMES = ("val", "valid", "validation")
 
 @dataclass
 class DataSplit:
-    """Training and validation samples over one class list, plus what the scan skipped."""
+    """Training and validation samples, their tasks and classes, and what the scan skipped.
+
+    Folder data has one task, ``class``; a labels CSV has one task per chosen column, and each
+    sample's target is then a dict of class indices per task (``MISSING`` where blank).
+    """
 
     root: Path
-    layout: Literal["train/val folders", "split"]
+    layout: Literal["train/val folders", "split", "labels CSV"]
     classes: list[str]
     train: list[Sample]
     val: list[Sample]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     val_fraction: float | None = None
     seed: int | None = None
+    tasks: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            self.tasks = {DEFAULT_TASK: self.classes}
+
+    @property
+    def multitask(self) -> bool:
+        """True when targets are dicts per task (a labels CSV)."""
+        return self.layout == "labels CSV"
+
+    def labels(self, samples: list[Sample], task: str) -> list[int]:
+        """The class index of ``task`` for each sample (``MISSING`` where blank)."""
+        return [s.target[task] if isinstance(s.target, dict) else s.target for s in samples]
 
     def summary(self) -> str:
-        """Human-readable class counts per split and the skipped-file count."""
-        lines = [f"data: {self.root} ({self.layout}), {len(self.classes)} classes"]
-        for i, c in enumerate(self.classes):
-            n_tr = sum(s.target == i for s in self.train)
-            n_va = sum(s.target == i for s in self.val)
-            lines.append(f"  {c:<20} train {n_tr:>5}  val {n_va:>5}")
+        """Human-readable class counts per task and split, and every skipped file."""
+        if self.multitask:
+            head = f"data: {self.root} ({self.layout}), tasks: " + ", ".join(
+                f"{t} ({len(c)} classes)" for t, c in self.tasks.items()
+            )
+        else:
+            head = f"data: {self.root} ({self.layout}), {len(self.classes)} classes"
+        lines = [head]
+        for task, classes in self.tasks.items():
+            tr, va = self.labels(self.train, task), self.labels(self.val, task)
+            prefix = f"  {task}: " if self.multitask else "  "
+            names = [*classes, "(no label)"] if MISSING in tr + va else classes
+            for i, c in enumerate(names):
+                i = MISSING if i == len(classes) else i
+                lines.append(f"{prefix}{c:<20} train {tr.count(i):>5}  val {va.count(i):>5}")
         lines.append(f"  {'total':<20} train {len(self.train):>5}  val {len(self.val):>5}")
         for path, reason in self.skipped:
             lines.append(f"  skipped {_rel(path, self.root)}: {reason}")
@@ -45,6 +73,7 @@ class DataSplit:
             "root": str(self.root.resolve()),
             "layout": self.layout,
             "classes": self.classes,
+            "tasks": self.tasks,
             "val_fraction": self.val_fraction,
             "seed": self.seed,
             "train": [[_rel(s.path, self.root), s.target] for s in self.train],
@@ -105,6 +134,49 @@ def load_split(
         raise DataError(f"DataError: --val-fraction must be between 0 and 1, got {val_fraction}.")
     train, val = stratified_split(scan, val_fraction, seed)
     return DataSplit(root, "split", scan.classes, train, val, scan.skipped, val_fraction, seed)
+
+
+def load_table_split(
+    csv_path: str | Path,
+    images_root: str | Path | None = None,
+    tasks: list[str] | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    cache: Cache | None = None,
+) -> DataSplit:
+    """Read a labels CSV (see ``data.table``) and hold out ``val_fraction``, stratified on
+    the combination of task labels, reproducibly for a given ``seed``."""
+    from sklearn.model_selection import train_test_split
+
+    table = read_labels_csv(csv_path, images_root, tasks, cache)
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"DataError: --val-fraction must be between 0 and 1, got {val_fraction}.")
+    if len(table.samples) < 4:
+        raise DataError(f"DataError: {csv_path} has {len(table.samples)} usable rows; too few.")
+    names = list(table.tasks)
+    n_val = max(1, round(len(table.samples) * val_fraction))
+    n_train = len(table.samples) - n_val
+    groups = strata(table.samples, names)
+    if len(set(groups)) > min(n_val, n_train):  # too many combinations for so few images:
+        groups = strata(table.samples, names[:1])  # stratify on the first task alone
+    train, val = train_test_split(
+        table.samples,
+        test_size=n_val,
+        random_state=seed,
+        stratify=groups if len(set(groups)) <= min(n_val, n_train) else None,
+    )
+    first = names[0]
+    return DataSplit(
+        table.images_root,
+        "labels CSV",
+        table.tasks[first],
+        sorted(train, key=lambda s: str(s.path)),
+        sorted(val, key=lambda s: str(s.path)),
+        table.skipped,
+        val_fraction,
+        seed,
+        table.tasks,
+    )
 
 
 def _check_classes(scan: FolderScan) -> None:

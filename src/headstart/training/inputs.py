@@ -129,10 +129,8 @@ def make_inputs(
             train_x = torch.cat([train_x, augmented], dim=1)
         info = {"reads": "features", "boundary": cut.boundary, "views": len(views) - 1, **stats}
         return Inputs(
-            _loader(FeatureViews(train_x, [s.target for s in split.train], True), cfg, True,
-                    generator, workers=0),
-            _loader(FeatureViews(val_x, [s.target for s in split.val], False), cfg, False,
-                    generator, workers=0),
+            _loader(FeatureViews(train_x, split.train, True), cfg, True, generator, workers=0),
+            _loader(FeatureViews(val_x, split.val, False), cfg, False, generator, workers=0),
             cut.tail,
             info,
         )  # fmt: skip

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -28,6 +29,7 @@ from headstart.finetune import (
 from headstart.model import DEFAULT_TASK
 from headstart.training.device import images_to, to_device
 from headstart.training.early_stopping import EarlyStopping
+from headstart.training.objective import Objective
 from headstart.training.schedule import set_group_lrs
 
 
@@ -43,6 +45,7 @@ class EpochStats:
     lr: float
     seconds: float
     train_seconds: float = 0.0  # the training part of ``seconds`` (the rest is validation)
+    val_acc_per_task: dict[str, float] = field(default_factory=dict)  # val_acc selects on it
 
     def to_dict(self) -> dict[str, float]:
         """JSON-ready dict."""
@@ -50,10 +53,13 @@ class EpochStats:
 
     def line(self, epochs: int) -> str:
         """The one-line summary printed after each epoch."""
+        tasks = ""
+        if len(self.val_acc_per_task) > 1:
+            tasks = " (" + ", ".join(f"{t} {a:.4f}" for t, a in self.val_acc_per_task.items()) + ")"
         return (
             f"epoch {self.epoch:>2}/{epochs}  train_loss {self.train_loss:.4f}  "
             f"train_acc {self.train_acc:.4f}  val_loss {self.val_loss:.4f}  "
-            f"val_acc {self.val_acc:.4f}  lr {self.lr:.2e}  {self.seconds:.1f}s"
+            f"val_acc {self.val_acc:.4f}{tasks}  lr {self.lr:.2e}  {self.seconds:.1f}s"
         )
 
 
@@ -95,15 +101,13 @@ def collect_logits(
     )
 
 
-def _loss_and_correct(
-    logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], smoothing: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    loss = sum(
-        nn.functional.cross_entropy(logits[t].float(), y, label_smoothing=smoothing)
-        for t, y in targets.items()
-    )
-    correct = (logits[DEFAULT_TASK].argmax(1) == targets[DEFAULT_TASK]).sum()
-    return loss, correct  # type: ignore[return-value]
+def _accuracy(counts: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Accuracy per task over its labelled samples."""
+    out = {}
+    for task, c in counts.items():
+        correct, labelled = c.tolist()
+        out[task] = correct / labelled if labelled else 0.0
+    return out
 
 
 def _changing_state(model: nn.Module, plan: Plan) -> list[str]:
@@ -152,8 +156,12 @@ def fit(
     device: torch.device,
     on_epoch: Callable[[EpochStats], None] | None = None,
     progress: bool = True,
+    objective: Objective | None = None,
 ) -> FitResult:
-    """Train ``model`` by ``plan``; restore and return the best epoch by validation accuracy."""
+    """Train ``model`` by ``plan``; restore and return the best epoch by validation accuracy
+    (``objective.monitor``: the mean task accuracy, or one task's)."""
+    objective = objective or Objective(smoothing=optim.label_smoothing)
+    plain = replace(objective, class_weights={}, smoothing=0.0)  # validation loss
     to_device(model, device)
     amp = device.type == "cuda"  # float16 autocast + loss scaling on GPUs; fp32 elsewhere
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
@@ -180,7 +188,8 @@ def fit(
         start = time.perf_counter()
         model.train()
         apply_bn_policy(model, plan.bn)
-        loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+        loss_sum, seen = torch.zeros((), device=device), 0
+        counts: dict[str, torch.Tensor] = {}
         bar = tqdm(
             total=n_train,
             desc=f"epoch {epoch + 1}/{optim.epochs}",
@@ -192,7 +201,10 @@ def fit(
             images = images_to(images, device)
             targets = {k: v.to(device, non_blocking=True) for k, v in _as_targets(target).items()}
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                loss, n_correct = _loss_and_correct(model(images), targets, optim.label_smoothing)
+                out = model(images)
+                loss = objective.loss(out, targets)
+            for task, c in objective.counts(out, targets).items():
+                counts[task] = counts[task] + c if task in counts else c
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if optim.grad_clip:
@@ -204,23 +216,24 @@ def fit(
             step += 1
             n = images.shape[0]
             loss_sum += loss.detach() * n  # stays on the device: no sync per batch
-            correct += n_correct
             seen += n
             bar.update(n)
         bar.close()
         train_seconds = time.perf_counter() - start
 
         logits, targets = collect_logits(model, val_loader, device)
-        val_loss, val_correct = _loss_and_correct(logits, targets, 0.0)
+        val_loss = plain.loss(logits, targets)
+        val_acc = _accuracy(objective.counts(logits, targets))
         stats = EpochStats(
             epoch=epoch + 1,
             train_loss=float(loss_sum) / max(seen, 1),
-            train_acc=float(correct) / max(seen, 1),
+            train_acc=float(np.mean(list(_accuracy(counts).values()))),
             val_loss=float(val_loss),
-            val_acc=int(val_correct) / max(len(targets[DEFAULT_TASK]), 1),
+            val_acc=objective.select(val_acc),
             lr=max(g["lr"] for g in optimizer.param_groups),
             seconds=time.perf_counter() - start,
             train_seconds=train_seconds,
+            val_acc_per_task=val_acc,
         )
         history.append(stats)
         decision = stopper.update(stats.val_acc, epoch, stats.val_loss)

@@ -13,7 +13,7 @@ from headstart.backbones import Backbone, count_parameters, create_backbone
 from headstart.backbones.stages import DEFAULT_UNFREEZE_FROM
 from headstart.cache import Cache
 from headstart.config import TrainConfig, save_config
-from headstart.data import DataSplit, load_split
+from headstart.data import DataSplit, load_split, load_table_split
 from headstart.errors import ConfigError
 from headstart.finetune import (
     BN_POLICIES,
@@ -24,12 +24,17 @@ from headstart.finetune import (
     make_plan,
     trainable_per_phase,
 )
-from headstart.model import DEFAULT_TASK, Classifier
+from headstart.model import Classifier
 from headstart.plots import plot_training_curves
 from headstart.training.checkpoint import MANIFEST, save_checkpoint
 from headstart.training.device import resolve_device, seed_everything
 from headstart.training.inputs import Inputs, make_inputs
 from headstart.training.loop import EpochStats, FitResult, fit
+from headstart.training.objective import (
+    Objective,
+    balanced_class_weights,
+    check_monitor,
+)
 
 
 @dataclass
@@ -63,8 +68,15 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("ConfigError: --epochs and --batch-size must be at least 1.")
     if cfg.data.cached_views < 0:
         raise ConfigError("ConfigError: --cached-views must be 0 or more.")
-    if not cfg.data.root:
-        raise ConfigError("ConfigError: no data folder given; pass DATA_DIR.")
+    if not cfg.data.root and not cfg.data.labels:
+        raise ConfigError(
+            "ConfigError: no data given; pass DATA_DIR, or --labels CSV (with --images-root)."
+        )
+    if cfg.data.root and cfg.data.labels:
+        raise ConfigError(
+            "ConfigError: pass either DATA_DIR or --labels CSV, not both (the CSV's image paths "
+            "are relative to --images-root)."
+        )
     d = DEFAULTS[s.name]
     out = cfg.out or f"runs/{s.name}-{datetime.now():%Y%m%d-%H%M%S}"
     return cfg.with_overrides(
@@ -105,6 +117,30 @@ def plan_for(cfg: TrainConfig, backbone: Backbone) -> Plan:
     )
 
 
+def make_objective(cfg: TrainConfig, split: DataSplit) -> Objective:
+    """The loss and selection metric for ``split``'s tasks, checked against them."""
+    tasks = list(split.tasks)
+    weights = cfg.optim.task_weights or {}
+    unknown = sorted(set(weights) - set(tasks))
+    if unknown:
+        raise ConfigError(
+            f"ConfigError: --task-weights names {', '.join(unknown)}, not a task here; "
+            f"tasks: {', '.join(tasks)}."
+        )
+    check_monitor(cfg.optim.monitor, tasks)
+    class_weights = {}
+    if cfg.optim.class_weights == "balanced":
+        class_weights = {
+            t: balanced_class_weights(split.labels(split.train, t), len(c))
+            for t, c in split.tasks.items()
+        }
+    elif cfg.optim.class_weights is not None:
+        raise ConfigError(
+            f"ConfigError: --class-weights {cfg.optim.class_weights!r}; expected balanced."
+        )
+    return Objective(weights, class_weights, cfg.optim.label_smoothing, cfg.optim.monitor)
+
+
 def prepare_run_dir(out: str | Path, overwrite: bool) -> Path:
     """Create the run folder; refuse to replace a finished run unless ``overwrite``."""
     run_dir = Path(out)
@@ -130,6 +166,7 @@ def _manifest(
     per_phase: list[int],
     total: int,
     inputs: Inputs,
+    objective: Objective,
 ) -> dict:
     """Everything a checkpoint needs to describe itself (see ``training.checkpoint``)."""
     best = result.best
@@ -139,8 +176,11 @@ def _manifest(
         "num_features": backbone.num_features,
         "family": backbone.spec.family,
         "dropout": cfg.model.dropout,
-        "tasks": {DEFAULT_TASK: split.classes},
+        "tasks": split.tasks,
         "class_to_idx": {c: i for i, c in enumerate(split.classes)},
+        "task_weights": {t: objective.task_weights.get(t, 1.0) for t in split.tasks},
+        "class_weights": cfg.optim.class_weights,
+        "monitor": objective.monitor,
         "preprocessing": backbone.preprocessing.to_dict(),
         "strategy": {
             "name": cfg.strategy.name,
@@ -154,6 +194,7 @@ def _manifest(
         "best_epoch": result.best_epoch,
         "metrics": {
             "val_acc": best.val_acc,
+            "val_acc_per_task": best.val_acc_per_task,
             "val_loss": best.val_loss,
             "train_acc": best.train_acc,
             "train_loss": best.train_loss,
@@ -161,7 +202,8 @@ def _manifest(
         "stop_reason": result.stop_reason,
         "seed": cfg.seed,
         "data": {
-            "root": str(Path(cfg.data.root).resolve()),
+            "root": str(Path(split.root).resolve()),
+            "labels": str(Path(cfg.data.labels).resolve()) if cfg.data.labels else None,
             "layout": split.layout,
             "train": len(split.train),
             "val": len(split.val),
@@ -187,7 +229,14 @@ def train(
     backbone = create_backbone(cfg.model.backbone, cfg.model.weights)  # fails fast on a bad name
     plan = plan_for(cfg, backbone)  # and on bad strategy options
     cache = Cache(cfg.data.cache_dir) if cfg.data.cache else None
-    split = load_split(cfg.data.root, cfg.data.val_fraction, cfg.seed, cache)
+    if cfg.data.labels:
+        split = load_table_split(
+            cfg.data.labels, cfg.data.images_root, cfg.data.tasks, cfg.data.val_fraction,
+            cfg.seed, cache,
+        )  # fmt: skip
+    else:
+        split = load_split(cfg.data.root, cfg.data.val_fraction, cfg.seed, cache)
+    objective = make_objective(cfg, split)
     echo(split.summary())
     device = resolve_device(cfg.device)
     run_dir = prepare_run_dir(cfg.out, overwrite)  # type: ignore[arg-type]
@@ -197,7 +246,7 @@ def train(
     model = Classifier(
         backbone.module,
         backbone.num_features,
-        {DEFAULT_TASK: len(split.classes)},
+        {task: len(classes) for task, classes in split.tasks.items()},
         cfg.model.dropout,
         backbone.spec.family,
     )
@@ -208,6 +257,11 @@ def train(
         f"model: {cfg.model.backbone} (weights: {backbone.weights}), strategy {plan.name}, "
         f"trains {per_phase[0]:,}{later} of {total:,} parameters, lr {cfg.strategy.lr:g}, "
         f"bn {plan.bn}, device {device}"
+        + (
+            "; heads " + ", ".join(f"{t} ({len(c)} classes)" for t, c in split.tasks.items())
+            if split.multitask
+            else ""
+        )
     )
 
     inputs = make_inputs(cfg, backbone, plan, split, device, gen, cache, progress)
@@ -230,10 +284,13 @@ def train(
             device,
             on_epoch=on_epoch,
             progress=progress,
+            objective=objective,
         )
     model.cpu()
     save_checkpoint(
-        run_dir, model, _manifest(cfg, backbone, split, plan, result, per_phase, total, inputs)
+        run_dir,
+        model,
+        _manifest(cfg, backbone, split, plan, result, per_phase, total, inputs, objective),
     )
     plot_training_curves(
         [h.to_dict() for h in result.history],

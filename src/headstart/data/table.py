@@ -1,0 +1,116 @@
+"""Labels from a CSV: one image column, one column per task; a blank cell is a missing label.
+
+```
+image,type,defect
+images/cell0001.png,mono,defective
+images/cell0002.png,poly,
+```
+
+Each sample's target is a dict ``{task: class index}``, with :data:`MISSING` (-1) where the
+cell is blank: that row still trains the other tasks and is masked out of this one.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from headstart.cache import Cache
+from headstart.data.scan import Sample, audit_image
+from headstart.errors import DataError
+
+MISSING = -1
+DEFAULT_TASK = "class"  # the one task of class-per-folder data
+IMAGE_COLUMNS = ("image", "path", "file", "filename", "image_path", "img")
+
+
+@dataclass
+class LabelTable:
+    """What a labels CSV holds: tasks with their classes, samples, and skipped files."""
+
+    csv: Path
+    images_root: Path
+    tasks: dict[str, list[str]]
+    samples: list[Sample]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def read_labels_csv(
+    csv_path: str | Path,
+    images_root: str | Path | None = None,
+    tasks: list[str] | None = None,
+    cache: Cache | None = None,
+) -> LabelTable:
+    """Read ``csv_path``; image paths are relative to ``images_root`` (default: the CSV's
+    folder); ``tasks`` picks columns (default: every column but the image column)."""
+    csv_path = Path(csv_path)
+    root = Path(images_root) if images_root else csv_path.parent
+    if not csv_path.is_file():
+        raise DataError(f"DataError: labels file {csv_path} does not exist.")
+    with csv_path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in reader.fieldnames or []]
+        reader.fieldnames = header
+        rows = list(reader)
+    image_col = next((h for h in header if h.lower() in IMAGE_COLUMNS), None)
+    if image_col is None:
+        raise DataError(
+            f"DataError: {csv_path} has no image column. Its header is {header}; name the "
+            f"column of image paths one of {', '.join(IMAGE_COLUMNS)}."
+        )
+    columns = [h for h in header if h != image_col]
+    tasks = tasks or columns
+    unknown = [t for t in tasks if t not in columns]
+    if unknown:
+        raise DataError(
+            f"DataError: --tasks {','.join(unknown)}: no such column in {csv_path}. "
+            f"Task columns there: {', '.join(columns)}."
+        )
+    if not tasks:
+        raise DataError(f"DataError: {csv_path} has an image column but no task columns.")
+    classes = {t: sorted({(r.get(t) or "").strip() for r in rows} - {""}) for t in tasks}
+    for t, names in classes.items():
+        if len(names) < 2:
+            raise DataError(
+                f"DataError: task column {t!r} in {csv_path} has "
+                f"{'only the class ' + repr(names[0]) if names else 'no labels'}; a task needs "
+                "at least two classes. Drop it with --tasks."
+            )
+    index = {t: {c: i for i, c in enumerate(names)} for t, names in classes.items()}
+    table = LabelTable(csv_path, root, classes, [])
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        rel = (row.get(image_col) or "").strip()
+        if not rel:
+            raise DataError(f"DataError: {csv_path} line {line}: the {image_col!r} cell is empty.")
+        path = root / rel
+        if not path.is_file():
+            raise DataError(
+                f"DataError: {csv_path} line {line}: image {rel!r} not found under {root}. "
+                "Fix the path, or pass --images-root DIR (the folder paths are relative to)."
+            )
+        target = {t: index[t].get((row.get(t) or "").strip(), MISSING) for t in tasks}
+        if all(v == MISSING for v in target.values()):
+            table.skipped.append((path, f"line {line}: no label for any task"))
+            continue
+        reason = audit_image(path, cache)
+        if reason is None:
+            table.samples.append(Sample(path, target))
+        else:
+            table.skipped.append((path, reason))
+    return table
+
+
+def strata(samples: list[Sample], tasks: list[str]) -> list[str]:
+    """A stratum per sample for a split stratified on the combination of task labels; a
+    combination seen fewer than twice joins its first task's label, then a shared rest."""
+    combos = [
+        "|".join(str(s.target[t]) for t in tasks)  # type: ignore[index]
+        for s in samples
+    ]
+    counts = Counter(combos)
+    firsts = [str(s.target[tasks[0]]) for s in samples]  # type: ignore[index]
+    out = [c if counts[c] >= 2 else f"{f}|*" for c, f in zip(combos, firsts)]
+    counts = Counter(out)
+    return [o if counts[o] >= 2 else "*" for o in out]
