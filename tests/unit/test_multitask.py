@@ -133,3 +133,10 @@ def test_train_cli_with_labels_csv(tmp_path: Path, capsys: pytest.CaptureFixture
     code = main(["train", "--labels", str(csv), "--task-weights", "shape=2", "--backbone", TINY,
                  "--out", str(tmp_path / "bad")])  # fmt: skip
     assert code != 0 and "--task-weights names shape" in capsys.readouterr().err
+
+
+def test_runs_on_different_tasks_of_one_csv_share_the_split(tmp_path: Path) -> None:
+    csv = make_table(tmp_path, n=40)
+    both = load_table_split(csv, tasks=["colour", "size"], seed=3)
+    one = load_table_split(csv, tasks=["colour"], seed=3)
+    assert [s.path for s in both.val] == [s.path for s in one.val]

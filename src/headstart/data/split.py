@@ -153,23 +153,21 @@ def load_table_split(
         raise DataError(f"DataError: --val-fraction must be between 0 and 1, got {val_fraction}.")
     if len(table.samples) < 4:
         raise DataError(f"DataError: {csv_path} has {len(table.samples)} usable rows; too few.")
-    names = list(table.tasks)
     n_val = max(1, round(len(table.samples) * val_fraction))
     n_train = len(table.samples) - n_val
-    groups = strata(table.samples, names)
+    groups = strata(table.rows)
     if len(set(groups)) > min(n_val, n_train):  # too many combinations for so few images:
-        groups = strata(table.samples, names[:1])  # stratify on the first task alone
+        groups = strata(table.rows, 1)  # stratify on the first column alone
     train, val = train_test_split(
         table.samples,
         test_size=n_val,
         random_state=seed,
         stratify=groups if len(set(groups)) <= min(n_val, n_train) else None,
     )
-    first = names[0]
     return DataSplit(
         table.images_root,
         "labels CSV",
-        table.tasks[first],
+        next(iter(table.tasks.values())),
         sorted(train, key=lambda s: str(s.path)),
         sorted(val, key=lambda s: str(s.path)),
         table.skipped,

@@ -35,6 +35,7 @@ class LabelTable:
     tasks: dict[str, list[str]]
     samples: list[Sample]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)  # every task column's cell, per sample
 
 
 def read_labels_csv(
@@ -97,20 +98,19 @@ def read_labels_csv(
         reason = audit_image(path, cache)
         if reason is None:
             table.samples.append(Sample(path, target))
+            table.rows.append([(row.get(c) or "").strip() for c in columns])
         else:
             table.skipped.append((path, reason))
     return table
 
 
-def strata(samples: list[Sample], tasks: list[str]) -> list[str]:
-    """A stratum per sample for a split stratified on the combination of task labels; a
-    combination seen fewer than twice joins its first task's label, then a shared rest."""
-    combos = [
-        "|".join(str(s.target[t]) for t in tasks)  # type: ignore[index]
-        for s in samples
-    ]
+def strata(rows: list[list[str]], columns: int | None = None) -> list[str]:
+    """A stratum per sample for a split stratified on the combination of its labels in the
+    first ``columns`` task columns (all by default, whichever tasks are learnt, so runs on
+    different ``--tasks`` of one CSV share a split); a combination seen fewer than twice
+    joins its first column's label, then a shared rest."""
+    combos = ["|".join(r[:columns]) for r in rows]
     counts = Counter(combos)
-    firsts = [str(s.target[tasks[0]]) for s in samples]  # type: ignore[index]
-    out = [c if counts[c] >= 2 else f"{f}|*" for c, f in zip(combos, firsts)]
+    out = [c if counts[c] >= 2 else f"{r[0]}|*" for c, r in zip(combos, rows)]
     counts = Counter(out)
     return [o if counts[o] >= 2 else "*" for o in out]
