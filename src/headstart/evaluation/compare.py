@@ -76,7 +76,7 @@ def parse_strategies(text: str) -> list[str]:
 
 def verdict(rows: Sequence[CompareRow], n_val: int) -> list[str]:
     """Who won, by how much, whether that is more than noise, and fine-tuning warnings."""
-    ranked = sorted(rows, key=lambda r: (-r.best_val_acc, -r.final_val_acc))
+    ranked = sorted(rows, key=lambda r: (-r.best_val_acc, -r.final_val_acc, r.total_seconds))
     one_image = 100.0 / max(n_val, 1)
     lines = []
     if len(ranked) > 1:
