@@ -74,12 +74,23 @@ def trainval_dataset(tmp_path: Path) -> Path:
     return make_trainval(tmp_path / "tv")
 
 
-@pytest.fixture
-def hymenoptera() -> Path:
-    """The real ants/bees dataset, or a skip saying where it was expected."""
-    if not HYMENOPTERA.is_dir():
-        message = f"real dataset not found at {HYMENOPTERA} (set HEADSTART_DATA)"
+def _real(path: Path) -> Path:
+    """A real dataset folder, or a skip saying where it was expected (a failure under CI)."""
+    if not path.is_dir():
+        message = f"real dataset not found at {path} (set HEADSTART_DATA)"
         if os.environ.get("CI"):
             pytest.fail(message + "; CI must run the integration tests")
         pytest.skip(message)
-    return HYMENOPTERA
+    return path
+
+
+@pytest.fixture
+def hymenoptera() -> Path:
+    """The real ants/bees dataset."""
+    return _real(HYMENOPTERA)
+
+
+@pytest.fixture
+def elpv() -> Path:
+    """The real solar-cell dataset (module type and defect grade in tasks.csv)."""
+    return _real(DATA_ROOT / "elpv")

@@ -1,0 +1,34 @@
+"""A multi-task model on the real solar-cell data (elpv): module type + defect grade."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from headstart.cli.main import main
+
+pytestmark = pytest.mark.integration
+
+
+def test_multitask_probe_on_elpv(
+    elpv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "multi"
+    args = ["--no-progress", "train", "--labels", str(elpv / "tasks.csv"),
+            "--task-weights", "type=1,defect=2", "--class-weights", "balanced",
+            "--epochs", "5", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["tasks"] == {"type": ["mono", "poly"],
+                          "defect": ["defective", "likely", "none", "possible"]}  # fmt: skip
+    assert m["data"]["train"] + m["data"]["val"] == 2624
+    per_task = m["metrics"]["val_acc_per_task"]
+    assert per_task["type"] > 0.85 and per_task["defect"] > 0.5
+
+    assert main(["--no-progress", "evaluate", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert "task defect: accuracy" in report and "likely" in report
+    assert (out / "confusion_matrix_type.png").is_file()
+    assert (out / "confusion_matrix_defect.png").is_file()
