@@ -10,7 +10,13 @@ from torch import nn
 
 from headstart.data.table import DEFAULT_TASK
 
-__all__ = ["DEFAULT_TASK", "Classifier"]
+__all__ = ["DEFAULT_TASK", "Classifier", "head_key"]
+
+
+def head_key(task: str) -> str:
+    """The head's key in ``Classifier.heads``: the task name, with a ``_`` appended when the
+    name is taken by a module attribute (a task called ``type`` or ``train``)."""
+    return f"{task}_" if hasattr(nn.ModuleDict, task) else task
 
 
 class Classifier(nn.Module):
@@ -40,17 +46,18 @@ class Classifier(nn.Module):
         self.family = family  # stage rules for the backbone (see backbones.stages)
         self.backbone = backbone
         self.tail: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.tasks = list(tasks)
         self.heads = nn.ModuleDict()
         for task, num_classes in tasks.items():
             linear = nn.Linear(num_features, num_classes)
             nn.init.zeros_(linear.weight)
             nn.init.zeros_(linear.bias)
-            self.heads[task] = nn.Sequential(nn.Dropout(dropout), linear)
+            self.heads[head_key(task)] = nn.Sequential(nn.Dropout(dropout), linear)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits per task, each of shape (N, num_classes)."""
         features = self.backbone(images) if self.tail is None else self.tail(images)
-        return {task: head(features) for task, head in self.heads.items()}
+        return {task: self.heads[head_key(task)](features) for task in self.tasks}
 
     @contextmanager
     def reading_features(self, tail: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:

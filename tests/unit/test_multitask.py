@@ -13,6 +13,7 @@ from headstart.config import TrainConfig
 from headstart.data import MISSING, load_table_split, read_labels_csv
 from headstart.errors import DataError
 from headstart.evaluation import evaluate_run
+from headstart.model import Classifier
 from headstart.serve import Predictor
 from headstart.training import load_run, train
 from headstart.training.objective import Objective, balanced_class_weights
@@ -92,6 +93,12 @@ def test_masked_labels_add_no_loss_and_weights_scale_it() -> None:
     assert counts["b"][1] == 2  # accuracy counts only labelled samples
 
 
+def test_task_names_that_are_module_attributes_work() -> None:
+    model = Classifier(torch.nn.Flatten(), 12, {"type": 2, "train": 3})
+    out = model(torch.zeros(1, 3, 2, 2))
+    assert {k: v.shape[1] for k, v in out.items()} == {"type": 2, "train": 3}
+
+
 def test_balanced_class_weights() -> None:
     w = balanced_class_weights([0, 0, 0, 1, MISSING], 3)
     assert torch.allclose(w, torch.tensor([4 / 9, 4 / 3, 1.0]))
@@ -107,8 +114,8 @@ def test_multitask_training_trains_every_head_and_round_trips(tmp_path: Path) ->
         sum(m["metrics"]["val_acc_per_task"].values()) / 2
     )
     run = load_run(tmp_path / "run")
-    for task, head in run.model.heads.items():  # zero-initialised: a head that trained moved
-        assert head[1].weight.abs().sum() > 0, f"head {task} did not train"
+    for key, head in run.model.heads.items():  # zero-initialised: a head that trained moved
+        assert head[1].weight.abs().sum() > 0, f"head {key} did not train"
     ev = evaluate_run(tmp_path / "run", device="cpu", progress=False)
     assert set(ev.tasks) == {"colour", "size"}
     assert ev.tasks["colour"].accuracy == pytest.approx(m["metrics"]["val_acc_per_task"]["colour"])
