@@ -57,11 +57,11 @@ class DataSplit:
         lines = [head]
         for task, classes in self.tasks.items():
             tr, va = self.labels(self.train, task), self.labels(self.val, task)
-            prefix = f"  {task}: " if self.multitask else "  "
             names = [*classes, "(no label)"] if MISSING in tr + va else classes
             for i, c in enumerate(names):
                 i = MISSING if i == len(classes) else i
-                lines.append(f"{prefix}{c:<20} train {tr.count(i):>5}  val {va.count(i):>5}")
+                label = f"{task}: {c}" if self.multitask else c
+                lines.append(f"  {label:<20} train {tr.count(i):>5}  val {va.count(i):>5}")
         lines.append(f"  {'total':<20} train {len(self.train):>5}  val {len(self.val):>5}")
         for path, reason in self.skipped:
             lines.append(f"  skipped {_rel(path, self.root)}: {reason}")
