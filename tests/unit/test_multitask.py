@@ -147,3 +147,13 @@ def test_runs_on_different_tasks_of_one_csv_share_the_split(tmp_path: Path) -> N
     both = load_table_split(csv, tasks=["colour", "size"], seed=3)
     one = load_table_split(csv, tasks=["colour"], seed=3)
     assert [s.path for s in both.val] == [s.path for s in one.val]
+
+
+def test_monitor_must_be_mean_or_a_task(tmp_path: Path) -> None:
+    from headstart.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--monitor 'shape'; expected mean or one of"):
+        _train(make_table(tmp_path), tmp_path / "run", **{"optim.monitor": "shape"})
+    m = _train(make_table(tmp_path), tmp_path / "run", **{"optim.monitor": "size"})
+    assert m["monitor"] == "size"
+    assert m["metrics"]["val_acc"] == m["metrics"]["val_acc_per_task"]["size"]
