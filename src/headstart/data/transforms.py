@@ -36,8 +36,11 @@ def eval_transform(prep: Preprocessing) -> Transform:
     )
 
 
+TRAIN_SCALE = (0.25, 1.0)  # RandomResizedCrop area range (see train_transform)
+
+
 def train_transform(
-    prep: Preprocessing, *, scale: tuple[float, float] = (0.25, 1.0), color_jitter: float = 0.0
+    prep: Preprocessing, *, scale: tuple[float, float] = TRAIN_SCALE, color_jitter: float = 0.0
 ) -> Transform:
     """RandomResizedCrop to the input size, horizontal flip, optional colour jitter.
 

@@ -25,6 +25,7 @@ from headstart.cache.features import FeatureSource, FeatureViews, cached_feature
 from headstart.config import TrainConfig
 from headstart.data import DataSplit, ImageDataset, eval_transform, train_transform
 from headstart.data.images import load_rgb
+from headstart.data.transforms import TRAIN_SCALE
 from headstart.finetune import Plan
 from headstart.training.device import (
     default_num_workers,
@@ -98,7 +99,7 @@ def make_inputs(
         source = FeatureSource(
             cfg.model.backbone, module_digest(backbone.module), prep.to_dict(), cut.boundary
         )
-        recipe = {"scale": (0.25, 1.0), "color_jitter": cfg.data.color_jitter}
+        recipe = {"scale": TRAIN_SCALE, "color_jitter": cfg.data.color_jitter}
         views: list[Any] = ["clean"] + [["aug", i, recipe] for i in range(cfg.data.cached_views)]
         to_device(backbone.module, device).eval()
         stats = {"computed": 0, "reused": 0}
