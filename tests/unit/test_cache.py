@@ -108,6 +108,11 @@ def test_a_probe_on_cached_features_equals_the_full_model(tmp_path: Path) -> Non
     m = _train(data, tmp_path / "run", tmp_path / "cache", **{"optim.epochs": 4})
     ev = evaluate_run(tmp_path / "run", data / "val", device="cpu", progress=False)
     assert ev.accuracy == pytest.approx(m["metrics"]["val_acc"])
+    # every headline accuracy carries its 95% interval, in the manifest and metrics.jsonl
+    lo, hi = m["metrics"]["val_acc_ci"]
+    assert lo <= m["metrics"]["val_acc"] <= hi and m["metrics"]["val_n"] == 12
+    epochs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(e["val_acc_ci"][0] <= e["val_acc"] <= e["val_acc_ci"][1] for e in epochs)
 
 
 def test_partial_trains_its_tail_on_cached_prefix_outputs(tmp_path: Path) -> None:

@@ -50,3 +50,21 @@ def test_config_refuses_unknown_keys(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("optim: [1, 2")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_wilson_interval_matches_the_closed_form() -> None:
+    """Reference: the Wilson score interval written out (Wilson 1927; Brown, Cai & DasGupta
+    2001, eq. 4)."""
+    import math
+
+    from headstart.stats import wilson_interval
+
+    z = 1.959963984540054
+    for k, n in [(147, 153), (0, 10), (10, 10), (3, 7), (500, 1000)]:
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        lo, hi = wilson_interval(k, n)
+        assert lo == pytest.approx(max(0.0, centre - half), abs=1e-9)
+        assert hi == pytest.approx(min(1.0, centre + half), abs=1e-9)
+    assert wilson_interval(0, 0) == (0.0, 1.0)

@@ -27,6 +27,7 @@ from headstart.finetune import (
     stage_params,
 )
 from headstart.model import DEFAULT_TASK
+from headstart.stats import wilson_interval
 from headstart.training.device import images_to, to_device
 from headstart.training.early_stopping import EarlyStopping
 from headstart.training.objective import Objective
@@ -46,6 +47,8 @@ class EpochStats:
     seconds: float
     train_seconds: float = 0.0  # the training part of ``seconds`` (the rest is validation)
     val_acc_per_task: dict[str, float] = field(default_factory=dict)  # val_acc selects on it
+    val_acc_ci: tuple[float, float] | None = None  # 95% Wilson interval when val_acc is one task's
+    val_n: int = 0  # validation images labelled for the task(s) val_acc is on
 
     def to_dict(self) -> dict[str, float]:
         """JSON-ready dict."""
@@ -56,10 +59,11 @@ class EpochStats:
         tasks = ""
         if len(self.val_acc_per_task) > 1:
             tasks = " (" + ", ".join(f"{t} {a:.4f}" for t, a in self.val_acc_per_task.items()) + ")"
+        ci = f" [{self.val_acc_ci[0]:.3f}, {self.val_acc_ci[1]:.3f}]" if self.val_acc_ci else ""
         return (
             f"epoch {self.epoch:>2}/{epochs}  train_loss {self.train_loss:.4f}  "
             f"train_acc {self.train_acc:.4f}  val_loss {self.val_loss:.4f}  "
-            f"val_acc {self.val_acc:.4f}{tasks}  lr {self.lr:.2e}  {self.seconds:.1f}s"
+            f"val_acc {self.val_acc:.4f}{ci}{tasks}  lr {self.lr:.2e}  {self.seconds:.1f}s"
         )
 
 
@@ -223,7 +227,12 @@ def fit(
 
         logits, targets = collect_logits(model, val_loader, device)
         val_loss = plain.loss(logits, targets)
-        val_acc = _accuracy(objective.counts(logits, targets))
+        val_counts = objective.counts(logits, targets)
+        val_acc = _accuracy(val_counts)
+        one = objective.monitor if objective.monitor in val_counts else None
+        if one is None and len(val_counts) == 1:
+            one = next(iter(val_counts))
+        ci = wilson_interval(*val_counts[one].tolist()) if one else None
         stats = EpochStats(
             epoch=epoch + 1,
             train_loss=float(loss_sum) / max(seen, 1),
@@ -234,6 +243,8 @@ def fit(
             seconds=time.perf_counter() - start,
             train_seconds=train_seconds,
             val_acc_per_task=val_acc,
+            val_acc_ci=ci,
+            val_n=int(val_counts[one][1]) if one else len(next(iter(targets.values()))),
         )
         history.append(stats)
         decision = stopper.update(stats.val_acc, epoch, stats.val_loss)

@@ -194,6 +194,9 @@ def _manifest(
         "best_epoch": result.best_epoch,
         "metrics": {
             "val_acc": best.val_acc,
+            "val_acc_ci": list(best.val_acc_ci) if best.val_acc_ci else None,
+            "val_acc_ci_method": "Wilson score interval, 95%",
+            "val_n": best.val_n,
             "val_acc_per_task": best.val_acc_per_task,
             "val_loss": best.val_loss,
             "train_acc": best.train_acc,
@@ -299,8 +302,10 @@ def train(
         f"{cfg.model.backbone} {plan.name}",
     )
     best = result.best
+    ci = best.val_acc_ci
+    interval = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f} on {best.val_n} images)" if ci else ""
     echo(
-        f"best val_acc {best.val_acc:.4f} at epoch {result.best_epoch} ({result.stop_reason}); "
-        f"saved {run_dir}/"
+        f"best val_acc {best.val_acc:.4f}{interval} at epoch {result.best_epoch} "
+        f"({result.stop_reason}); saved {run_dir}/"
     )
     return TrainResult(run_dir, cfg, split, result, per_phase, total)
