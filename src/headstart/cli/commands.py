@@ -61,6 +61,34 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cv(args: argparse.Namespace) -> int:
+    """``headstart cv``: per-fold accuracy, mean, std and 95% CI per strategy."""
+    from datetime import datetime
+
+    from headstart.evaluation.compare import parse_strategies
+    from headstart.evaluation.cv import cross_validate
+
+    strategies = parse_strategies(",".join(args.strategies or ["probe"]))
+    if args.folds < 2 or args.repeats < 1:
+        raise ConfigError("ConfigError: --folds must be at least 2 and --repeats at least 1.")
+    cfg = config_from_args(args)
+    out = args.out or f"runs/cv-{datetime.now():%Y%m%d-%H%M%S}"
+    result = cross_validate(
+        cfg, strategies, args.folds, args.repeats, keep_test=args.keep_test, out_dir=out,
+        overwrite=args.overwrite, progress=not args.no_progress,
+    )  # fmt: skip
+    print(
+        f"\n{args.folds}-fold cross-validation x {args.repeats} on {cfg.data.root} "
+        f"({result.n} images), {cfg.optim.epochs} epochs per fold, seed {cfg.seed}:\n"
+    )
+    print(result.table())
+    print("\n95% CI: Student-t over folds, for the mean fold accuracy (final epoch of each).")
+    for line in result.verdict():
+        print(line)
+    print(f"\nwrote {out}/cv.json")
+    return 0
+
+
 def inspect(args: argparse.Namespace) -> int:
     """``headstart inspect``: stages, parameter counts, trainable set and LRs of a strategy."""
     from headstart.backbones import create_backbone

@@ -186,6 +186,25 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=commands.compare)
 
 
+def _cv_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cv",
+        help="k-fold cross-validation with confidence intervals (and a paired comparison)",
+        description="Stratified k-fold CV on DATA_DIR (train and val pooled); shared folds.",
+    )
+    p.add_argument("data", nargs="?", metavar="DATA_DIR", help="dataset folder")
+    p.add_argument("--folds", type=int, default=5, help="k (5)")
+    p.add_argument("--repeats", type=int, default=1, help="repeat k-fold with new shuffles (1)")
+    p.add_argument(
+        "--strategy", action="append", dest="strategies", metavar="S",
+        help="strategy to cross-validate; repeat for a paired comparison (default probe)",
+    )  # fmt: skip
+    p.add_argument("--keep-test", action="store_true", help="use the train split only")
+    add_training_options(p)
+    p.add_argument("--out", metavar="runs/NAME", help="folder for cv.json and fold runs")
+    p.set_defaults(func=commands.cv)
+
+
 def _inspect_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "inspect",
@@ -210,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _train_parser(sub)
     _compare_parser(sub)
+    _cv_parser(sub)
     _inspect_parser(sub)
 
     p = sub.add_parser("evaluate", help="accuracy, per-class report and confusion matrix")

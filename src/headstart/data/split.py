@@ -24,7 +24,7 @@ class DataSplit:
     """
 
     root: Path
-    layout: Literal["train/val folders", "split", "labels CSV"]
+    layout: Literal["train/val folders", "split", "labels CSV", "fold"]
     classes: list[str]
     train: list[Sample]
     val: list[Sample]

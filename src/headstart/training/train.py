@@ -117,6 +117,16 @@ def plan_for(cfg: TrainConfig, backbone: Backbone) -> Plan:
     )
 
 
+def load_data(cfg: TrainConfig, cache: Cache | None = None) -> DataSplit:
+    """The split ``cfg`` describes: a labels CSV, or a folder (train/val, or split)."""
+    if cfg.data.labels:
+        return load_table_split(
+            cfg.data.labels, cfg.data.images_root, cfg.data.tasks, cfg.data.val_fraction,
+            cfg.seed, cache,
+        )  # fmt: skip
+    return load_split(cfg.data.root, cfg.data.val_fraction, cfg.seed, cache)
+
+
 def make_objective(cfg: TrainConfig, split: DataSplit) -> Objective:
     """The loss and selection metric for ``split``'s tasks, checked against them."""
     tasks = list(split.tasks)
@@ -225,20 +235,16 @@ def train(
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
     progress: bool = True,
+    split: DataSplit | None = None,
 ) -> TrainResult:
-    """Train a classifier as ``cfg`` says and save the run folder; returns the result."""
+    """Train a classifier as ``cfg`` says and save the run folder; returns the result.
+    ``split`` replaces the one ``cfg`` describes (cross-validation passes each fold)."""
     cfg = resolve_config(cfg)
     gen = seed_everything(cfg.seed)
     backbone = create_backbone(cfg.model.backbone, cfg.model.weights)  # fails fast on a bad name
     plan = plan_for(cfg, backbone)  # and on bad strategy options
     cache = Cache(cfg.data.cache_dir) if cfg.data.cache else None
-    if cfg.data.labels:
-        split = load_table_split(
-            cfg.data.labels, cfg.data.images_root, cfg.data.tasks, cfg.data.val_fraction,
-            cfg.seed, cache,
-        )  # fmt: skip
-    else:
-        split = load_split(cfg.data.root, cfg.data.val_fraction, cfg.seed, cache)
+    split = split or load_data(cfg, cache)
     objective = make_objective(cfg, split)
     echo(split.summary())
     device = resolve_device(cfg.device)

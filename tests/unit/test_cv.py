@@ -1,0 +1,67 @@
+"""Cross-validation: folds, interval arithmetic, the corrected paired test, the command."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from headstart.cli.main import main
+from headstart.data import Sample
+from headstart.evaluation.cv import corrected_paired_t, make_folds, t_interval
+from tests.conftest import TINY, make_class_folders
+
+
+def test_folds_are_stratified_disjoint_and_cover_everything() -> None:
+    samples = [Sample(Path(f"{i}.png"), int(i < 30)) for i in range(90)]  # 30 vs 60
+    folds = make_folds(samples, 5, 2, seed=0)
+    assert len(folds) == 10
+    for r in range(2):
+        vals = [s for _, va in folds[5 * r : 5 * r + 5] for s in va]
+        assert sorted(str(s.path) for s in vals) == sorted(str(s.path) for s in samples)
+    for tr, va in folds:
+        assert not {s.path for s in tr} & {s.path for s in va}
+        assert Counter(s.target for s in va) == {1: 6, 0: 12}  # the 1:2 ratio in every fold
+
+
+def test_t_interval_matches_scipy_reference() -> None:
+    from scipy import stats
+
+    values = [0.94, 0.96, 0.95, 0.97, 0.93]
+    sem = np.std(values, ddof=1) / math.sqrt(len(values))
+    ref = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=sem)
+    assert t_interval(values) == pytest.approx(ref)
+
+
+def test_corrected_paired_t_is_more_cautious_than_the_plain_one() -> None:
+    from scipy import stats
+
+    a = [0.95, 0.96, 0.94, 0.97, 0.95]
+    b = [0.93, 0.95, 0.93, 0.95, 0.94]
+    plain = stats.ttest_rel(a, b).pvalue
+    corrected = corrected_paired_t(a, b, test_train_ratio=0.25)
+    assert corrected > plain  # the variance is inflated by (1/J + n_val/n_train) / (1/J)
+    d = np.subtract(a, b)
+    t = d.mean() / math.sqrt((1 / 5 + 0.25) * np.var(d, ddof=1))
+    assert corrected == pytest.approx(2 * stats.t.sf(abs(t), 4))
+    assert corrected_paired_t(a, a, 0.25) == 1.0
+
+
+def test_cv_command_runs_shared_folds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = make_class_folders(tmp_path / "d", {"red": 10, "blue": 10})
+    args = ["--no-progress", "cv", str(data), "--folds", "3", "--strategy", "probe",
+            "--strategy", "partial", "--unfreeze-from", "blocks.4", "--backbone", TINY,
+            "--workers", "0", "--batch-size", "8", "--epochs", "2",
+            "--out", str(tmp_path / "cv")]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "3-fold cross-validation x 1" in out and "95% CI" in out
+    assert "probe vs partial" in out or "partial vs probe" in out
+    result = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert set(result["strategies"]) == {"probe", "partial"}
+    assert all(len(s["fold_acc"]) == 3 for s in result["strategies"].values())
+    assert (tmp_path / "cv" / "partial" / "fold3" / "manifest.json").is_file()
