@@ -175,7 +175,9 @@ def cross_validate(
             run_cfg = cfg.with_overrides(
                 {"strategy.name": name, "optim.patience": None, "out": str(out / name / f"fold{k}")}
             )
-            result = train(run_cfg, overwrite=overwrite, echo=echo, progress=progress, split=split)
+            result = train(
+                run_cfg, overwrite=overwrite, echo=echo, progress=progress, split=split, plots=False
+            )
             row.fold_acc.append(result.fit.history[-1].val_acc)
         rows.append(row)
     n_val = len(fold_sets[0][1])
