@@ -156,13 +156,22 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace finished runs in --out")
 
 
-def _train_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a classifier on a folder of images",
-        description="Train on DATA_DIR (train/ and val/ class folders, or class folders to split).",
-    )
+def _data_command(
+    sub: argparse._SubParsersAction, name: str, help: str, description: str
+) -> argparse.ArgumentParser:
+    """A subcommand taking an optional DATA_DIR (``--labels`` or ``--config`` may give it)."""
+    p = sub.add_parser(name, help=help, description=description)
     p.add_argument("data", nargs="?", metavar="DATA_DIR", help="dataset folder")
+    return p
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = _data_command(
+        sub,
+        "train",
+        "train a classifier on a folder of images",
+        "Train on DATA_DIR (train/ and val/ class folders, or class folders to split).",
+    )
     p.add_argument("--strategy", help=f"{' | '.join(STRATEGIES)} (default probe)")
     add_training_options(p)
     p.add_argument("--out", metavar="runs/NAME", help="run folder")
@@ -170,12 +179,12 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _compare_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = _data_command(
+        sub,
         "compare",
-        help="race strategies on the same data, split, seed and epoch budget",
-        description="Train each strategy on DATA_DIR and print one comparison table.",
+        "race strategies on the same data, split, seed and epoch budget",
+        "Train each strategy on DATA_DIR and print one comparison table.",
     )
-    p.add_argument("data", nargs="?", metavar="DATA_DIR", help="dataset folder")
     p.add_argument(
         "--strategies",
         default="scratch,probe,partial,finetune,gradual,lp-ft",
@@ -187,12 +196,12 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cv_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = _data_command(
+        sub,
         "cv",
-        help="k-fold cross-validation with confidence intervals (and a paired comparison)",
-        description="Stratified k-fold CV on DATA_DIR (train and val pooled); shared folds.",
+        "k-fold cross-validation with confidence intervals (and a paired comparison)",
+        "Stratified k-fold CV on DATA_DIR (train and val pooled); shared folds.",
     )
-    p.add_argument("data", nargs="?", metavar="DATA_DIR", help="dataset folder")
     p.add_argument("--folds", type=int, default=5, help="k (5)")
     p.add_argument("--repeats", type=int, default=1, help="repeat k-fold with new shuffles (1)")
     p.add_argument(
