@@ -65,3 +65,15 @@ def test_cv_command_runs_shared_folds(tmp_path: Path, capsys: pytest.CaptureFixt
     assert set(result["strategies"]) == {"probe", "partial"}
     assert all(len(s["fold_acc"]) == 3 for s in result["strategies"].values())
     assert (tmp_path / "cv" / "partial" / "fold3" / "manifest.json").is_file()
+
+
+def test_compare_cv_uses_shared_folds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = make_class_folders(tmp_path / "d", {"red": 8, "blue": 8})
+    args = ["--no-progress", "compare", str(data), "--cv", "2", "--strategies", "probe,scratch",
+            "--backbone", TINY, "--workers", "0", "--batch-size", "8", "--epochs", "1",
+            "--out", str(tmp_path / "cmp")]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2-fold cross-validation" in out and "corrected resampled t-test" in out
+    result = json.loads((tmp_path / "cmp" / "cv.json").read_text())
+    assert set(result["strategies"]) == {"probe", "scratch"} and result["verdict"]

@@ -47,6 +47,8 @@ def compare(args: argparse.Namespace) -> int:
     from headstart.evaluation.compare import compare_strategies, parse_strategies
 
     strategies = parse_strategies(args.strategies)
+    if args.cv is not None:
+        return _cross_validate(args, strategies, args.cv, 1, False, "compare-cv")
     cfg = config_from_args(args)
     out = args.out or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}"
     result = compare_strategies(
@@ -63,22 +65,35 @@ def compare(args: argparse.Namespace) -> int:
 
 def cv(args: argparse.Namespace) -> int:
     """``headstart cv``: per-fold accuracy, mean, std and 95% CI per strategy."""
-    from datetime import datetime
-
     from headstart.evaluation.compare import parse_strategies
-    from headstart.evaluation.cv import cross_validate
 
     strategies = parse_strategies(",".join(args.strategies or ["probe"]))
-    if args.folds < 2 or args.repeats < 1:
-        raise ConfigError("ConfigError: --folds must be at least 2 and --repeats at least 1.")
+    return _cross_validate(args, strategies, args.folds, args.repeats, args.keep_test, "cv")
+
+
+def _cross_validate(
+    args: argparse.Namespace,
+    strategies: list[str],
+    folds: int,
+    repeats: int,
+    keep_test: bool,
+    prefix: str,
+) -> int:
+    """Run and print a cross-validation (``cv``, and ``compare --cv K``)."""
+    from datetime import datetime
+
+    from headstart.evaluation.cv import cross_validate
+
+    if folds < 2 or repeats < 1:
+        raise ConfigError("ConfigError: --folds/--cv must be at least 2, --repeats at least 1.")
     cfg = config_from_args(args)
-    out = args.out or f"runs/cv-{datetime.now():%Y%m%d-%H%M%S}"
+    out = args.out or f"runs/{prefix}-{datetime.now():%Y%m%d-%H%M%S}"
     result = cross_validate(
-        cfg, strategies, args.folds, args.repeats, keep_test=args.keep_test, out_dir=out,
+        cfg, strategies, folds, repeats, keep_test=keep_test, out_dir=out,
         overwrite=args.overwrite, progress=not args.no_progress,
     )  # fmt: skip
     print(
-        f"\n{args.folds}-fold cross-validation x {args.repeats} on {cfg.data.root} "
+        f"\n{folds}-fold cross-validation x {repeats} on {cfg.data.root} "
         f"({result.n} images), {cfg.optim.epochs} epochs per fold, seed {cfg.seed}:\n"
     )
     print(result.table())

@@ -190,6 +190,9 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
         default="scratch,probe,partial,finetune,gradual,lp-ft",
         help="comma-separated strategies (default: all six)",
     )
+    p.add_argument(
+        "--cv", type=int, metavar="K", help="compare by K-fold cross-validation (see `cv`)"
+    )
     add_training_options(p)
     p.add_argument("--out", metavar="runs/NAME", help="folder for compare.json, PNG and runs")
     p.set_defaults(func=commands.compare)
