@@ -15,9 +15,13 @@ from headstart.cache.store import (
 )
 from headstart.errors import ConfigError
 
+# Content digests by (path, size, mtime): shared by every Cache in the process, so the runs
+# of a cross-validation or a comparison hash each file once, not once per run.
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
 
 class Cache:
-    """One cache folder and its stores; remembers file digests for the life of the process.
+    """One cache folder and its stores; file digests are remembered for the life of the process.
 
     ``audit/``: why a file cannot be used (or that it can), by content; ``decoded/KEY/``:
     images decoded and resized for one preprocessing; ``features/KEY/``: a frozen prefix's
@@ -26,7 +30,6 @@ class Cache:
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = cache_root(root)
-        self._digests: dict[tuple[str, int, int], str] = {}
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             if not os.access(self.root, os.W_OK | os.X_OK):
@@ -41,9 +44,9 @@ class Cache:
         """Content digest of ``path``; a file is hashed once per process unless it changes."""
         st = os.stat(path)
         key = (str(path), st.st_size, st.st_mtime_ns)
-        if key not in self._digests:
-            self._digests[key] = file_digest(path)
-        return self._digests[key]
+        if key not in _DIGESTS:
+            _DIGESTS[key] = file_digest(path)
+        return _DIGESTS[key]
 
     def store(self, kind: str, key: str = "") -> ArrayStore:
         """The store ``kind`` (``audit``, ``decoded``, ``features``), optionally one keyed part."""
