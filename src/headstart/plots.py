@@ -89,3 +89,60 @@ def plot_comparison(val_acc: dict[str, Sequence[float]], path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_reliability(calibration: Any, path: Path, title: str = "") -> Path:
+    """Reliability diagram: accuracy against mean confidence per confidence bin (a
+    calibrated model sits on the diagonal), with the share of images per bin below."""
+    import numpy as np
+
+    plt = _pyplot()
+    c = calibration
+    centres = (c.edges[:-1] + c.edges[1:]) / 2
+    width = c.edges[1] - c.edges[0]
+    filled = c.counts > 0
+    fig, (ax, ax_n) = plt.subplots(
+        2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    ax.bar(centres[filled], c.accuracy[filled], width=width, edgecolor="black", label="accuracy")
+    gap = c.confidence[filled] - c.accuracy[filled]
+    ax.bar(
+        centres[filled], gap, bottom=c.accuracy[filled], width=width, color="tab:red",
+        alpha=0.3, edgecolor="tab:red", label="gap to confidence",
+    )  # fmt: skip
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"{title}\nECE {c.ece:.3f} ({len(c.counts)} bins)".strip(), fontsize=9)
+    ax_n.bar(centres, c.counts / max(int(np.sum(c.counts)), 1), width=width, color="grey")
+    ax_n.set_xlabel("confidence (top-1 probability)")
+    ax_n.set_ylabel("share")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_image_grid(
+    images: Sequence[Any], captions: Sequence[str], path: Path, title: str = "", columns: int = 4
+) -> Path:
+    """Images (PIL) in a grid, each with its caption; used for the top-losses grid."""
+    plt = _pyplot()
+    n = max(len(images), 1)
+    cols = min(columns, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.6 * rows + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions):
+        ax.imshow(image)
+        ax.set_title(caption, fontsize=8)
+    if not images:
+        axes.flat[0].text(0.5, 0.5, "no errors", ha="center", va="center")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

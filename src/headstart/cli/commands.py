@@ -10,6 +10,7 @@ from headstart.errors import ConfigError
 
 if TYPE_CHECKING:
     from headstart.config import TrainConfig
+    from headstart.evaluation.evaluate import Evaluation, TaskEvaluation
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -142,22 +143,68 @@ def evaluate(args: argparse.Namespace) -> int:
     ev = evaluate_run(
         args.run,
         args.data,
+        tta=args.tta,
+        analysis=not args.no_analysis,
         batch_size=args.batch_size,
         device=args.device,
         progress=not args.no_progress,
     )
     print(f"evaluated {args.run} on {ev.single.n} images from {ev.source}")
+    if ev.tta:
+        print(f"test-time augmentation: {ev.tta}, softmax averaged")
     for path, reason in ev.skipped:
         print(f"  skipped {path}: {reason}")
     for task, t in ev.tasks.items():
-        name = "" if len(ev.tasks) == 1 else f"task {task}: "
-        print(f"{name}accuracy {t.accuracy:.4f} ({round(t.accuracy * t.n)}/{t.n})\n")
-        print(t.report_text)
-        print(t.confusion_text())
-        print(f"\nconfusion matrix: {t.confusion_png}\n")
+        print(evaluation_text(t, "" if len(ev.tasks) == 1 else f"task {task}: "))
     if len(ev.tasks) > 1:
-        print(f"mean task accuracy {ev.accuracy:.4f}")
+        print(f"mean task accuracy {ev.accuracy:.4f}\n")
+    print(analysis_text(ev))
     return 0
+
+
+def evaluation_text(t: TaskEvaluation, name: str = "") -> str:
+    """One task's evaluation as the terminal shows it."""
+    lo, hi = t.ci
+    correct = round(t.accuracy * t.n)
+    lines = [f"{name}accuracy {t.accuracy:.4f} ({correct}/{t.n}; 95% CI {lo:.3f}-{hi:.3f})"]
+    if t.without_tta:
+        before = t.without_tta
+        delta = correct - round(before["accuracy"] * t.n)
+        lines.append(
+            f"  without TTA {before['accuracy']:.4f} ({delta:+d} images with it); "
+            f"ECE {before['ece']:.4f} without, {t.calibration.ece:.4f} with"
+        )
+    lines += ["", t.report_text, t.confusion_text(), "", t.confusion_text(normalised=True), ""]
+    lines.append(f"confusion matrix: {t.pngs['confusion']}")
+    lines.append(
+        f"calibration: ECE {t.calibration.ece:.4f} ({len(t.calibration.counts)} bins of top-1 "
+        f"confidence); reliability diagram: {t.pngs['reliability']}"
+    )
+    lines.append(f"top losses ({len(t.top_losses)} most confidently wrong): {t.pngs['top_losses']}")
+    lines += [f"  {s.line()}" for s in t.top_losses]
+    if t.label_errors is not None:
+        lines.append(
+            f"likely label errors: {len(t.label_errors)} training images the model assigns to "
+            "another class after training on them:"
+        )
+        lines += [f"  {s.line()}" for s in t.label_errors] or ["  none"]
+    return "\n".join(lines) + "\n"
+
+
+def analysis_text(ev: Evaluation) -> str:
+    """Near-duplicates and files the scan left out, as the terminal shows them."""
+    lines = []
+    if ev.duplicates is not None:
+        lines.append(
+            f"near-duplicates between the {ev.train_images} training images and the evaluated "
+            f"ones ({len(ev.duplicates)} pairs; perceptual-hash distance of 64 bits):"
+        )
+        lines += [f"  {d.train} ~ {d.evaluated} ({d.distance})" for d in ev.duplicates]
+        lines += [] if ev.duplicates else ["  none"]
+    if ev.train_skipped:
+        lines.append("left out of training by the scan:")
+        lines += [f"  {p}: {r}" for p, r in ev.train_skipped]
+    return "\n".join(lines)
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -168,7 +215,7 @@ def predict(args: argparse.Namespace) -> int:
         raise ConfigError("ConfigError: --top-k must be at least 1.")
     paths = expand_inputs(args.inputs)
     predictor = Predictor.from_run(args.run, device=args.device)
-    results = predictor.predict_paths(paths, top_k=args.top_k)
+    results = predictor.predict_paths(paths, top_k=args.top_k, tta=args.tta)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:

@@ -244,13 +244,21 @@ def build_parser() -> argparse.ArgumentParser:
     _cv_parser(sub)
     _inspect_parser(sub)
 
-    p = sub.add_parser("evaluate", help="accuracy, per-class report and confusion matrix")
+    p = sub.add_parser(
+        "evaluate", help="accuracy with CI, per-class report, confusion, calibration, errors"
+    )
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument(
         "data", nargs="?", metavar="DATA_DIR", help="default: the run's own validation split"
     )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
+    p.add_argument("--tta", action="store_true", help="average ten crops per image (and compare)")
+    p.add_argument(
+        "--no-analysis",
+        action="store_true",
+        help="skip the pass over the training images (likely label errors, near-duplicates)",
+    )
     p.set_defaults(func=commands.evaluate)
 
     p = sub.add_parser("predict", help="top-k labels for images or folders of images")
@@ -259,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--device", default="auto")
+    p.add_argument("--tta", action="store_true", help="average ten crops per image")
     p.set_defaults(func=commands.predict)
 
     p = sub.add_parser("backbones", help="list backbones and whether their weights are offline")

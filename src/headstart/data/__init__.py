@@ -5,11 +5,12 @@ from headstart.data.images import load_rgb, to_rgb
 from headstart.data.scan import FolderScan, Sample, audit_image, scan_folder
 from headstart.data.split import DataSplit, load_split, load_table_split, stratified_split
 from headstart.data.table import DEFAULT_TASK, MISSING, LabelTable, read_labels_csv
-from headstart.data.transforms import eval_transform, train_transform
+from headstart.data.transforms import TTA_VIEWS, eval_transform, train_transform, tta_transform
 
 __all__ = [
     "DEFAULT_TASK",
     "MISSING",
+    "TTA_VIEWS",
     "DataSplit",
     "FolderScan",
     "ImageDataset",
@@ -25,4 +26,5 @@ __all__ = [
     "stratified_split",
     "to_rgb",
     "train_transform",
+    "tta_transform",
 ]

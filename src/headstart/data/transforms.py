@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from PIL import Image
@@ -34,6 +35,28 @@ def eval_transform(prep: Preprocessing) -> Transform:
             T.Normalize(prep.mean, prep.std),
         ]
     )
+
+
+TTA_VIEWS = (
+    "ten crops: the four corners and the centre of the resized image, and their mirror images"
+)
+
+
+def tta_transform(prep: Preprocessing) -> Callable[[Image.Image], torch.Tensor]:
+    """Test-time augmentation: torchvision's TenCrop of the resized image, each crop
+    normalised as at evaluation; returns a (10, C, H, W) tensor per image."""
+    normalise = T.Compose([T.ToTensor(), T.Normalize(prep.mean, prep.std)])
+    crops = T.Compose(
+        [
+            T.Resize(prep.resize_size, interpolation=_MODES[prep.interpolation]),
+            T.TenCrop(prep.input_size),
+        ]
+    )
+    return partial(_stack_views, crops, normalise)
+
+
+def _stack_views(crops: Callable, normalise: Transform, image: Image.Image) -> torch.Tensor:
+    return torch.stack([normalise(c) for c in crops(image)])
 
 
 TRAIN_SCALE = (0.25, 1.0)  # RandomResizedCrop area range (see train_transform)

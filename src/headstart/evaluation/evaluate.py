@@ -1,27 +1,52 @@
-"""``evaluate_run``: run folder + labelled images -> accuracy, per-class report and confusion
-matrix for every task of the model."""
+"""``evaluate_run``: run folder + labelled images -> accuracy, per-class report, confusion
+matrix, calibration and error analysis for every task of the model."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from torch.utils.data import DataLoader
 
-from headstart.data import MISSING, ImageDataset, Sample, eval_transform, scan_folder
+from headstart.data import (
+    MISSING,
+    TTA_VIEWS,
+    ImageDataset,
+    Sample,
+    eval_transform,
+    load_rgb,
+    scan_folder,
+    tta_transform,
+)
 from headstart.data.split import find_val_dir
+from headstart.data.transforms import Transform
+from headstart.errors import ConfigError
+from headstart.evaluation.analysis import (
+    DuplicatePair,
+    Suspect,
+    likely_label_errors,
+    near_duplicates,
+    perceptual_hashes,
+    top_losses,
+)
+from headstart.evaluation.calibration import Calibration, calibration
 from headstart.model import DEFAULT_TASK
-from headstart.plots import plot_confusion_matrix
+from headstart.plots import plot_confusion_matrix, plot_image_grid, plot_reliability
+from headstart.stats import wilson_interval
 from headstart.training import LoadedRun, collect_logits, load_run
 from headstart.training.device import resolve_device, to_device
+
+Probabilities = dict[str, np.ndarray]
 
 
 @dataclass
 class TaskEvaluation:
-    """Metrics of one task on the images labelled for it."""
+    """Metrics, calibration and error analysis of one task on the images labelled for it."""
 
     task: str
     classes: list[str]
@@ -29,20 +54,37 @@ class TaskEvaluation:
     report: dict[str, Any]
     report_text: str
     confusion: np.ndarray
-    confusion_png: Path
+    pngs: dict[str, Path]  # confusion, reliability, top_losses
+    calibration: Calibration
+    top_losses: list[Suspect]
+    label_errors: list[Suspect] | None = None  # None: the training images are unknown
+    without_tta: dict[str, float] | None = None  # accuracy and ECE of the plain pass
 
     @property
     def n(self) -> int:
         """How many images carried a label for this task."""
         return int(self.confusion.sum())
 
-    def confusion_text(self) -> str:
-        """The confusion matrix as an aligned text table (rows: true, columns: predicted)."""
+    @property
+    def ci(self) -> tuple[float, float]:
+        """95% Wilson interval of the accuracy."""
+        return wilson_interval(round(self.accuracy * self.n), self.n)
+
+    @property
+    def normalised(self) -> np.ndarray:
+        """The confusion matrix divided by row totals: recall on the diagonal."""
+        return self.confusion / np.maximum(self.confusion.sum(axis=1, keepdims=True), 1)
+
+    def confusion_text(self, normalised: bool = False) -> str:
+        """The confusion matrix as an aligned text table (rows: true, columns: predicted);
+        ``normalised``: each row as fractions of its true class."""
         width = max(8, *(len(c) for c in self.classes)) + 2
         head = "true \\ pred".ljust(width) + "".join(c.rjust(width) for c in self.classes)
+        matrix = self.normalised if normalised else self.confusion
+        cell = "{:.3f}" if normalised else "{}"
         rows = [
-            c.ljust(width) + "".join(str(v).rjust(width) for v in row)
-            for c, row in zip(self.classes, self.confusion.tolist())
+            c.ljust(width) + "".join(cell.format(v).rjust(width) for v in row)
+            for c, row in zip(self.classes, matrix.tolist())
         ]
         return "\n".join([head, *rows])
 
@@ -50,20 +92,34 @@ class TaskEvaluation:
         """JSON form of this task's metrics."""
         return {
             "accuracy": self.accuracy,
+            "accuracy_ci": list(self.ci),
+            "n": self.n,
             "classes": self.classes,
             "report": self.report,
             "confusion_matrix": self.confusion.tolist(),
-            "confusion_png": self.confusion_png.name,
+            "confusion_matrix_normalised": np.round(self.normalised, 6).tolist(),
+            "calibration": self.calibration.to_dict(),
+            "top_losses": [s.to_dict() for s in self.top_losses],
+            "likely_label_errors": None
+            if self.label_errors is None
+            else [s.to_dict() for s in self.label_errors],
+            "without_tta": self.without_tta,
+            "pngs": {k: p.name for k, p in self.pngs.items()},
+            "confusion_png": self.pngs["confusion"].name,
         }
 
 
 @dataclass
 class Evaluation:
-    """Metrics of one run on one set of labelled images, per task."""
+    """Metrics of one run on one set of labelled images, per task, and what the data held."""
 
     source: str
     tasks: dict[str, TaskEvaluation]
     skipped: list[tuple[Path, str]]
+    tta: str | None = None  # the views averaged, when test-time augmentation was on
+    train_images: int = 0  # training images checked for label errors and duplicates
+    train_skipped: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: list[DuplicatePair] | None = None
 
     @property
     def accuracy(self) -> float:
@@ -81,8 +137,23 @@ class Evaluation:
         if len(self.tasks) == 1:
             out.update(self.single.to_dict())
         out["tasks"] = {t: e.to_dict() for t, e in self.tasks.items()}
+        out["tta"] = self.tta
         out["skipped"] = [[str(p), r] for p, r in self.skipped]
+        out["train_images"] = self.train_images
+        out["train_skipped"] = [list(s) for s in self.train_skipped]
+        out["near_duplicates"] = (
+            None if self.duplicates is None else [d.to_dict() for d in self.duplicates]
+        )
         return out
+
+
+def _read_split(run: LoadedRun) -> dict[str, Any]:
+    path = run.run_dir / "split.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _split_samples(split: dict[str, Any], part: str, root: Path) -> list[Sample]:
+    return [Sample(root / p, t if isinstance(t, dict) else int(t)) for p, t in split[part]]
 
 
 def eval_samples(
@@ -94,8 +165,7 @@ def eval_samples(
     training time (always, for a labels-CSV run); else ``data_dir/val`` when the folder has
     train/ and val/; else every image under it.
     """
-    split_file = run.run_dir / "split.json"
-    split = json.loads(split_file.read_text()) if split_file.is_file() else {}
+    split = _read_split(run)
     own = Path(split.get("root", "")) if split else None
     layout = split.get("layout")
     if split and (
@@ -104,10 +174,12 @@ def eval_samples(
         or (layout == "split" and own == Path(data_dir).resolve())
     ):
         root = own if data_dir is None or layout == "labels CSV" else Path(data_dir)
-        samples = [Sample(root / p, t if isinstance(t, dict) else int(t)) for p, t in split["val"]]
+        samples = _split_samples(split, "val", root)
         return samples, [], f"{root} (the run's held-out validation split)"
     if data_dir is None:
-        raise FileNotFoundError(f"{split_file} is missing; pass the data folder to evaluate on.")
+        raise FileNotFoundError(
+            f"{run.run_dir / 'split.json'} is missing; pass the data folder to evaluate on."
+        )
     data_dir = Path(data_dir)
     val_dir = find_val_dir(data_dir)
     target = val_dir if (data_dir / "train").is_dir() and val_dir is not None else data_dir
@@ -115,48 +187,194 @@ def eval_samples(
     return scan.samples, scan.skipped, str(target)
 
 
+def image_reader(run: LoadedRun) -> Callable[[Path], Image.Image]:
+    """Images through the decoded-image cache (bit-identical to reading them, and free the
+    second time), or straight from disk when the cache folder cannot be used."""
+    from headstart.cache import Cache
+    from headstart.cache.decoded import DecodedImages
+
+    try:
+        return DecodedImages(Cache(), run.preprocessing).load
+    except ConfigError:
+        return load_rgb
+
+
+def _probabilities(
+    model: Any,
+    samples: Sequence[Sample],
+    transform: Transform,
+    read: Callable[[Path], Image.Image],
+    *,
+    device: Any,
+    batch_size: int,
+    progress: bool,
+) -> tuple[Probabilities, dict[str, np.ndarray]]:
+    """Softmax probabilities and targets per task."""
+    loader = DataLoader(ImageDataset(samples, transform, read), batch_size=batch_size)
+    logits, targets = collect_logits(model, loader, device, progress=progress)
+    return (
+        {t: v.softmax(1).numpy() for t, v in logits.items()},
+        {t: v.numpy() for t, v in targets.items()},
+    )
+
+
+def _display(path: Path, root: Path | None) -> str:
+    """A path relative to the data root when it is under it."""
+    if root is not None:
+        try:
+            return str(Path(path).resolve().relative_to(root))
+        except ValueError:
+            pass
+    return str(path)
+
+
 def evaluate_run(
     run_dir: str | Path,
     data_dir: str | Path | None = None,
     *,
+    tta: bool = False,
+    analysis: bool = True,
     batch_size: int = 32,
     device: str = "auto",
     progress: bool = True,
 ) -> Evaluation:
-    """Evaluate a run on labelled images; writes evaluation.json and a confusion-matrix PNG
-    per task (``confusion_matrix.png`` for a single task)."""
-    from sklearn.metrics import classification_report, confusion_matrix
+    """Evaluate a run on labelled images; writes ``evaluation.json`` and, per task, PNGs of
+    the confusion matrix, the reliability diagram and the top losses (``NAME.png`` for a
+    single task, ``NAME_TASK.png`` for several).
 
+    ``tta``: average the softmax of ten crops per image (and report the plain pass too).
+    ``analysis``: also pass over the run's training images, for likely label errors and
+    near-duplicates between training and evaluated images.
+    """
     dev = resolve_device(device)
     run = load_run(run_dir)
     model = to_device(run.model, dev)
     samples, skipped, source = eval_samples(run, data_dir)
-    loader = DataLoader(
-        ImageDataset(samples, eval_transform(run.preprocessing)), batch_size=batch_size
+    read = image_reader(run)
+    split = _read_split(run)
+    root = Path(split["root"]) if split else None
+    kw = {"device": dev, "batch_size": batch_size, "progress": progress}
+    prep = run.preprocessing
+    probs, targets = _probabilities(model, samples, eval_transform(prep), read, **kw)
+    plain = None
+    if tta:
+        plain = probs
+        probs, _ = _probabilities(
+            model,
+            samples,
+            tta_transform(prep),
+            read,
+            **{**kw, "batch_size": max(1, batch_size // 4)},
+        )
+    train_samples = _split_samples(split, "train", root) if analysis and split else []
+    train_probs, train_targets = (
+        _probabilities(model, train_samples, eval_transform(prep), read, **kw)
+        if train_samples
+        else ({}, {})
     )
-    logits, targets = collect_logits(model, loader, dev, progress=progress)
+    eval_paths = [_display(s.path, root) for s in samples]
+    train_paths = [_display(s.path, root) for s in train_samples]
+    full = {name: s.path for name, s in zip(eval_paths, samples)}
+    duplicates = None
+    if train_samples:
+        duplicates = near_duplicates(
+            train_paths,
+            perceptual_hashes([s.path for s in train_samples], read),
+            eval_paths,
+            perceptual_hashes([s.path for s in samples], read),
+        )
     results = {}
     for task, classes in run.tasks.items():
-        y_true = targets[task].numpy()
+        y_true = targets[task]
         labelled = y_true != MISSING
-        y_true, y_pred = y_true[labelled], logits[task].argmax(1).numpy()[labelled]
-        labels = list(range(len(classes)))
-        kwargs = {"labels": labels, "target_names": classes, "zero_division": 0}
-        cm = confusion_matrix(y_true, y_pred, labels=labels)
-        accuracy = float((y_true == y_pred).mean()) if len(y_true) else 0.0
-        name = "confusion_matrix.png" if len(run.tasks) == 1 else f"confusion_matrix_{task}.png"
-        what = "" if len(run.tasks) == 1 else f" {task}"
-        title = f"{run.run_dir.name}{what}: accuracy {accuracy:.1%} on {len(y_true)} images"
-        title += f"\n{source}"
-        results[task] = TaskEvaluation(
-            task=task,
-            classes=classes,
-            accuracy=accuracy,
-            report=classification_report(y_true, y_pred, output_dict=True, **kwargs),
-            report_text=classification_report(y_true, y_pred, digits=4, **kwargs),
-            confusion=cm,
-            confusion_png=plot_confusion_matrix(cm, classes, run.run_dir / name, title),
+        p, y = probs[task][labelled], y_true[labelled]
+        paths = [q for q, keep in zip(eval_paths, labelled) if keep]
+        errors = None
+        if train_samples:
+            has = train_targets[task] != MISSING
+            errors = likely_label_errors(
+                [q for q, keep in zip(train_paths, has) if keep],
+                train_probs[task][has],
+                train_targets[task][has],
+                classes,
+            )
+        results[task] = _task_evaluation(
+            run, task, classes, p, y, paths, full, source, read, errors, len(run.tasks) > 1
         )
-    result = Evaluation(source=source, tasks=results, skipped=skipped)
+        if plain is not None:
+            q = plain[task][labelled]
+            results[task].without_tta = {
+                "accuracy": float((q.argmax(1) == y).mean()) if len(y) else 0.0,
+                "ece": calibration(q, y).ece,
+            }
+    result = Evaluation(
+        source=source,
+        tasks=results,
+        skipped=skipped,
+        tta=TTA_VIEWS if tta else None,
+        train_images=len(train_samples),
+        train_skipped=[tuple(s) for s in split.get("skipped", [])] if split else [],
+        duplicates=duplicates,
+    )
     (run.run_dir / "evaluation.json").write_text(json.dumps(result.to_dict(), indent=1))
     return result
+
+
+def _task_evaluation(
+    run: LoadedRun,
+    task: str,
+    classes: list[str],
+    probs: np.ndarray,
+    y_true: np.ndarray,
+    paths: list[str],
+    full: dict[str, Path],
+    source: str,
+    read: Callable[[Path], Image.Image],
+    label_errors: list[Suspect] | None,
+    several: bool,
+) -> TaskEvaluation:
+    """Metrics and PNGs of one task."""
+    from sklearn.metrics import classification_report, confusion_matrix
+    from torchvision.transforms import functional as F
+
+    y_pred = probs.argmax(1)
+    labels = list(range(len(classes)))
+    kwargs = {"labels": labels, "target_names": classes, "zero_division": 0}
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    accuracy = float((y_true == y_pred).mean()) if len(y_true) else 0.0
+    suffix = f"_{task}" if several else ""
+    what = f" {task}" if several else ""
+    title = f"{run.run_dir.name}{what}: accuracy {accuracy:.1%} on {len(y_true)} images"
+    cal = calibration(probs, y_true)
+    losses = top_losses(paths, probs, y_true, classes)
+    crop = run.preprocessing.input_size
+    pngs = {
+        "confusion": plot_confusion_matrix(
+            cm, classes, run.run_dir / f"confusion_matrix{suffix}.png", f"{title}\n{source}"
+        ),
+        "reliability": plot_reliability(
+            cal, run.run_dir / f"reliability{suffix}.png", f"{run.run_dir.name}{what}"
+        ),
+        "top_losses": plot_image_grid(
+            [F.center_crop(read(full[s.path]), crop) for s in losses],
+            [
+                f"{Path(s.path).name[:28]}\ntrue {s.given} ({s.given_probability:.2f})\n"
+                f"pred {s.predicted} ({s.probability:.2f})"
+                for s in losses
+            ],
+            run.run_dir / f"top_losses{suffix}.png",
+            f"{run.run_dir.name}{what}: top losses (most confidently wrong)",
+        ),
+    }
+    return TaskEvaluation(
+        task=task,
+        classes=classes,
+        accuracy=accuracy,
+        report=classification_report(y_true, y_pred, output_dict=True, **kwargs),
+        report_text=classification_report(y_true, y_pred, digits=4, **kwargs),
+        confusion=cm,
+        pngs=pngs,
+        calibration=cal,
+        top_losses=losses,
+        label_errors=label_errors,
+    )

@@ -10,11 +10,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from headstart.data import eval_transform, load_rgb
+from headstart.data import eval_transform, load_rgb, tta_transform
 from headstart.data.images import IMAGE_EXTENSIONS
 from headstart.errors import DataError
 from headstart.training import LoadedRun, load_run
 from headstart.training.device import images_to, resolve_device, to_device
+from headstart.training.loop import forward_views
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Predictor:
         self.device = resolve_device(device)
         self.model = to_device(run.model, self.device).eval()
         self.transform = eval_transform(run.preprocessing)
+        self.tta_transform = tta_transform(run.preprocessing)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto") -> Predictor:
@@ -76,14 +78,18 @@ class Predictor:
         return cls(load_run(run_dir), device)
 
     @torch.inference_mode()
-    def probabilities(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
-        """Softmax probabilities per task for a batch of RGB images."""
-        batch = torch.stack([self.transform(im) for im in images])
-        logits = self.model(images_to(batch, self.device))
+    def probabilities(
+        self, images: Sequence[Image.Image], tta: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Softmax probabilities per task for a batch of RGB images; ``tta`` averages ten
+        crops of each (see :func:`headstart.data.tta_transform`)."""
+        transform = self.tta_transform if tta else self.transform
+        batch = torch.stack([transform(im) for im in images])
+        logits = forward_views(self.model, images_to(batch, self.device))
         return {task: t.float().softmax(1).cpu() for task, t in logits.items()}
 
     def predict_paths(
-        self, paths: Sequence[str | Path], top_k: int = 3, batch_size: int = 32
+        self, paths: Sequence[str | Path], top_k: int = 3, batch_size: int = 32, tta: bool = False
     ) -> list[Prediction]:
         """Predict every file; an unreadable file yields a Prediction with ``error`` set."""
         results: list[Prediction] = []
@@ -97,7 +103,7 @@ class Predictor:
                 except Exception as e:  # a bad file must not stop the others
                     results.append(Prediction(str(p), error=f"cannot read image: {e}"))
             if images:
-                for pred, probs in zip(ok, self._rows(self.probabilities(images))):
+                for pred, probs in zip(ok, self._rows(self.probabilities(images, tta))):
                     pred.top = self._top(probs, top_k)
                     results.append(pred)
         order = {str(p): i for i, p in enumerate(paths)}

@@ -1,0 +1,33 @@
+"""Fixtures shared by the unit tests: one tiny trained run."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from headstart.cli.main import main
+from tests.conftest import TINY, make_trainval
+
+FAST = ["--backbone", TINY, "--batch-size", "8", "--workers", "0", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def trained_run_once(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One tiny training run shared by the tests that only read it."""
+    root = tmp_path_factory.mktemp("cli")
+    trainval_dataset = make_trainval(root / "tv")
+    out = root / "runs" / "tiny"
+    code = main(["--no-progress", "train", str(trainval_dataset), *FAST[:-1], "--strategy",
+                 "scratch", "--epochs", "3", "--lr", "0.01", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    return out, trainval_dataset
+
+
+@pytest.fixture
+def trained_run(trained_run_once: tuple[Path, Path], tmp_path: Path) -> Path:
+    """A private copy of the shared run (tests may damage it)."""
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run_once[0], copy)
+    return copy
