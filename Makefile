@@ -6,7 +6,7 @@ STAMP := $(VENV)/.headstart-installed
 HEADSTART_DATA ?= $(abspath ../shared/datasets)
 DEMO_EPOCHS ?= 10
 
-.PHONY: setup demo test test-unit lint format clean
+.PHONY: setup browser demo test test-unit lint format clean
 
 setup: $(STAMP)
 
@@ -19,11 +19,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,offline]'
 	touch $(STAMP)
 
+# Debian's Chromium for the page tests (report, web page). Installed with apt-get when it is
+# missing and we may (root, apt present); otherwise those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	  else echo "chromium missing and cannot be installed here: browser tests will skip"; fi; }
+
 demo: setup
 	$(BIN)/headstart train $(HEADSTART_DATA)/hymenoptera --strategy probe --epochs $(DEMO_EPOCHS) --out runs/demo --overwrite
 	$(BIN)/headstart evaluate runs/demo $(HEADSTART_DATA)/hymenoptera
 
-test: setup
+test: setup browser
 	HEADSTART_DATA=$(HEADSTART_DATA) $(BIN)/python -m pytest -q
 
 test-unit: setup

@@ -105,10 +105,11 @@ def plot_reliability(calibration: Any, path: Path, title: str = "") -> Path:
         2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
     ax.bar(centres[filled], c.accuracy[filled], width=width, edgecolor="black", label="accuracy")
-    gap = c.confidence[filled] - c.accuracy[filled]
+    low = np.minimum(c.confidence[filled], c.accuracy[filled])
+    gap = np.abs(c.confidence[filled] - c.accuracy[filled])
     ax.bar(
-        centres[filled], gap, bottom=c.accuracy[filled], width=width, color="tab:red",
-        alpha=0.3, edgecolor="tab:red", label="gap to confidence",
+        centres[filled], gap, bottom=low, width=width, color="tab:red", alpha=0.3,
+        edgecolor="tab:red", hatch="//", label="gap to mean confidence",
     )  # fmt: skip
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set_ylabel("accuracy")

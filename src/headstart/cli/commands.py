@@ -207,6 +207,15 @@ def analysis_text(ev: Evaluation) -> str:
     return "\n".join(lines)
 
 
+def report(args: argparse.Namespace) -> int:
+    """``headstart report``: one self-contained HTML page about a run."""
+    from headstart.report import write_report
+
+    path = write_report(args.run, args.out, progress=not args.no_progress)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, images embedded)")
+    return 0
+
+
 def predict(args: argparse.Namespace) -> int:
     """``headstart predict``; exit code 1 if any input could not be read."""
     from headstart.serve import Predictor, expand_inputs

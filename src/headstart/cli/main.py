@@ -261,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.evaluate)
 
+    p = sub.add_parser("report", help="one self-contained HTML page about a run")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--out", help="HTML file to write (default RUN_DIR/report.html)")
+    p.set_defaults(func=commands.report)
+
     p = sub.add_parser("predict", help="top-k labels for images or folders of images")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
