@@ -193,11 +193,13 @@ def evaluation_text(t: TaskEvaluation, name: str = "") -> str:
 
 def analysis_text(ev: Evaluation) -> str:
     """Near-duplicates and files the scan left out, as the terminal shows them."""
+    from headstart.evaluation.analysis import DUPLICATE_DISTANCE
+
     lines = []
     if ev.duplicates is not None:
         lines.append(
             f"near-duplicates between the {ev.train_images} training images and the evaluated "
-            f"ones ({len(ev.duplicates)} pairs; perceptual-hash distance of 64 bits):"
+            f"ones ({len(ev.duplicates)} pairs within {DUPLICATE_DISTANCE} of 64 pHash bits):"
         )
         lines += [f"  {d.train} ~ {d.evaluated} ({d.distance})" for d in ev.duplicates]
         lines += [] if ev.duplicates else ["  none"]
