@@ -40,3 +40,7 @@ class CheckpointError(HeadstartError):
 
 class ConfigError(HeadstartError):
     """An option or YAML config value that is not valid."""
+
+
+class ExportError(HeadstartError):
+    """An export that failed, or whose verification against PyTorch failed."""

@@ -218,6 +218,34 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    """``headstart export``: write, check and verify; exit 1 with the numbers on mismatch."""
+    from headstart.export import export_run
+
+    results = export_run(
+        args.run,
+        args.format,
+        opset=args.opset,
+        quantize=args.quantize,
+        out=args.out,
+        images=args.images,
+        progress=not args.no_progress,
+    )
+    base = results[0]
+    for r in results:
+        print(f"wrote {r.path} ({r.megabytes:.1f} MB) and {r.sidecar.name}")
+        print("\n".join(r.verification.lines()))
+    if len(results) > 1:
+        q = results[1].verification
+        t_base, t_q = (sum(v.seconds.values()) - v.seconds["pytorch"] for v in
+                       (base.verification, q))  # fmt: skip
+        print(
+            f"int8 vs float32: {results[1].megabytes:.1f} vs {base.megabytes:.1f} MB, "
+            f"{1000 * t_q / q.images:.1f} vs {1000 * t_base / q.images:.1f} ms/image"
+        )
+    return 0
+
+
 def predict(args: argparse.Namespace) -> int:
     """``headstart predict``; exit code 1 if any input could not be read."""
     from headstart.serve import Predictor, expand_inputs

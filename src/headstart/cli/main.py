@@ -261,6 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.evaluate)
 
+    p = sub.add_parser("export", help="ONNX or torch.export file, verified against PyTorch")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torch-export"])
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--quantize", choices=["dynamic"], help="also write a dynamic int8 ONNX")
+    p.add_argument("--out", help="file to write (default RUN_DIR/model.onnx or model.pt2)")
+    p.add_argument(
+        "--images", nargs="+", metavar="IMAGE_OR_DIR",
+        help="verify on these images (default: the run's validation split)",
+    )  # fmt: skip
+    p.set_defaults(func=commands.export)
+
     p = sub.add_parser("report", help="one self-contained HTML page about a run")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--out", help="HTML file to write (default RUN_DIR/report.html)")

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from headstart.backbones import Preprocessing
 from headstart.data import (
     MISSING,
     TTA_VIEWS,
@@ -187,14 +188,14 @@ def eval_samples(
     return scan.samples, scan.skipped, str(target)
 
 
-def image_reader(run: LoadedRun) -> Callable[[Path], Image.Image]:
+def image_reader(prep: Preprocessing) -> Callable[[Path], Image.Image]:
     """Images through the decoded-image cache (bit-identical to reading them, and free the
     second time), or straight from disk when the cache folder cannot be used."""
     from headstart.cache import Cache
     from headstart.cache.decoded import DecodedImages
 
     try:
-        return DecodedImages(Cache(), run.preprocessing).load
+        return DecodedImages(Cache(), prep).load
     except ConfigError:
         return load_rgb
 
@@ -250,7 +251,7 @@ def evaluate_run(
     run = load_run(run_dir)
     model = to_device(run.model, dev)
     samples, skipped, source = eval_samples(run, data_dir)
-    read = image_reader(run)
+    read = image_reader(run.preprocessing)
     split = _read_split(run)
     root = Path(split["root"]) if split else None
     kw = {"device": dev, "batch_size": batch_size, "progress": progress}

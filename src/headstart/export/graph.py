@@ -1,0 +1,67 @@
+"""What an export holds: the model as a plain graph (images in, one logits tensor per task
+out) and the metadata that makes it self-describing (preprocessing, tasks, classes)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+from torch import nn
+
+from headstart.model import Classifier, head_key
+from headstart.training import LoadedRun
+
+INPUT = "images"
+METADATA_FORMAT = "headstart-export/1"
+
+
+class Exportable(nn.Module):
+    """The classifier with its heads in a list: returns a tuple of logits, one per task, in
+    ``tasks`` order. (Head names such as ``class`` are Python keywords, which TorchScript and
+    torch.export code generation cannot take as attribute names; the weights are the same.)"""
+
+    def __init__(self, model: Classifier) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+        self.heads = nn.ModuleList([model.heads[head_key(t)] for t in model.tasks])
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Logits per task, each (N, num_classes)."""
+        features = self.backbone(images)
+        return tuple(head(features) for head in self.heads)
+
+
+def model_id(run: LoadedRun) -> str:
+    """``RUNNAME-<first 12 hex of the weights file's SHA-256>``: names exactly these weights."""
+    digest = hashlib.sha256((run.run_dir / "model.safetensors").read_bytes()).hexdigest()
+    return f"{run.run_dir.resolve().name}-{digest[:12]}"
+
+
+def export_metadata(run: LoadedRun) -> dict[str, Any]:
+    """Everything a consumer needs to feed the exported model and read its outputs."""
+    prep = run.preprocessing
+    return {
+        "format": METADATA_FORMAT,
+        "model_id": model_id(run),
+        "backbone": run.manifest["backbone"],
+        "strategy": run.manifest.get("strategy", {}).get("name"),
+        "input": {
+            "name": INPUT,
+            "layout": "NCHW",
+            "dtype": "float32",
+            "shape": ["batch", 3, prep.input_size, prep.input_size],
+        },
+        "preprocessing": {
+            **prep.to_dict(),
+            "steps": [
+                "convert to RGB (EXIF orientation applied)",
+                f"resize the shorter side to {prep.resize_size} ({prep.interpolation})",
+                f"centre-crop {prep.input_size}x{prep.input_size}",
+                "scale to [0, 1]",
+                f"normalise with mean {list(prep.mean)} and std {list(prep.std)}",
+            ],
+        },
+        "tasks": {task: list(classes) for task, classes in run.tasks.items()},
+        "outputs": list(run.tasks),  # one logits output per task, in this order
+    }

@@ -1,0 +1,100 @@
+"""Writing the export files: ONNX (checked by ``onnx.checker``, metadata in the file and in
+a JSON sidecar), a torch.export program, and ONNX Runtime's dynamic int8 quantization."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from headstart.errors import ExportError
+from headstart.export.graph import INPUT, Exportable
+
+MAX_BATCH = 4096  # upper bound of the dynamic batch axis for torch.export
+
+
+def _example(meta: dict[str, Any]) -> torch.Tensor:
+    size = meta["preprocessing"]["input_size"]
+    return torch.zeros(2, 3, size, size)
+
+
+def write_sidecar(path: Path, meta: dict[str, Any]) -> Path:
+    """``FILE.json`` beside the export: the same metadata, readable without ONNX tools."""
+    sidecar = path.with_name(path.name + ".json")
+    sidecar.write_text(json.dumps({**meta, "file": path.name}, indent=2))
+    return sidecar
+
+
+def write_onnx(module: Exportable, path: Path, meta: dict[str, Any], opset: int = 17) -> Path:
+    """ONNX with a dynamic batch axis, one output per task, metadata_props set, checked.
+
+    Uses the TorchScript-based exporter without constant folding: on tf_efficientnet_lite0
+    (torch 2.14) folding produced logits 1.16 away from PyTorch's, which verification
+    caught; ONNX Runtime folds constants itself when it loads the model. (The newer
+    torch.export-based exporter failed to decompose this graph.)
+    """
+    import onnx
+
+    outputs = meta["outputs"]
+    axes = {name: {0: "batch"} for name in [INPUT, *outputs]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
+        torch.onnx.export(
+            module.eval(),
+            (_example(meta),),
+            str(path),
+            input_names=[INPUT],
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=False,
+            dynamo=False,
+        )
+    model = onnx.load(str(path))
+    props = {
+        "headstart": json.dumps(meta),
+        "preprocessing": json.dumps(meta["preprocessing"]),
+        "tasks": json.dumps(meta["tasks"]),
+        "model_id": meta["model_id"],
+    }
+    onnx.helper.set_model_props(model, props)
+    model.producer_name = "headstart"
+    onnx.save(model, str(path))
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"ExportError: onnx.checker rejected {path}: {e}") from None
+    return path
+
+
+def write_program(module: Exportable, path: Path, meta: dict[str, Any]) -> Path:
+    """A torch.export program (``.pt2``) with a dynamic batch axis; metadata in the archive."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(
+            module.eval(), (_example(meta),), dynamic_shapes=({0: batch},)
+        )
+    torch.export.save(program, str(path), extra_files={"headstart.json": json.dumps(meta)})
+    return path
+
+
+def quantize_onnx(source: Path, path: Path) -> Path:
+    """ONNX Runtime's dynamic int8 quantization (weights int8, activations quantized on the
+    fly); the metadata is carried over."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8)
+    props = {p.key: p.value for p in onnx.load(str(source)).metadata_props}
+    model = onnx.load(str(path))
+    meta = json.loads(props["headstart"])
+    meta["quantization"] = "dynamic int8 (onnxruntime.quantization.quantize_dynamic, QInt8)"
+    props["headstart"] = json.dumps(meta)
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(path))
+    onnx.checker.check_model(str(path))
+    return path
