@@ -1,0 +1,113 @@
+"""``headstart export``: files that carry their preprocessing and verify themselves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from headstart.cli.main import main
+from headstart.errors import ExportError
+from headstart.export import export_run, load_engine
+from headstart.export.runtime import TorchEngine
+from headstart.training import load_run
+from tests.unit.test_multitask import _train, make_table
+
+
+def test_onnx_export_verifies_and_describes_itself(
+    trained_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--no-progress", "export", str(trained_run)]) == 0
+    out = capsys.readouterr().out
+    assert "top-1 agrees on 12/12 images" in out and "max |logit diff|" in out
+    path = trained_run / "model.onnx"
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    props = {p.key: p.value for p in model.metadata_props}
+    meta = json.loads(props["headstart"])
+    run = load_run(trained_run)
+    assert meta["tasks"] == run.tasks and meta["outputs"] == ["class"]
+    assert meta["preprocessing"]["mean"] == list(run.preprocessing.mean)
+    assert json.loads(props["preprocessing"])["input_size"] == run.preprocessing.input_size
+    sidecar = json.loads((trained_run / "model.onnx.json").read_text())
+    assert sidecar["verification"]["passed"] and sidecar["verification"]["max_abs_diff"] <= 1e-4
+    assert sidecar["model_id"] == meta["model_id"]
+    # dynamic batch axis: 1 and 5 images both run, and match PyTorch
+    engine, ref = load_engine(path), TorchEngine(trained_run)
+    for n in (1, 5):
+        x = np.random.default_rng(n).normal(size=(n, 3, 160, 160)).astype(np.float32)
+        assert np.abs(engine.logits(x)["class"] - ref.logits(x)["class"]).max() < 1e-4
+
+
+def test_torch_export_format_verifies(trained_run: Path) -> None:
+    [result] = export_run(trained_run, "torch-export", progress=False)
+    assert result.path.name == "model.pt2" and result.verification.passed
+    assert load_engine(result.path).meta["tasks"] == load_run(trained_run).tasks
+
+
+def test_multitask_export_has_one_output_per_task(tmp_path: Path) -> None:
+    _train(make_table(tmp_path), tmp_path / "run")
+    [result] = export_run(tmp_path / "run", progress=False)
+    session_outputs = [o.name for o in load_engine(result.path).session.get_outputs()]
+    assert session_outputs == ["colour", "size"]
+    assert set(result.verification.top1_agree) == {"colour", "size"}
+    assert all(n == result.verification.images for n in result.verification.top1_agree.values())
+
+
+def test_a_failed_verification_keeps_nothing_and_says_the_numbers(
+    trained_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [good] = export_run(trained_run, progress=False)
+    before = good.path.read_bytes()
+    real_logits = type(load_engine(good.path)).logits
+
+    def off_by_one(self, batch):  # an exporter bug: logits shifted for the second class
+        out = real_logits(self, batch)
+        return {t: v + np.array([0.0, 1.0], np.float32) for t, v in out.items()}
+
+    monkeypatch.setattr(type(load_engine(good.path)), "logits", off_by_one)
+    with pytest.raises(ExportError, match=r"does not match PyTorch[\s\S]*max \|logit diff\| 1"):
+        export_run(trained_run, progress=False)
+    assert good.path.read_bytes() == before  # the verified export is untouched
+    assert not list(trained_run.glob(".model*"))  # no temporary left behind
+
+
+def test_quantized_export_reports_size_and_agreement(trained_run: Path) -> None:
+    base, q = export_run(trained_run, quantize="dynamic", progress=False)
+    assert q.path.name == "model.int8.onnx" and q.verification.tolerance is None
+    assert q.megabytes < base.megabytes
+    assert "quantization" in load_engine(q.path).meta
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "torch-export", "--quantize", "dynamic"], "needs --format onnx"),
+        (["--images", "/nonexistent.jpg"], "does not exist"),
+    ],
+)
+def test_export_errors_are_clear(
+    trained_run: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--no-progress", "export", str(trained_run), *args]) != 0
+    assert message in capsys.readouterr().err
+
+
+def test_loading_a_corrupt_or_foreign_export_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(ExportError, match="cannot be loaded by ONNX Runtime"):
+        load_engine(bad)
+    foreign = tmp_path / "foreign.onnx"
+    h = onnx.helper
+    x = h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2])
+    y = h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])
+    graph = h.make_graph([h.make_node("Identity", ["x"], ["y"])], "foreign", [x], [y])
+    onnx.save(
+        h.make_model(graph, ir_version=8, opset_imports=[h.make_opsetid("", 17)]), str(foreign)
+    )
+    with pytest.raises(ExportError, match="no headstart metadata"):
+        load_engine(foreign)
