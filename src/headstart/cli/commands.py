@@ -218,8 +218,21 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
+def require(extra: str, *modules: str) -> None:
+    """A ConfigError naming the pip extra when an optional dependency is missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(
+            f"ConfigError: this command needs {', '.join(missing)}; install them with "
+            f"pip install 'headstart[{extra}]'."
+        )
+
+
 def export(args: argparse.Namespace) -> int:
     """``headstart export``: write, check and verify; exit 1 with the numbers on mismatch."""
+    require("export", "onnx", "onnxruntime")
     from headstart.export import export_run
 
     results = export_run(
@@ -243,6 +256,23 @@ def export(args: argparse.Namespace) -> int:
             f"int8 vs float32: {results[1].megabytes:.1f} vs {base.megabytes:.1f} MB, "
             f"{1000 * t_q / q.images:.1f} vs {1000 * t_base / q.images:.1f} ms/image"
         )
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    """``headstart serve``: the prediction server, until interrupted."""
+    require("serve", "fastapi", "uvicorn", "multipart", "onnxruntime")
+    from headstart.serve.app import ServeConfig, serve
+
+    config = ServeConfig(
+        model=args.model,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_file_mb=args.max_file_mb,
+        max_files=args.max_files,
+    )
+    print(f"serving {args.model} on http://{args.host}:{args.port}/ ({args.workers} worker(s))")
+    serve(config, args.host, args.port, args.workers)
     return 0
 
 

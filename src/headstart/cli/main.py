@@ -273,6 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.set_defaults(func=commands.export)
 
+    p = sub.add_parser("serve", help="HTTP prediction server with a web page")
+    p.add_argument("model", metavar="RUN_OR_EXPORT", help="run folder, .onnx or .pt2 export")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="server processes")
+    p.add_argument("--max-batch", type=int, default=32, help="images per model call")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="wait to fill a batch")
+    p.add_argument("--max-file-mb", type=float, default=10.0, help="per uploaded file (413)")
+    p.add_argument("--max-files", type=int, default=16, help="per request (413)")
+    p.set_defaults(func=commands.serve)
+
     p = sub.add_parser("report", help="one self-contained HTML page about a run")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--out", help="HTML file to write (default RUN_DIR/report.html)")
