@@ -84,13 +84,13 @@ def _real(path: Path) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def hymenoptera() -> Path:
     """The real ants/bees dataset."""
     return _real(HYMENOPTERA)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def elpv() -> Path:
     """The real solar-cell dataset (module type and defect grade in tasks.csv)."""
     return _real(DATA_ROOT / "elpv")

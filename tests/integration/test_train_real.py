@@ -53,3 +53,10 @@ def test_finetune_defaults_reach_the_probe(hymenoptera: Path, tmp_path: Path) ->
     assert manifest["inputs"]["reads"] == "images" and manifest["inputs"]["decoded_cache"]
     assert manifest["trainable_params"] == manifest["total_params"]
     assert manifest["metrics"]["val_acc"] >= 0.94
+    # the fine-tuned model exports and verifies (BatchNorm in eval, every stage trained)
+    from headstart.export import export_run
+
+    [onnx_export] = export_run(out, progress=False)
+    v = onnx_export.verification
+    assert v.passed and v.top1_agree == {"class": 153} and v.max_abs_diff <= 1e-4
+    assert v.accuracy["class"][0] == v.accuracy["class"][1] == manifest["metrics"]["val_acc"]
