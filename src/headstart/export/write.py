@@ -4,6 +4,7 @@ a JSON sidecar), a torch.export program, and ONNX Runtime's dynamic int8 quantiz
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,13 @@ def quantize_onnx(source: Path, path: Path) -> Path:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # per-tensor notes on the int64 padding arithmetic it skips
+    try:
+        quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     props = {p.key: p.value for p in onnx.load(str(source)).metadata_props}
     model = onnx.load(str(path))
     meta = json.loads(props["headstart"])
