@@ -22,10 +22,11 @@ BEE = "val/bees/1032546534_06907fe3b3.jpg"
 
 @pytest.fixture(scope="module")
 def probe_run(hymenoptera: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("ship") / "probe"
-    assert (
-        main(["--no-progress", "train", str(hymenoptera), "--epochs", "5", "--out", str(out)]) == 0
-    )
+    root = tmp_path_factory.mktemp("ship")
+    out = root / "probe"
+    args = ["--no-progress", "train", str(hymenoptera), "--epochs", "5", "--out", str(out)]
+    # its own feature cache: the probe test in test_train_real counts cold computations
+    assert main([*args, "--cache-dir", str(root / "cache")]) == 0
     return out
 
 
