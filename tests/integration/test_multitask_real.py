@@ -27,7 +27,8 @@ def test_multitask_probe_on_elpv(
     per_task = m["metrics"]["val_acc_per_task"]
     assert per_task["type"] > 0.85 and per_task["defect"] > 0.5
 
-    assert main(["--no-progress", "evaluate", str(out)]) == 0
+    # the training-image analysis is covered on ants/bees; here it would add 2,099 images
+    assert main(["--no-progress", "evaluate", str(out), "--no-analysis"]) == 0
     report = capsys.readouterr().out
     assert "task defect: accuracy" in report and "likely" in report
     assert (out / "confusion_matrix_type.png").is_file()
