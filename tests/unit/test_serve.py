@@ -158,3 +158,18 @@ def test_serving_an_onnx_export_gives_the_same_answer(trained_run: Path, red_ima
     torch_top, onnx_top = (answers[m]["predictions"]["class"] for m in (trained_run, result.path))
     assert [t["label"] for t in torch_top] == [t["label"] for t in onnx_top]
     assert torch_top[0]["probability"] == pytest.approx(onnx_top[0]["probability"], abs=1e-5)
+
+
+def test_serve_cli_refuses_a_missing_or_corrupt_model_before_listening(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from headstart.cli.main import main
+
+    assert main(["serve", str(tmp_path / "nothing.onnx")]) != 0
+    assert "does not exist" in " ".join(capsys.readouterr().err.split())  # wrapped text
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage")
+    assert main(["serve", str(bad)]) != 0
+    captured = capsys.readouterr()
+    assert "cannot be loaded by ONNX Runtime" in " ".join(captured.err.split())
+    assert "serving" not in captured.out

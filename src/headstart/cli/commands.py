@@ -262,8 +262,10 @@ def export(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     """``headstart serve``: the prediction server, until interrupted."""
     require("serve", "fastapi", "uvicorn", "multipart", "onnxruntime")
+    from headstart.export.runtime import load_engine
     from headstart.serve.app import ServeConfig, serve
 
+    engine = load_engine(args.model)  # a bad path or file fails here, before anything listens
     config = ServeConfig(
         model=args.model,
         max_batch=args.max_batch,
@@ -271,8 +273,11 @@ def serve(args: argparse.Namespace) -> int:
         max_file_mb=args.max_file_mb,
         max_files=args.max_files,
     )
-    print(f"serving {args.model} on http://{args.host}:{args.port}/ ({args.workers} worker(s))")
-    serve(config, args.host, args.port, args.workers)
+    print(
+        f"serving {engine.meta['model_id']} ({engine.name}) on http://{args.host}:{args.port}/ "
+        f"({args.workers} worker(s))"
+    )
+    serve(config, args.host, args.port, args.workers, engine=engine)
     return 0
 
 

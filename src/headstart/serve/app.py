@@ -222,8 +222,14 @@ def app_from_env() -> Any:
     return create_app(ServeConfig(**json.loads(os.environ[ENV_CONFIG])))
 
 
-def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Run the server until interrupted."""
+def serve(
+    config: ServeConfig,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    engine: Engine | None = None,
+) -> None:
+    """Run the server until interrupted (``engine``: already loaded, for a single worker)."""
     import uvicorn
 
     if workers > 1:
@@ -231,7 +237,7 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, worker
         uvicorn.run("headstart.serve.app:app_from_env", factory=True, host=host, port=port,
                     workers=workers, log_level="info")  # fmt: skip
     else:
-        uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(config, engine), host=host, port=port, log_level="info")
 
 
 __all__ = ["ServeConfig", "UploadError", "create_app", "decode_image", "serve"]
