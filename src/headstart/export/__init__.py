@@ -55,7 +55,8 @@ def _write_verified(
     """Verify ``tmp`` against the reference; on success move it to ``final`` (an older
     export there is replaced only by one that passed), else delete it and raise."""
     try:
-        v = verify(reference, load_engine(tmp), samples, tolerance=tolerance, progress=progress)
+        engine = load_engine(tmp)
+        v = verify(reference, engine, samples, tolerance=tolerance, progress=progress)
     except Exception:
         tmp.unlink(missing_ok=True)
         raise
@@ -67,8 +68,7 @@ def _write_verified(
             + "\nTry another --opset or --format, and report the numbers above."
         )
     os.replace(tmp, final)
-    meta = dict(load_engine(final).meta)
-    sidecar = write_sidecar(final, {**meta, "verification": v.to_dict()})
+    sidecar = write_sidecar(final, {**engine.meta, "verification": v.to_dict()})
     return ExportResult(final, sidecar, v)
 
 
