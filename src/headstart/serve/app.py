@@ -31,6 +31,7 @@ from headstart.backbones import Preprocessing
 from headstart.data import eval_transform, to_rgb
 from headstart.export.runtime import Engine, load_engine
 from headstart.serve.batcher import MicroBatcher
+from headstart.serve.predictor import top_labels
 
 ENV_CONFIG = "HEADSTART_SERVE_CONFIG"  # how `--workers N` hands the settings to each worker
 
@@ -107,20 +108,17 @@ class Service:
 
     def top(self, logits: dict[str, np.ndarray], k: int) -> list[dict[str, Any]]:
         """Top-k labels and probabilities per task, per image."""
-        out: list[dict[str, Any]] = []
-        n = len(next(iter(logits.values())))
-        for i in range(n):
-            per_task = {}
-            for task, values in logits.items():
-                z = values[i] - values[i].max()
-                p = np.exp(z) / np.exp(z).sum()
-                order = np.argsort(-p)[: min(k, len(p))]
-                classes = self.meta["tasks"][task]
-                per_task[task] = [
-                    {"label": classes[j], "probability": round(float(p[j]), 6)} for j in order
-                ]
-            out.append(per_task)
-        return out
+        probs = {t: np.exp(v - v.max(1, keepdims=True)) for t, v in logits.items()}
+        probs = {t: p / p.sum(1, keepdims=True) for t, p in probs.items()}
+        n = len(next(iter(probs.values())))
+        return [
+            {
+                task: [{"label": label, "probability": round(p, 6)}
+                       for label, p in top_labels(values[i], self.meta["tasks"][task], k)]
+                for task, values in probs.items()
+            }
+            for i in range(n)
+        ]  # fmt: skip
 
 
 def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -115,9 +116,10 @@ class Predictor:
         return [{task: t[i] for task, t in probs.items()} for i in range(n)]
 
     def _top(self, probs: dict[str, torch.Tensor], k: int) -> dict[str, list[tuple[str, float]]]:
-        out = {}
-        for task, p in probs.items():
-            classes = self.run.tasks[task]
-            values, idx = p.topk(min(k, len(classes)))
-            out[task] = [(classes[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
-        return out
+        return {task: top_labels(p.numpy(), self.run.tasks[task], k) for task, p in probs.items()}
+
+
+def top_labels(probs: np.ndarray, classes: Sequence[str], k: int) -> list[tuple[str, float]]:
+    """The ``k`` most probable (label, probability) pairs of one image's probabilities."""
+    order = np.argsort(-probs, kind="stable")[: min(k, len(classes))]
+    return [(classes[i], float(probs[i])) for i in order]
