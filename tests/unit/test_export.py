@@ -31,7 +31,8 @@ def test_onnx_export_verifies_and_describes_itself(
     run = load_run(trained_run)
     assert meta["tasks"] == run.tasks and meta["outputs"] == ["class"]
     assert meta["preprocessing"]["mean"] == list(run.preprocessing.mean)
-    assert json.loads(props["preprocessing"])["input_size"] == run.preprocessing.input_size
+    prep = json.loads(props["preprocessing"])
+    assert prep["input_size"] == run.preprocessing.input_size and prep["crop"]["mode"] == "center"
     sidecar = json.loads((trained_run / "model.onnx.json").read_text())
     assert sidecar["verification"]["passed"] and sidecar["verification"]["max_abs_diff"] <= 1e-4
     assert sidecar["model_id"] == meta["model_id"]

@@ -54,6 +54,7 @@ def export_metadata(run: LoadedRun) -> dict[str, Any]:
         },
         "preprocessing": {
             **prep.to_dict(),
+            "crop": {"mode": "center", "size": prep.input_size},
             "steps": [
                 "convert to RGB (EXIF orientation applied)",
                 f"resize the shorter side to {prep.resize_size} ({prep.interpolation})",
