@@ -46,7 +46,9 @@ def test_onnx_export_verifies_and_describes_itself(
 def test_torch_export_format_verifies(trained_run: Path) -> None:
     [result] = export_run(trained_run, "torch-export", progress=False)
     assert result.path.name == "model.pt2" and result.verification.passed
-    assert load_engine(result.path).meta["tasks"] == load_run(trained_run).tasks
+    assert json.loads(result.sidecar.read_text())["tasks"] == load_run(trained_run).tasks
+    with pytest.raises(ExportError, match="does not load .*can run code.*ONNX export"):
+        load_engine(result.path)  # a .pt2 can carry pickled code: never loaded
 
 
 def test_multitask_export_has_one_output_per_task(tmp_path: Path) -> None:

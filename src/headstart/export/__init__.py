@@ -10,7 +10,7 @@ from pathlib import Path
 from headstart.data import MISSING, Sample
 from headstart.errors import ConfigError, ExportError
 from headstart.export.graph import Exportable, export_metadata
-from headstart.export.runtime import Engine, TorchEngine, load_engine
+from headstart.export.runtime import Engine, OnnxEngine, ProgramEngine, TorchEngine, load_engine
 from headstart.export.verify import TOLERANCE, Verification, verify
 from headstart.export.write import quantize_onnx, write_onnx, write_program, write_sidecar
 
@@ -50,12 +50,13 @@ def verification_samples(run_dir: Path, images: list[str] | None) -> list[Sample
 
 def _write_verified(
     reference: Engine, tmp: Path, final: Path, samples: list[Sample], tolerance: float | None,
-    progress: bool,
+    progress: bool, program: ProgramEngine | None = None,
 ) -> ExportResult:  # fmt: skip
-    """Verify ``tmp`` against the reference; on success move it to ``final`` (an older
-    export there is replaced only by one that passed), else delete it and raise."""
+    """Verify ``tmp`` (or, for a ``.pt2``, the ``program`` written there) against the
+    reference; on success move it to ``final`` (an older export there is replaced only by
+    one that passed), else delete it and raise."""
     try:
-        engine = load_engine(tmp)
+        engine = program or OnnxEngine(tmp)
         v = verify(reference, engine, samples, tolerance=tolerance, progress=progress)
     except Exception:
         tmp.unlink(missing_ok=True)
@@ -96,18 +97,19 @@ def export_run(
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.stem}.tmp{final.suffix}")
     meta = export_metadata(reference.run)
+    program = None
     try:
         if fmt == "onnx":
             write_onnx(reference.module, tmp, meta, opset)
         else:
-            write_program(reference.module, tmp, meta)
+            program = ProgramEngine(write_program(reference.module, tmp, meta), meta)
     except ExportError:
         tmp.unlink(missing_ok=True)
         raise
     except Exception as e:
         tmp.unlink(missing_ok=True)
         raise ExportError(f"ExportError: exporting {run_dir} to {fmt} failed: {e}") from None
-    results = [_write_verified(reference, tmp, final, samples, TOLERANCE, progress)]
+    results = [_write_verified(reference, tmp, final, samples, TOLERANCE, progress, program)]
     if quantize:
         q_final = final.with_name(f"{final.stem}.int8{final.suffix}")
         q_tmp = q_final.with_name(f".{q_final.stem}.tmp{q_final.suffix}")

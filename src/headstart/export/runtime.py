@@ -3,6 +3,10 @@ torch.export program, so verification, serving and benchmarks treat them alike.
 
 Every engine takes a float32 NCHW batch, already preprocessed as its ``meta`` describes, and
 returns logits per task as numpy arrays.
+
+No engine loads a file that can run code: ``.pt2`` archives are never read back
+(``torch.export.load`` falls back to unpickling arbitrary objects), so a torch.export
+program is verified from memory as it is written, and served files are ONNX or run folders.
 """
 
 from __future__ import annotations
@@ -72,7 +76,8 @@ class OnnxEngine:
                 f"ExportError: {path} has no headstart metadata (preprocessing, tasks, classes); "
                 "only files written by `headstart export` can be served or verified."
             )
-        self.meta = json.loads(props["headstart"])
+        self.meta = export_meta(props["headstart"], self.path)
+        check_finite_outputs(self, self.path)
 
     def logits(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Logits per task."""
@@ -81,21 +86,13 @@ class OnnxEngine:
 
 
 class ProgramEngine:
-    """A torch.export program (``.pt2``) in PyTorch."""
+    """A torch.export program in memory (the one being written to ``.pt2``)."""
 
     name = "torch.export"
 
-    def __init__(self, path: str | Path) -> None:
-        extra = {"headstart.json": ""}
-        try:
-            program = torch.export.load(str(path), extra_files=extra)
-        except Exception as e:
-            raise ExportError(
-                f"ExportError: {path} cannot be loaded by torch.export.load ({e}). Export it "
-                "again with `headstart export RUN --format torch-export`."
-            ) from None
+    def __init__(self, program: torch.export.ExportedProgram, meta: dict[str, Any]) -> None:
         self.module = program.module()
-        self.meta = json.loads(extra["headstart.json"])
+        self.meta = meta
 
     @torch.inference_mode()
     def logits(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -104,8 +101,48 @@ class ProgramEngine:
         return {task: o.float().numpy() for task, o in zip(self.meta["outputs"], out)}
 
 
+def export_meta(text: str, path: Path) -> dict[str, Any]:
+    """An export's metadata JSON, checked like a manifest (tasks, preprocessing) plus its
+    ``outputs`` and ``model_id``; an ExportError names the bad field."""
+    from headstart.errors import CheckpointError
+    from headstart.training.manifest import validate_manifest
+
+    try:
+        meta = json.loads(text)
+        shared = ("format", "backbone", "tasks", "preprocessing")  # fields a manifest has too
+        validate_manifest({"num_features": 1, **{k: meta.get(k) for k in shared}}, path)
+    except (json.JSONDecodeError, CheckpointError) as e:
+        why = str(e).removeprefix("CheckpointError: ")
+        raise ExportError(
+            f"ExportError: {path}: the headstart metadata is unusable ({why[:300]}). Export "
+            "the run again with `headstart export RUN`."
+        ) from None
+    outputs, model_id = meta.get("outputs"), meta.get("model_id")
+    if outputs != list(meta["tasks"]) or not isinstance(model_id, str):
+        raise ExportError(
+            f"ExportError: {path}: the metadata's 'outputs' ({outputs!r}) must list its tasks "
+            f"({list(meta['tasks'])}) and 'model_id' must be a string. Export the run again."
+        )
+    return meta
+
+
+def check_finite_outputs(engine: Engine, origin: Path) -> None:
+    """Run one grey image through ``engine``; ExportError if any logit is NaN or infinite
+    (weights holding NaN answer NaN for every image, which must never be served)."""
+    size = engine.meta["preprocessing"]["input_size"]
+    out = engine.logits(np.zeros((1, 3, size, size), dtype=np.float32))
+    bad = [task for task, v in out.items() if not np.isfinite(v).all()]
+    if bad:
+        raise ExportError(
+            f"ExportError: {origin} answers NaN or infinity for task(s) {', '.join(bad)} on a "
+            "plain grey image: its weights are not finite. Train again (a diverging run needs "
+            "a lower --lr) and export the new run."
+        )
+
+
 def load_engine(path: str | Path) -> Engine:
-    """A run folder, an ``.onnx`` file or a ``.pt2`` file, as an engine."""
+    """A run folder or an ``.onnx`` file as an engine (``.pt2`` is refused: loading one can
+    run code)."""
     path = Path(path)
     if path.is_dir():
         return TorchEngine(path)
@@ -117,7 +154,10 @@ def load_engine(path: str | Path) -> Engine:
     if path.suffix == ".onnx":
         return OnnxEngine(path)
     if path.suffix == ".pt2":
-        return ProgramEngine(path)
-    raise CheckpointError(
-        f"CheckpointError: {path} is neither a run folder nor an .onnx or .pt2 export."
-    )
+        raise ExportError(
+            f"ExportError: headstart does not load {path}: loading a torch.export archive can "
+            "run code hidden in it (torch.export.load falls back to unpickling). Serve the run "
+            "folder itself, or its ONNX export (`headstart export RUN`, then serve "
+            "RUN/model.onnx)."
+        )
+    raise CheckpointError(f"CheckpointError: {path} is neither a run folder nor an .onnx export.")

@@ -71,8 +71,12 @@ def write_onnx(module: Exportable, path: Path, meta: dict[str, Any], opset: int 
     return path
 
 
-def write_program(module: Exportable, path: Path, meta: dict[str, Any]) -> Path:
-    """A torch.export program (``.pt2``) with a dynamic batch axis; metadata in the archive."""
+def write_program(
+    module: Exportable, path: Path, meta: dict[str, Any]
+) -> torch.export.ExportedProgram:
+    """A torch.export program (``.pt2``) with a dynamic batch axis, metadata in the archive;
+    returns the program written (verification runs it from memory: headstart never loads
+    ``.pt2`` files, which can carry pickled code)."""
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -80,7 +84,7 @@ def write_program(module: Exportable, path: Path, meta: dict[str, Any]) -> Path:
             module.eval(), (_example(meta),), dynamic_shapes=({0: batch},)
         )
     torch.export.save(program, str(path), extra_files={"headstart.json": json.dumps(meta)})
-    return path
+    return program
 
 
 def quantize_onnx(source: Path, path: Path) -> Path:

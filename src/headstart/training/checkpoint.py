@@ -7,7 +7,6 @@ classes, preprocessing) so loading needs nothing but the run folder, and never d
 from __future__ import annotations
 
 import json
-import os
 import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,11 +18,12 @@ import torch
 from headstart.backbones import Preprocessing, create_backbone
 from headstart.errors import CheckpointError, HeadstartError
 from headstart.model import Classifier
+from headstart.training.files import sha256_file, write_atomic, write_file_atomic
+from headstart.training.manifest import validate_manifest
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 FORMAT = "headstart-checkpoint/1"
-_REQUIRED = ("format", "backbone", "num_features", "tasks", "preprocessing")
 
 
 def library_versions() -> dict[str, str]:
@@ -44,23 +44,17 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(run_dir: Path, model: Classifier, manifest: dict[str, Any]) -> None:
-    """Write weights then manifest (the manifest's presence marks a complete checkpoint)."""
+    """Write weights then manifest (the manifest's presence marks a complete checkpoint);
+    the manifest records the weights file's SHA-256, which loading checks."""
     from safetensors.torch import save_model
 
-    tmp = run_dir / f".{WEIGHTS}.tmp"
-    save_model(model, str(tmp))
-    os.replace(tmp, run_dir / WEIGHTS)
+    need = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    write_file_atomic(run_dir / WEIGHTS, lambda tmp: save_model(model, str(tmp)), need)
     manifest = {
         "format": FORMAT,
         **manifest,
+        "weights_sha256": sha256_file(run_dir / WEIGHTS),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": library_versions(),
     }
@@ -107,17 +101,12 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
             f"CheckpointError: {path} is corrupt (not valid JSON: {e}). Restore it from a "
             "backup or train again."
         ) from None
-    missing = [k for k in _REQUIRED if not isinstance(manifest, dict) or k not in manifest]
-    if missing:
-        raise CheckpointError(
-            f"CheckpointError: {path} lacks {missing}; it was not written by headstart or is "
-            "damaged. Train again or pass another run folder."
-        )
-    return manifest
+    return validate_manifest(manifest, path)
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
-    """Rebuild the trained model from a run folder (no pickle, no network)."""
+    """Rebuild the trained model from a run folder (no pickle, no network). The weights must
+    match the manifest's SHA-256 and be finite."""
     from safetensors import SafetensorError
     from safetensors.torch import load_model
 
@@ -127,6 +116,13 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     if not weights.is_file():
         raise CheckpointError(
             f"CheckpointError: {weights} is missing. The run did not finish saving; train again."
+        )
+    expected = manifest.get("weights_sha256")
+    if expected is not None and sha256_file(weights) != expected:
+        raise CheckpointError(
+            f"CheckpointError: {weights} is not the file this run saved (its SHA-256 differs "
+            f"from manifest.json's {expected[:12]}...): it was changed, damaged or replaced. "
+            "Restore the run folder from a backup or train again."
         )
     try:
         backbone = create_backbone(manifest["backbone"], "none")
@@ -146,5 +142,19 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
             "The file is corrupt or does not match manifest.json; train again or restore the "
             "run folder from a backup."
         ) from None
+    check_finite(model, weights)
     model.eval()
     return LoadedRun(run_dir, model, manifest)
+
+
+def check_finite(model: torch.nn.Module, origin: Path) -> None:
+    """CheckpointError naming the first parameter or buffer holding NaN or infinity: such a
+    model answers NaN for every image, which must never pass for a prediction."""
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(
+                f"CheckpointError: {origin}: tensor {name!r} holds {bad} NaN or infinite "
+                "value(s), so every prediction would be NaN. The training diverged or the file "
+                "was damaged; train again (a lower --lr helps a diverging run)."
+            )
