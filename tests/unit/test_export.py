@@ -47,7 +47,7 @@ def test_torch_export_format_verifies(trained_run: Path) -> None:
     [result] = export_run(trained_run, "torch-export", progress=False)
     assert result.path.name == "model.pt2" and result.verification.passed
     assert json.loads(result.sidecar.read_text())["tasks"] == load_run(trained_run).tasks
-    with pytest.raises(ExportError, match="does not load .*can run code.*ONNX export"):
+    with pytest.raises(ExportError, match=r"does not load .*can run code.*ONNX export"):
         load_engine(result.path)  # a .pt2 can carry pickled code: never loaded
 
 

@@ -274,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.export)
 
     p = sub.add_parser("serve", help="HTTP prediction server with a web page")
-    p.add_argument("model", metavar="RUN_OR_EXPORT", help="run folder or .onnx export (.pt2 is never loaded: it can carry code)")
+    p.add_argument(
+        "model", metavar="RUN_OR_EXPORT", help="run folder or .onnx export (never .pt2: code)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="server processes")

@@ -3,6 +3,7 @@ disk or unwritable folder reported as an error naming the path and what was need
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -27,10 +28,8 @@ def write_error(path: Path, e: OSError, need: int | None = None) -> CheckpointEr
     what = f" ({need / 1e6:.1f} MB needed)" if need else ""
     if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         free = ""
-        try:
+        with contextlib.suppress(OSError):
             free = f"; {shutil.disk_usage(path.parent).free / 1e6:.1f} MB free there"
-        except OSError:
-            pass
         why = f"the disk is full{what}{free}"
         fix = "Free some space (or choose another --out) and run the same command again"
     elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -38,8 +37,7 @@ def write_error(path: Path, e: OSError, need: int | None = None) -> CheckpointEr
     else:
         why, fix = f"{e.strerror or e}{what}", "Check the folder and run the same command again"
     return CheckpointError(
-        f"CheckpointError: could not write {path}: {why}. {fix}; everything saved before "
-        "is intact."
+        f"CheckpointError: could not write {path}: {why}. {fix}; everything saved before is intact."
     )
 
 
