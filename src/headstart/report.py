@@ -154,5 +154,5 @@ def write_report(
         comparison=_comparisons(run_dir),
     )
     path = Path(out) if out else run_dir / "report.html"
-    path.write_text(page, encoding="utf-8")
+    path.write_text(page, encoding="utf-8", errors="backslashreplace")  # odd file names
     return path

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 ENV_VAR = "HEADSTART_CACHE"
-FORMAT = 1  # bump when the meaning of a cached entry changes
+FORMAT = 2  # bump when the meaning of a cached entry changes (2: large images reduced on decode)
 
 
 def cache_root(override: str | Path | None = None) -> Path:

@@ -284,6 +284,7 @@ def serve(args: argparse.Namespace) -> int:
 def predict(args: argparse.Namespace) -> int:
     """``headstart predict``; exit code 1 if any input could not be read."""
     from headstart.serve import Predictor, expand_inputs
+    from headstart.text import display
 
     if args.top_k < 1:
         raise ConfigError("ConfigError: --top-k must be at least 1.")
@@ -294,12 +295,13 @@ def predict(args: argparse.Namespace) -> int:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         for r in results:
+            source = display(r.source)
             if r.error:
-                print(f"{r.source}: ERROR {r.error}")
+                print(f"{source}: ERROR {display(r.error)}")
                 continue
             for task, pairs in r.top.items():
                 shown = "  ".join(f"{label} {p:.3f}" for label, p in pairs)
-                prefix = r.source if len(r.top) == 1 else f"{r.source} [{task}]"
+                prefix = source if len(r.top) == 1 else f"{source} [{task}]"
                 print(f"{prefix}: {shown}")
     return 1 if any(r.error for r in results) else 0
 

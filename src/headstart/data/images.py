@@ -1,4 +1,14 @@
-"""Reading images the way a user means them: EXIF-rotated, any mode converted to RGB."""
+"""Reading images the way a user means them: EXIF-rotated, any mode converted to RGB, and
+never larger in memory than a classifier needs.
+
+Memory is bounded before any pixel is converted or resized: an image whose sides differ by
+more than :data:`MAX_ASPECT` is refused (resizing a 1x3000 strip's short side to 256 px
+would make a 590 MB image), and an image with a short side over :data:`DECODE_SHORT_SIDE`
+is decoded at reduced scale (JPEG's DCT scaling) or box-reduced before its mode is converted,
+so a 40-megapixel upload costs a fraction of its full-size copies. Every path (the scan, the
+caches, training, evaluation, predict and the server) reads through :func:`open_rgb`, so they
+all see the same pixels.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +20,62 @@ from PIL import Image, ImageOps
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 )
+
+
+MAX_ASPECT = 10.0  # longest side / shortest side; beyond this an image is refused
+DECODE_SHORT_SIDE = 1024  # images with a longer short side are reduced while decoding
+_NO_REDUCE = ("P", "1", "I;16", "I;16B", "I;16L", "I;16N")  # modes Image.reduce refuses
+
+
+class ImageRefused(ValueError):
+    """An image whose shape headstart will not decode (see :data:`MAX_ASPECT`)."""
+
+
+def shape_problem(width: int, height: int) -> str | None:
+    """Why an image of this size is refused, or None."""
+    if width < 1 or height < 1:
+        return f"{width}x{height} pixels: no pixels"
+    ratio = max(width, height) / min(width, height)
+    if ratio > MAX_ASPECT:
+        return (
+            f"{width}x{height} pixels, an aspect ratio of {ratio:.0f}:1 (the limit is "
+            f"{MAX_ASPECT:.0f}:1): a strip, not a picture of one thing; crop it to the object"
+        )
+    return None
+
+
+def reduce_for_decoding(image: Image.Image) -> Image.Image:
+    """``image`` (opened, not yet loaded) decoded with its short side cut to at most about
+    2 x :data:`DECODE_SHORT_SIDE` (at least :data:`DECODE_SHORT_SIDE`); smaller images
+    load as they are. Raises :class:`ImageRefused` for an extreme aspect ratio."""
+    problem = shape_problem(*image.size)
+    if problem:
+        raise ImageRefused(problem)
+    short = min(image.size)
+    if short > DECODE_SHORT_SIDE and image.format == "JPEG":
+        scale = DECODE_SHORT_SIDE / short  # draft keeps the size at or above the request
+        image.draft(image.mode, (round(image.size[0] * scale), round(image.size[1] * scale)))
+    image.load()
+    factor = min(image.size) // DECODE_SHORT_SIDE
+    if factor < 2:
+        return image
+    w, h = image.size
+    if image.mode in _NO_REDUCE:
+        return image.resize((w // factor, h // factor), Image.Resampling.NEAREST)
+    # Box-reduce a band of rows at a time: Image.reduce on RGBA makes a full-size
+    # premultiplied copy first, which doubles the peak for a large transparent PNG.
+    out = Image.new(image.mode, (w // factor, h // factor))
+    rows = 64 * factor
+    for top in range(0, h // factor * factor, rows):
+        band = image.crop((0, top, w // factor * factor, min(top + rows, h // factor * factor)))
+        out.paste(band.reduce(factor), (0, top // factor))
+    out.info = image.info  # keeps EXIF orientation and transparency for what follows
+    return out
+
+
+def open_rgb(image: Image.Image) -> Image.Image:
+    """An opened image as upright RGB within the memory bound (see the module docstring)."""
+    return to_rgb(ImageOps.exif_transpose(reduce_for_decoding(image)))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -27,15 +93,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
         canvas.paste(rgba, mask=rgba.getchannel("A"))
         return canvas
     if image.mode.startswith("I") or image.mode == "F":
-        arr = np.asarray(image, dtype=np.float64)
+        arr = np.array(image, dtype=np.float32)  # a copy: F images give read-only views
         top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, mode="L").convert("RGB")
+        arr *= 255.0 / top  # in place: a 40-megapixel image holds one float copy, not three
+        np.clip(arr, 0, 255, out=arr)
+        return Image.fromarray(arr.astype(np.uint8), mode="L").convert("RGB")
     return image.convert("RGB")
 
 
 def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image file, apply its EXIF orientation, and return it as RGB."""
+    """Open an image file, apply its EXIF orientation, and return it as RGB (reduced while
+    decoding when it is far larger than any classifier input; see :func:`open_rgb`)."""
     with Image.open(path) as image:
-        image.load()
-        return to_rgb(ImageOps.exif_transpose(image))
+        return open_rgb(image)

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from headstart.cache import Cache
-from headstart.data.images import IMAGE_EXTENSIONS
+from headstart.data.images import IMAGE_EXTENSIONS, shape_problem
 from headstart.errors import DataError
 
 # Names that image scrapers give the stand-in they save when the real photo is gone.
@@ -20,6 +20,7 @@ _PLACEHOLDER_NAME = re.compile(
     r"(not.?found|placeholder|unavailable|no.?image|missing|removed)", re.IGNORECASE
 )
 _PLACEHOLDER_MAX_COLOURS = 64
+AUDIT_VERSION = "v2"  # bump when the audit's verdicts change (v2: aspect-ratio limit)
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,14 @@ class Sample:
 
 @dataclass
 class FolderScan:
-    """What a class-per-folder scan found under ``root``."""
+    """What a class-per-folder scan found under ``root``: usable samples, files skipped with
+    the reason, and hidden files and folders ignored (counted, not listed one by one)."""
 
     root: Path
     classes: list[str]
     samples: list[Sample]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    hidden: list[Path] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """Number of usable images per class."""
@@ -65,7 +68,7 @@ def audit_image(path: Path, cache: Cache | None = None) -> str | None:
     if cache is None:
         reason = _content_problem(path)
     else:
-        store, key = cache.store("audit"), cache.digest(path)
+        store, key = cache.store("audit", AUDIT_VERSION), cache.digest(path)
         found = store.get(key)
         if found is None:
             reason = _content_problem(path)
@@ -82,6 +85,9 @@ def _content_problem(path: Path) -> str | None:
     try:
         with Image.open(path) as im:
             fmt = im.format
+            shape = shape_problem(*im.size)
+            if shape:
+                return f"refused: {shape}"
             im.draft(None, (1, 1))  # JPEG: decode at 1/8 scale; still reads every byte
             im.load()
             colours = im.getcolors(_PLACEHOLDER_MAX_COLOURS) if fmt == "GIF" else None
@@ -98,18 +104,73 @@ def _content_problem(path: Path) -> str | None:
     return None
 
 
-def _class_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+def is_hidden(name: str) -> bool:
+    """Names no dataset means to include: dot-files and dot-folders (``.DS_Store``,
+    ``.ipynb_checkpoints``, ``.git``) and macOS archive debris (``__MACOSX``)."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def _class_dirs(root: Path) -> tuple[list[Path], list[Path]]:
+    """Class folders under ``root`` and the hidden entries beside them."""
+    entries = sorted(root.iterdir())
+    hidden = [p for p in entries if is_hidden(p.name)]
+    return [p for p in entries if p.is_dir() and not is_hidden(p.name)], hidden
+
+
+def walk_files(
+    folder: Path,
+) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
+    """Every file below ``folder`` (symbolic links followed), sorted; the hidden files and
+    folders left out; and the links that lead nowhere (broken, or a loop) with the reason."""
+    files: list[Path] = []
+    hidden: list[Path] = []
+    bad: list[tuple[Path, str]] = []
+
+    def visit(d: Path, ancestors: frozenset[tuple[int, int]]) -> None:
+        try:
+            entries = sorted(d.iterdir())
+        except OSError as e:
+            bad.append((d, f"unreadable folder: {e.strerror or e}"))
+            return
+        for p in entries:
+            if is_hidden(p.name):
+                hidden.append(p)
+                continue
+            try:
+                st = p.stat()  # follows links
+            except FileNotFoundError:
+                target = os.readlink(p) if p.is_symlink() else "?"
+                bad.append((p, f"broken symbolic link (its target {target} does not exist)"))
+                continue
+            except OSError as e:  # ELOOP: a link that points to itself, directly or not
+                bad.append((p, f"unusable symbolic link ({e.strerror or e})"))
+                continue
+            if p.is_dir():
+                key = (st.st_dev, st.st_ino)
+                if key in ancestors:
+                    bad.append((p, f"symbolic link loop (leads back to {os.path.realpath(p)})"))
+                else:
+                    visit(p, ancestors | {key})
+            elif p.is_file():
+                files.append(p)
+
+    st = folder.stat()
+    visit(folder, frozenset({(st.st_dev, st.st_ino)}))
+    return files, hidden, bad
 
 
 def scan_folder(
-    root: str | Path, classes: list[str] | None = None, cache: Cache | None = None
+    root: str | Path,
+    classes: list[str] | None = None,
+    cache: Cache | None = None,
+    allow_empty: bool = False,
 ) -> FolderScan:
     """Scan ``root/<class>/**/<image>``; ``classes`` fixes the class order (e.g. from train/).
     ``cache`` remembers each file's audit (see :func:`audit_image`).
 
-    Raises DataError for a missing folder, no class folders, a class with no usable image,
-    or a class folder not in ``classes``.
+    Raises DataError for a missing folder, no class folders, a class folder not in
+    ``classes``, or (unless ``allow_empty``, as for a validation folder) a class with no
+    usable image.
     """
     root = Path(root)
     if not root.is_dir():
@@ -117,7 +178,7 @@ def scan_folder(
             f"DataError: data folder {root} does not exist or is not a folder. "
             "Pass a folder with one subfolder per class (or train/ and val/ subfolders)."
         )
-    dirs = _class_dirs(root)
+    dirs, hidden = _class_dirs(root)
     found = [d.name for d in dirs]
     if classes is None:
         classes = found
@@ -130,11 +191,16 @@ def scan_folder(
             )
     if not dirs:
         loose = [p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+        if hidden and not loose:
+            names = ", ".join(p.name for p in hidden[:3])
+            loose_hint = f" It holds only hidden entries ({names}), which are ignored."
+        else:
+            loose_hint = ""
         hint = (
             f" It holds {len(loose)} images directly: if it is one class, pass its parent "
             f"folder {root.parent}, whose subfolders are the classes."
             if loose
-            else ""
+            else loose_hint
         )
         raise DataError(
             f"DataError: {root} has no class subfolders. Expected one folder per class "
@@ -142,8 +208,13 @@ def scan_folder(
             f"shape.{hint}"
         )
     index = {c: i for i, c in enumerate(classes)}
-    scan = FolderScan(root=root, classes=list(classes), samples=[])
-    files = [(p, d.name) for d in dirs for p in sorted(p for p in d.rglob("*") if p.is_file())]
+    scan = FolderScan(root=root, classes=list(classes), samples=[], hidden=hidden)
+    files = []
+    for d in dirs:
+        found_files, found_hidden, bad_links = walk_files(d)
+        files += [(p, d.name) for p in found_files]
+        scan.hidden += found_hidden
+        scan.skipped += bad_links
     # Pillow releases the GIL while decoding, so threads audit on every core
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         reasons = list(pool.map(lambda f: audit_image(f[0], cache), files))
@@ -153,7 +224,7 @@ def scan_folder(
         else:
             scan.skipped.append((path, reason))
     empty = [c for c, n in scan.counts().items() if n == 0 and (root / c).is_dir()]
-    if empty:
+    if empty and not allow_empty:
         raise DataError(
             f"DataError: class folder(s) {', '.join(str(root / c) for c in empty)} hold no "
             "usable image. Add images or remove the folder"

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from headstart.cache import Cache
+from headstart.cache import Cache, file_digest
 from headstart.data.scan import FolderScan, Sample, scan_folder
-from headstart.data.table import DEFAULT_TASK, MISSING, read_labels_csv, strata
+from headstart.data.table import DEFAULT_TASK, MISSING, LabelTable, read_labels_csv, strata
 from headstart.errors import DataError
+from headstart.text import display
 
 VAL_DIR_NAMES = ("val", "valid", "validation")
 
@@ -32,6 +34,8 @@ class DataSplit:
     val_fraction: float | None = None
     seed: int | None = None
     tasks: dict[str, list[str]] = field(default_factory=dict)
+    hidden: int = 0  # hidden files and folders ignored (dot-names, __MACOSX)
+    notes: list[str] = field(default_factory=list)  # "warning: ..." / "note: ..." lines
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -64,7 +68,13 @@ class DataSplit:
                 lines.append(f"  {label:<20} train {tr.count(i):>5}  val {va.count(i):>5}")
         lines.append(f"  {'total':<20} train {len(self.train):>5}  val {len(self.val):>5}")
         for path, reason in self.skipped:
-            lines.append(f"  skipped {_rel(path, self.root)}: {reason}")
+            lines.append(f"  skipped {display(_rel(path, self.root))}: {reason}")
+        if self.hidden:
+            lines.append(
+                f"  ignored {self.hidden} hidden file(s) and folder(s) (names starting with "
+                "'.', __MACOSX)"
+            )
+        lines += [f"  {n}" for n in self.notes]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,11 +89,31 @@ class DataSplit:
             "train": [[_rel(s.path, self.root), s.target] for s in self.train],
             "val": [[_rel(s.path, self.root), s.target] for s in self.val],
             "skipped": [[_rel(p, self.root), r] for p, r in self.skipped],
+            "hidden": self.hidden,
+            "notes": self.notes,
         }
 
     def save(self, path: Path) -> None:
         """Write :meth:`to_dict` as JSON."""
         path.write_text(json.dumps(self.to_dict(), indent=1))
+
+
+def checked(split: DataSplit, cache: Cache | None) -> DataSplit:
+    """``split`` with a warning for each validation image whose bytes equal a training
+    image's (content digests, which the caches compute anyway): its accuracy is no test."""
+    digest = cache.digest if cache is not None else file_digest
+    seen = {digest(s.path): s.path for s in split.train}
+    pairs = [(seen[d], s.path) for s in split.val if (d := digest(s.path)) in seen]
+    if pairs:
+        shown = "; ".join(
+            f"{display(_rel(v, split.root))} = {display(_rel(t, split.root))}" for t, v in pairs[:3]
+        )
+        more = f" (+{len(pairs) - 3} more)" if len(pairs) > 3 else ""
+        split.notes.append(
+            f"warning: {len(pairs)} validation image(s) are exact copies of training images, "
+            f"so validation overstates accuracy: {shown}{more}. Remove one copy of each."
+        )
+    return split
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -114,15 +144,21 @@ def load_split(
     if (root / "train").is_dir() and val_dir is not None:
         train = scan_folder(root / "train", cache=cache)
         _check_classes(train)
-        val = scan_folder(val_dir, classes=train.classes, cache=cache)
-        return DataSplit(
-            root,
-            "train/val folders",
-            train.classes,
-            train.samples,
-            val.samples,
-            train.skipped + val.skipped,
-        )
+        val = scan_folder(val_dir, classes=train.classes, cache=cache, allow_empty=True)
+        missing = [c for c, n in val.counts().items() if n == 0]
+        notes = [
+            f"warning: class {c!r} has no image in {val_dir.name}/, so its accuracy is not "
+            f"measured; add some to {val_dir / c}"
+            for c in missing
+        ]
+        return checked(
+            DataSplit(
+                root, "train/val folders", train.classes, train.samples, val.samples,
+                train.skipped + val.skipped, hidden=len(train.hidden) + len(val.hidden),
+                notes=notes,
+            ),
+            cache,
+        )  # fmt: skip
     if (root / "train").is_dir():
         raise DataError(
             f"DataError: {root} has a train/ folder but no val/ folder. Add val/ (same class "
@@ -133,7 +169,9 @@ def load_split(
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"DataError: --val-fraction must be between 0 and 1, got {val_fraction}.")
     train, val = stratified_split(scan, val_fraction, seed)
-    return DataSplit(root, "split", scan.classes, train, val, scan.skipped, val_fraction, seed)
+    split = DataSplit(root, "split", scan.classes, train, val, scan.skipped, val_fraction, seed)
+    split.hidden = len(scan.hidden)
+    return checked(split, cache)
 
 
 def load_table_split(
@@ -153,18 +191,28 @@ def load_table_split(
         raise DataError(f"DataError: --val-fraction must be between 0 and 1, got {val_fraction}.")
     if len(table.samples) < 4:
         raise DataError(f"DataError: {csv_path} has {len(table.samples)} usable rows; too few.")
-    n_val = max(1, round(len(table.samples) * val_fraction))
-    n_train = len(table.samples) - n_val
-    groups = strata(table.rows)
+    notes = list(table.notes)
+    kept = _rare_labels(table, notes)  # indices that must train: too rare to hold out
+    rest = [i for i in range(len(table.samples)) if i not in kept]
+    n_val = max(1, round(len(rest) * val_fraction))
+    n_train = len(rest) - n_val
+    groups = strata([table.rows[i] for i in rest])
     if len(set(groups)) > min(n_val, n_train):  # too many combinations for so few images:
-        groups = strata(table.rows, 1)  # stratify on the first column alone
+        groups = strata([table.rows[i] for i in rest], 1)  # stratify on the first column alone
+    stratify = len(set(groups)) <= min(n_val, n_train)
+    size = Counter(groups)
+    if stratify and min(size.values()) < 2:  # a stratum of one image cannot be split: it trains
+        kept |= {i for i, g in zip(rest, groups) if size[g] < 2}
+        rest, groups = map(list, zip(*[(i, g) for i, g in zip(rest, groups) if size[g] >= 2]))
+        n_val = max(1, round(len(rest) * val_fraction))
     train, val = train_test_split(
-        table.samples,
+        [table.samples[i] for i in rest],
         test_size=n_val,
         random_state=seed,
-        stratify=groups if len(set(groups)) <= min(n_val, n_train) else None,
+        stratify=groups if stratify else None,
     )
-    return DataSplit(
+    train += [table.samples[i] for i in sorted(kept)]
+    split = DataSplit(
         table.images_root,
         "labels CSV",
         next(iter(table.tasks.values())),
@@ -174,7 +222,26 @@ def load_table_split(
         val_fraction,
         seed,
         table.tasks,
+        notes=notes,
     )
+    return checked(split, cache)
+
+
+def _rare_labels(table: LabelTable, notes: list[str]) -> set[int]:
+    """Rows holding a class that labels fewer than two rows of its task: they cannot be in
+    both training and validation, so they train, and a note says so."""
+    kept: set[int] = set()
+    for task, classes in table.tasks.items():
+        labels = [s.target[task] for s in table.samples]  # type: ignore[index]
+        counts = Counter(c for c in labels if c != MISSING)
+        for c, n in sorted(counts.items()):
+            if n < 2:
+                kept |= {i for i, label in enumerate(labels) if label == c}
+                notes.append(
+                    f"note: class {classes[c]!r} of task {task!r} labels only {n} image; it is "
+                    "kept for training, so its validation accuracy is not measured. Add images."
+                )
+    return kept
 
 
 def _check_classes(scan: FolderScan) -> None:

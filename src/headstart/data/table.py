@@ -13,6 +13,8 @@ cell is blank: that row still trains the other tasks and is masked out of this o
 from __future__ import annotations
 
 import csv
+import io
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,27 @@ class LabelTable:
     samples: list[Sample]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)  # every task column's cell, per sample
+    notes: list[str] = field(default_factory=list)  # "note: ..." lines for the data summary
+
+
+def read_csv_text(path: Path) -> tuple[str, str | None]:
+    """The CSV's text and, when it is not UTF-8 (with or without a BOM), a note saying which
+    encoding it was read with instead (Windows' cp1252, else Latin-1, which reads any byte)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as e:
+        where = f"byte {e.start}"
+    for encoding in ("cp1252", "latin-1"):
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        return text, (
+            f"note: {path.name} is not UTF-8 ({where}); read it as {encoding}. Check the class "
+            "names above, or save the file as UTF-8."
+        )
+    raise AssertionError("latin-1 decodes any byte")  # pragma: no cover
 
 
 def read_labels_csv(
@@ -50,11 +73,17 @@ def read_labels_csv(
     root = Path(images_root) if images_root else csv_path.parent
     if not csv_path.is_file():
         raise DataError(f"DataError: labels file {csv_path} does not exist.")
-    with csv_path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+    text, encoding_note = read_csv_text(csv_path)
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         header = [h.strip() for h in reader.fieldnames or []]
         reader.fieldnames = header
         rows = list(reader)
+    except csv.Error as e:
+        raise DataError(
+            f"DataError: {csv_path} is not a readable CSV ({e}). Save it as comma-separated "
+            "values with a header row."
+        ) from None
     image_col = next((h for h in header if h.lower() in IMAGE_COLUMNS), None)
     if image_col is None:
         raise DataError(
@@ -80,8 +109,9 @@ def read_labels_csv(
                 "at least two classes. Drop it with --tasks."
             )
     index = {t: {c: i for i, c in enumerate(names)} for t, names in classes.items()}
-    table = LabelTable(csv_path, root, classes, [])
-    for line, row in enumerate(rows, start=2):  # line 1 is the header
+    table = LabelTable(csv_path, root, classes, [], notes=[encoding_note] if encoding_note else [])
+    rows = _one_row_per_image(rows, image_col, tasks, root, table)
+    for line, row in rows:
         rel = (row.get(image_col) or "").strip()
         if not rel:
             raise DataError(f"DataError: {csv_path} line {line}: the {image_col!r} cell is empty.")
@@ -102,6 +132,34 @@ def read_labels_csv(
         else:
             table.skipped.append((path, reason))
     return table
+
+
+def _one_row_per_image(
+    rows: list[dict[str, str]], image_col: str, tasks: list[str], root: Path, table: LabelTable
+) -> list[tuple[int, dict[str, str]]]:
+    """(line, row) pairs with each image once: repeated rows that agree are kept once (a
+    note counts them); an image whose rows disagree on a label is left out, and listed as
+    skipped with the conflicting lines (one copy in train and one in val would be worse)."""
+    by_image: dict[str, list[tuple[int, dict[str, str]]]] = {}
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        rel = (row.get(image_col) or "").strip()
+        key = os.path.normpath(rel) if rel else f"<empty line {line}>"
+        by_image.setdefault(key, []).append((line, row))
+    out, repeated = [], 0
+    for entries in by_image.values():
+        labels = {tuple((r.get(t) or "").strip() for t in tasks) for _, r in entries}
+        if len(labels) > 1:
+            lines = ", ".join(str(line) for line, _ in entries)
+            rel = (entries[0][1].get(image_col) or "").strip()
+            table.skipped.append(
+                (root / rel, f"conflicting labels on lines {lines}; left out (fix the CSV)")
+            )
+            continue
+        repeated += len(entries) - 1
+        out.append(entries[0])
+    if repeated:
+        table.notes.append(f"note: {repeated} repeated row(s) with the same labels kept once")
+    return sorted(out, key=lambda e: e[0])
 
 
 def strata(rows: list[list[str]], columns: int | None = None) -> list[str]:

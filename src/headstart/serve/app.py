@@ -22,13 +22,14 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from PIL import Image, ImageOps
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from headstart.backbones import Preprocessing
-from headstart.data import eval_transform, to_rgb
+from headstart.data import eval_transform
+from headstart.data.images import ImageRefused, open_rgb
 from headstart.export.runtime import Engine, load_engine
 from headstart.serve.batcher import MicroBatcher
 from headstart.serve.predictor import top_labels
@@ -77,9 +78,11 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
                     f"{name}: {width}x{height} pixels is more than the limit of {max_pixels:,} "
                     "(a decompression bomb, or a photo to downscale before sending).",
                 )
-            image.load()
+            return open_rgb(image)
     except UploadError:
         raise
+    except ImageRefused as e:
+        raise UploadError(400, f"{name}: refused: {e}.") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UploadError(413, f"{name}: refused as a decompression bomb.") from None
     except Image.UnidentifiedImageError:
@@ -88,7 +91,6 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
         ) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise UploadError(400, f"{name}: the image is damaged or truncated ({e}).") from None
-    return to_rgb(ImageOps.exif_transpose(image))
 
 
 class Service:

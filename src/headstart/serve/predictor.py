@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from headstart.data import eval_transform, load_rgb, tta_transform
-from headstart.data.images import IMAGE_EXTENSIONS
+from headstart.data.images import IMAGE_EXTENSIONS, ImageRefused
 from headstart.errors import DataError
+from headstart.text import display
 from headstart.training import LoadedRun, load_run
 from headstart.training.device import images_to, resolve_device, to_device
 from headstart.training.loop import forward_views
@@ -28,11 +29,12 @@ class Prediction:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form: ``{"source", "predictions": {task: [{"label", "probability"}]}}``."""
+        """JSON form: ``{"source", "predictions": {task: [{"label", "probability"}]}}``; the
+        source is printable (undecodable bytes of a file name as ``\\xNN``)."""
         if self.error is not None:
-            return {"source": self.source, "error": self.error}
+            return {"source": display(self.source), "error": display(self.error)}
         return {
-            "source": self.source,
+            "source": display(self.source),
             "predictions": {
                 task: [{"label": lbl, "probability": round(p, 6)} for lbl, p in pairs]
                 for task, pairs in self.top.items()
@@ -101,6 +103,8 @@ class Predictor:
                 try:
                     images.append(load_rgb(p))
                     ok.append(Prediction(str(p)))
+                except ImageRefused as e:
+                    results.append(Prediction(str(p), error=f"refused: {e}"))
                 except Exception as e:  # a bad file must not stop the others
                     results.append(Prediction(str(p), error=f"cannot read image: {e}"))
             if images:
