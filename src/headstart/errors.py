@@ -44,3 +44,7 @@ class ConfigError(HeadstartError):
 
 class ExportError(HeadstartError):
     """An export that failed, or whose verification against PyTorch failed."""
+
+
+class Interrupted(HeadstartError):
+    """Ctrl-C during training: it stopped after a step and saved a state to resume from."""

@@ -138,6 +138,15 @@ class FeatureViews(Dataset):
     def __len__(self) -> int:
         return len(self.features)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int | dict[str, int]]:
-        view = int(torch.randint(self.features.shape[1], ())) if self.train else 0
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int | dict[str, int]]:
+        """Features and target of ``item``: an index, or ``(index, seed)`` from a seeded
+        order, whose seed then picks the view."""
+        i, seed = item if isinstance(item, tuple) else (item, None)
+        views = self.features.shape[1]
+        if not self.train or views == 1:
+            view = 0
+        elif seed is None:
+            view = int(torch.randint(views, ()))
+        else:
+            view = seed % views
         return self.features[i, view], self.targets[i]

@@ -34,9 +34,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def train(args: argparse.Namespace) -> int:
-    """``headstart train``."""
+    """``headstart train`` (``--resume RUN_DIR``: continue an interrupted run)."""
     from headstart.training import train as run_training
+    from headstart.training.train import resume_run
 
+    if args.resume:
+        if args.data or args.config or args.labels:
+            raise ConfigError(
+                "ConfigError: --resume continues a run with its own config and data; pass "
+                "only --resume RUN_DIR."
+            )
+        resume_run(args.resume, progress=not args.no_progress)
+        return 0
     run_training(config_from_args(args), overwrite=args.overwrite, progress=not args.no_progress)
     return 0
 
@@ -53,8 +62,9 @@ def compare(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = args.out or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}"
     result = compare_strategies(
-        cfg, strategies, out, overwrite=args.overwrite, progress=not args.no_progress
-    )
+        cfg, strategies, out, overwrite=args.overwrite, progress=not args.no_progress,
+        resume=args.resume,
+    )  # fmt: skip
     print(f"\ncomparison on {cfg.data.root}, {cfg.optim.epochs} epochs each, seed {cfg.seed}:\n")
     print(result.table())
     print()
@@ -91,7 +101,7 @@ def _cross_validate(
     out = args.out or f"runs/{prefix}-{datetime.now():%Y%m%d-%H%M%S}"
     result = cross_validate(
         cfg, strategies, folds, repeats, keep_test=keep_test, out_dir=out,
-        overwrite=args.overwrite, progress=not args.no_progress,
+        overwrite=args.overwrite, progress=not args.no_progress, resume=args.resume,
     )  # fmt: skip
     print(
         f"\n{folds}-fold cross-validation x {repeats} on {cfg.data.root} "

@@ -8,7 +8,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 
 from headstart.cli import commands
-from headstart.errors import HeadstartError
+from headstart.errors import HeadstartError, Interrupted
 from headstart.finetune.plans import STRATEGIES
 
 # option dest -> dotted TrainConfig key
@@ -156,6 +156,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace finished runs in --out")
 
 
+RESUME_HELP = "keep the finished runs in --out, continue the interrupted one, start the rest"
+
+
 def _data_command(
     sub: argparse._SubParsersAction, name: str, help: str, description: str
 ) -> argparse.ArgumentParser:
@@ -175,6 +178,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", help=f"{' | '.join(STRATEGIES)} (default probe)")
     add_training_options(p)
     p.add_argument("--out", metavar="runs/NAME", help="run folder")
+    p.add_argument(
+        "--resume", metavar="RUN_DIR",
+        help="continue an interrupted run from its saved state (its own config and data)",
+    )  # fmt: skip
     p.set_defaults(func=commands.train)
 
 
@@ -195,6 +202,7 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_training_options(p)
     p.add_argument("--out", metavar="runs/NAME", help="folder for compare.json, PNG and runs")
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     p.set_defaults(func=commands.compare)
 
 
@@ -214,6 +222,7 @@ def _cv_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-test", action="store_true", help="use the train split only")
     add_training_options(p)
     p.add_argument("--out", metavar="runs/NAME", help="folder for cv.json and fold runs")
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     p.set_defaults(func=commands.cv)
 
 
@@ -313,6 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except Interrupted as e:  # Ctrl-C during training: saved, and says how to resume
+        print(f"\n{e}", file=sys.stderr)
+        return 130
     except HeadstartError as e:
         message = textwrap.fill(str(e), width=100, break_long_words=False, break_on_hyphens=False)
         print(f"error: {message}", file=sys.stderr)

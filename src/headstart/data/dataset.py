@@ -31,6 +31,14 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """The transformed image and target of ``item``: an index, or ``(index, seed)`` from
+        a seeded order, whose seed then fixes the random augmentation."""
+        index, seed = item if isinstance(item, tuple) else (item, None)
         sample = self.samples[index]
-        return self.transform(self.loader(sample.path)), sample.target
+        image = self.loader(sample.path)
+        if seed is None:
+            return self.transform(image), sample.target
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(image), sample.target

@@ -130,9 +130,11 @@ def compare_strategies(
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
     progress: bool = True,
+    resume: bool = False,
 ) -> Comparison:
     """Train each strategy with ``cfg`` (same data, split, seed, epochs; early stopping off so
-    every strategy gets the full budget) and write ``compare.json`` and ``compare.png``."""
+    every strategy gets the full budget) and write ``compare.json`` and ``compare.png``.
+    ``resume``: keep members that finished, continue the interrupted one (see ``train``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[CompareRow] = []
@@ -143,7 +145,7 @@ def compare_strategies(
             {"strategy.name": name, "optim.patience": None, "out": str(out / name)}
         )
         start = time.perf_counter()
-        result = train(run_cfg, overwrite=overwrite, echo=echo, progress=progress)
+        result = train(run_cfg, overwrite=overwrite, echo=echo, progress=progress, resume=resume)
         total = time.perf_counter() - start
         hist = result.fit.history
         n_val = len(result.split.val)

@@ -156,8 +156,10 @@ def cross_validate(
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
     progress: bool = True,
+    resume: bool = False,
 ) -> CVResult:
-    """Train every strategy on every fold (shared folds); write ``cv.json``."""
+    """Train every strategy on every fold (shared folds); write ``cv.json``. ``resume``:
+    keep folds that finished, continue the interrupted one (see ``train``)."""
     from headstart.cache import Cache
     from headstart.training.train import load_data, train
 
@@ -176,8 +178,9 @@ def cross_validate(
                 {"strategy.name": name, "optim.patience": None, "out": str(out / name / f"fold{k}")}
             )
             result = train(
-                run_cfg, overwrite=overwrite, echo=echo, progress=progress, split=split, plots=False
-            )
+                run_cfg, overwrite=overwrite, echo=echo, progress=progress, split=split,
+                plots=False, resume=resume,
+            )  # fmt: skip
             row.fold_acc.append(result.fit.history[-1].val_acc)
         rows.append(row)
     n_val = len(fold_sets[0][1])

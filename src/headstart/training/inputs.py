@@ -33,6 +33,7 @@ from headstart.training.device import (
     images_to,
     to_device,
 )
+from headstart.training.order import SeededOrder
 
 
 @dataclass
@@ -173,10 +174,11 @@ def _pass_workers(cfg: TrainConfig) -> int:
 def _loader(
     ds: Dataset, cfg: TrainConfig, shuffle: bool, gen: torch.Generator, workers: int
 ) -> DataLoader:
+    """Training (``shuffle``) loaders draw a :class:`SeededOrder` from ``gen`` each epoch."""
     return DataLoader(
         ds,
         batch_size=cfg.optim.batch_size,
-        shuffle=shuffle,
+        sampler=SeededOrder(len(ds), gen) if shuffle else None,  # type: ignore[arg-type]
         num_workers=workers,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,

@@ -8,9 +8,13 @@ restored at the end.
 from __future__ import annotations
 
 import math
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from headstart.config import OptimConfig
+from headstart.errors import Interrupted
 from headstart.finetune import (
     Phase,
     Plan,
@@ -31,55 +36,10 @@ from headstart.model import DEFAULT_TASK
 from headstart.stats import wilson_interval
 from headstart.training.device import images_to, to_device
 from headstart.training.early_stopping import EarlyStopping
+from headstart.training.history import EpochStats, FitResult
 from headstart.training.objective import Objective
 from headstart.training.schedule import set_group_lrs
-
-
-@dataclass(frozen=True)
-class EpochStats:
-    """One epoch's figures, as written to ``metrics.jsonl``."""
-
-    epoch: int
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-    lr: float
-    seconds: float
-    train_seconds: float = 0.0  # the training part of ``seconds`` (the rest is validation)
-    val_acc_per_task: dict[str, float] = field(default_factory=dict)  # val_acc selects on it
-    val_acc_ci: tuple[float, float] | None = None  # 95% Wilson interval when val_acc is one task's
-    val_n: int = 0  # validation images labelled for the task(s) val_acc is on
-
-    def to_dict(self) -> dict[str, float]:
-        """JSON-ready dict."""
-        return asdict(self)
-
-    def line(self, epochs: int) -> str:
-        """The one-line summary printed after each epoch."""
-        tasks = ""
-        if len(self.val_acc_per_task) > 1:
-            tasks = " (" + ", ".join(f"{t} {a:.4f}" for t, a in self.val_acc_per_task.items()) + ")"
-        ci = f" [{self.val_acc_ci[0]:.3f}, {self.val_acc_ci[1]:.3f}]" if self.val_acc_ci else ""
-        return (
-            f"epoch {self.epoch:>2}/{epochs}  train_loss {self.train_loss:.4f}  "
-            f"train_acc {self.train_acc:.4f}  val_loss {self.val_loss:.4f}  "
-            f"val_acc {self.val_acc:.4f}{ci}{tasks}  lr {self.lr:.2e}  {self.seconds:.1f}s"
-        )
-
-
-@dataclass
-class FitResult:
-    """History, the best epoch (1-based) and why training stopped."""
-
-    history: list[EpochStats]
-    best_epoch: int
-    stop_reason: str
-
-    @property
-    def best(self) -> EpochStats:
-        """Stats of the restored epoch."""
-        return self.history[self.best_epoch - 1]
+from headstart.training.state import LoopState, SavedState
 
 
 def _as_targets(targets: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -165,6 +125,19 @@ def enter_phase(
     return optimizer
 
 
+@dataclass
+class Checkpoints:
+    """How :func:`fit` saves and resumes: ``save(state, model, optimizer, scaler)`` after
+    every epoch (and when interrupted), and ``saved``, a state to continue from."""
+
+    save: Callable[[LoopState, nn.Module, torch.optim.Optimizer, Any], None]
+    saved: SavedState | None = None
+
+
+def _phase_index(plan: Plan, epoch: int) -> int:
+    return plan.phases.index(plan.phase_at(epoch))
+
+
 def fit(
     model: nn.Module,
     plan: Plan,
@@ -176,9 +149,15 @@ def fit(
     on_epoch: Callable[[EpochStats], None] | None = None,
     progress: bool = True,
     objective: Objective | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> FitResult:
     """Train ``model`` by ``plan``; restore and return the best epoch by validation accuracy
-    (``objective.monitor``: the mean task accuracy, or one task's)."""
+    (``objective.monitor``: the mean task accuracy, or one task's).
+
+    With ``checkpoints``, the loop's whole state is saved after every epoch and when Ctrl-C
+    stops it after the current step (then :class:`Interrupted` is raised), and a saved
+    state is resumed first: on a CPU the final weights are bit-identical to a run that was
+    never stopped (the data order and augmentations follow ``train_loader.generator``)."""
     objective = objective or Objective(smoothing=optim.label_smoothing)
     plain = replace(objective, class_weights={}, smoothing=0.0)  # validation loss
     to_device(model, device)
@@ -188,88 +167,161 @@ def fit(
     total = optim.epochs * steps_per_epoch
     warmup = round(optim.warmup_epochs * steps_per_epoch)
     group_warmup = max(1, steps_per_epoch // 2)
-    optimizer: torch.optim.Optimizer | None = None
-    phase: Phase | None = None
-    step = 0
-    stopper = EarlyStopping(optim.patience)
-    history: list[EpochStats] = []
     changing = _changing_state(model, plan)
-    best_state = _snapshot(model, changing)
-    reason = f"completed {optim.epochs} epochs"
+    st = LoopState(stopper=EarlyStopping(optim.patience), best_state=_snapshot(model, changing))
+    st.reason = f"completed {optim.epochs} epochs"
+    optimizer: torch.optim.Optimizer | None = None
+    generator = train_loader.generator
+    saved = checkpoints.saved if checkpoints is not None else None
+    if saved is not None:
+        # Re-enter every phase the saved run had entered, at the step it entered it, so the
+        # optimizer has the same groups in the same order; then load the saved values.
+        for phase in plan.phases[: saved.phase + 1]:
+            optimizer = enter_phase(
+                model, optimizer, phase, lr, optim.weight_decay,
+                phase.start_epoch * steps_per_epoch,
+            )  # fmt: skip
+        st = saved.restore(model, optimizer, scaler, changing, optim.patience)
     n_train = len(train_loader.dataset)  # type: ignore[arg-type]
+    stop = _StopOnInterrupt()
 
-    for epoch in range(optim.epochs):
-        if plan.phase_at(epoch) is not phase:
-            phase = plan.phase_at(epoch)
-            optimizer = enter_phase(model, optimizer, phase, lr, optim.weight_decay, step)
+    with stop:
+        for epoch in range(st.epoch, optim.epochs):
+            if st.done:
+                break
+            if _phase_index(plan, epoch) != st.phase:
+                st.phase = _phase_index(plan, epoch)
+                optimizer = enter_phase(
+                    model, optimizer, plan.phases[st.phase], lr, optim.weight_decay, st.step
+                )
+            assert optimizer is not None
             trainable = [p for g in optimizer.param_groups for p in g["params"]]
-        assert optimizer is not None
-        start = time.perf_counter()
-        model.train()
-        apply_bn_policy(model, plan.bn)
-        loss_sum, seen = torch.zeros((), device=device), 0
-        counts: dict[str, torch.Tensor] = {}
-        bar = tqdm(
-            total=n_train,
-            desc=f"epoch {epoch + 1}/{optim.epochs}",
-            unit="img",
-            leave=False,
-            disable=not progress or None,
-        )
-        for images, target in train_loader:
-            images = images_to(images, device)
-            targets = {k: v.to(device, non_blocking=True) for k, v in _as_targets(target).items()}
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                out = model(images)
-                loss = objective.loss(out, targets)
-            for task, c in objective.counts(out, targets).items():
-                counts[task] = counts[task] + c if task in counts else c
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if optim.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(trainable, optim.grad_clip)
-            set_group_lrs(optimizer, step, total, warmup, optim.min_lr_ratio, group_warmup)
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            n = images.shape[0]
-            loss_sum += loss.detach() * n  # stays on the device: no sync per batch
-            seen += n
-            bar.update(n)
-        bar.close()
-        train_seconds = time.perf_counter() - start
+            if generator is not None:
+                if st.loader_rng is None:
+                    st.loader_rng = generator.get_state()
+                generator.set_state(st.loader_rng)  # this epoch's order, from its start
+            skip = st.batch
+            if skip:
+                _skip_batches(train_loader, skip)
+            else:
+                st.loss_sum, st.seen, st.counts = torch.zeros((), device=device), 0, {}
+                st.seconds = 0.0
+            start = time.perf_counter()
+            model.train()
+            apply_bn_policy(model, plan.bn)
+            bar = tqdm(
+                total=n_train,
+                initial=min(n_train, skip * (train_loader.batch_size or 1)),
+                desc=f"epoch {epoch + 1}/{optim.epochs}",
+                unit="img",
+                leave=False,
+                disable=not progress or None,
+            )
+            for images, target in train_loader:
+                images = images_to(images, device)
+                targets = {
+                    k: v.to(device, non_blocking=True) for k, v in _as_targets(target).items()
+                }
+                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                    out = model(images)
+                    loss = objective.loss(out, targets)
+                for task, c in objective.counts(out, targets).items():
+                    st.counts[task] = st.counts[task] + c if task in st.counts else c
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if optim.grad_clip:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(trainable, optim.grad_clip)
+                set_group_lrs(optimizer, st.step, total, warmup, optim.min_lr_ratio, group_warmup)
+                scaler.step(optimizer)
+                scaler.update()
+                st.step += 1
+                st.batch += 1
+                n = images.shape[0]
+                st.loss_sum = st.loss_sum + loss.detach() * n  # on the device: no sync per batch
+                st.seen += n
+                bar.update(n)
+                if stop.requested and st.batch < steps_per_epoch:
+                    bar.close()
+                    st.seconds += time.perf_counter() - start
+                    if checkpoints is not None:
+                        checkpoints.save(st, model, optimizer, scaler)
+                    raise Interrupted(
+                        f"interrupted after step {st.batch} of epoch {epoch + 1}/{optim.epochs}"
+                    )
+            bar.close()
+            train_seconds = st.seconds + time.perf_counter() - start
 
-        logits, targets = collect_logits(model, val_loader, device)
-        val_loss = plain.loss(logits, targets)
-        val_counts = objective.counts(logits, targets)
-        val_acc = _accuracy(val_counts)
-        one = objective.monitor if objective.monitor in val_counts else None
-        if one is None and len(val_counts) == 1:
-            one = next(iter(val_counts))
-        ci = wilson_interval(*val_counts[one].tolist()) if one else None
-        stats = EpochStats(
-            epoch=epoch + 1,
-            train_loss=float(loss_sum) / max(seen, 1),
-            train_acc=float(np.mean(list(_accuracy(counts).values()))),
-            val_loss=float(val_loss),
-            val_acc=objective.select(val_acc),
-            lr=max(g["lr"] for g in optimizer.param_groups),
-            seconds=time.perf_counter() - start,
-            train_seconds=train_seconds,
-            val_acc_per_task=val_acc,
-            val_acc_ci=ci,
-            val_n=int(val_counts[one][1]) if one else len(next(iter(targets.values()))),
-        )
-        history.append(stats)
-        decision = stopper.update(stats.val_acc, epoch, stats.val_loss)
-        if decision.improved:
-            best_state = _snapshot(model, changing)
-        if on_epoch is not None:
-            on_epoch(stats)
-        if decision.should_stop and epoch + 1 < optim.epochs:
-            reason = f"early stop: {decision.reason}"
-            break
+            logits, targets = collect_logits(model, val_loader, device)
+            val_loss = plain.loss(logits, targets)
+            val_counts = objective.counts(logits, targets)
+            val_acc = _accuracy(val_counts)
+            one = objective.monitor if objective.monitor in val_counts else None
+            if one is None and len(val_counts) == 1:
+                one = next(iter(val_counts))
+            ci = wilson_interval(*val_counts[one].tolist()) if one else None
+            stats = EpochStats(
+                epoch=epoch + 1,
+                train_loss=float(st.loss_sum) / max(st.seen, 1),
+                train_acc=float(np.mean(list(_accuracy(st.counts).values()))),
+                val_loss=float(val_loss),
+                val_acc=objective.select(val_acc),
+                lr=max(g["lr"] for g in optimizer.param_groups),
+                seconds=st.seconds + time.perf_counter() - start,
+                train_seconds=train_seconds,
+                val_acc_per_task=val_acc,
+                val_acc_ci=ci,
+                val_n=int(val_counts[one][1]) if one else len(next(iter(targets.values()))),
+            )
+            st.history.append(stats)
+            decision = st.stopper.update(stats.val_acc, epoch, stats.val_loss)
+            if decision.improved:
+                st.best_state = _snapshot(model, changing)
+            if on_epoch is not None:
+                on_epoch(stats)
+            if decision.should_stop and epoch + 1 < optim.epochs:
+                st.reason = f"early stop: {decision.reason}"
+                st.done = True
+            st.epoch, st.batch = epoch + 1, 0
+            st.loader_rng = generator.get_state() if generator is not None else None
+            st.done = st.done or st.epoch == optim.epochs
+            if checkpoints is not None:
+                checkpoints.save(st, model, optimizer, scaler)
+            if stop.requested and not st.done:
+                raise Interrupted(f"interrupted after epoch {epoch + 1}/{optim.epochs}")
 
-    model.load_state_dict(best_state, strict=False)
-    return FitResult(history, stopper.best_epoch + 1, reason)
+    model.load_state_dict(st.best_state, strict=False)
+    return FitResult(st.history, st.stopper.best_epoch + 1, st.reason)
+
+
+def _skip_batches(loader: DataLoader, batches: int) -> None:
+    """Make ``loader``'s next pass start after ``batches`` batches of the same order (its
+    sampler must be a :class:`~headstart.training.order.SeededOrder`)."""
+    sampler = loader.sampler
+    if not hasattr(sampler, "skip"):
+        raise RuntimeError("resuming mid-epoch needs the training loader's SeededOrder sampler")
+    sampler.skip = batches * (loader.batch_size or 1)  # type: ignore[attr-defined]
+
+
+class _StopOnInterrupt:
+    """While active, Ctrl-C (SIGINT) sets ``requested`` instead of raising at once, so the
+    loop stops at the end of the current step and saves; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    def __enter__(self) -> _StopOnInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

@@ -8,13 +8,16 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+from torch import nn
 
 from headstart.backbones import Backbone, count_parameters, create_backbone
 from headstart.backbones.stages import DEFAULT_UNFREEZE_FROM
-from headstart.cache import Cache
-from headstart.config import TrainConfig, save_config
+from headstart.cache import Cache, digest_of, file_digest, module_digest
+from headstart.config import TrainConfig, load_config, save_config
 from headstart.data import DataSplit, load_split, load_table_split
-from headstart.errors import ConfigError
+from headstart.errors import CheckpointError, ConfigError, Interrupted
 from headstart.finetune import (
     BN_POLICIES,
     DEFAULTS,
@@ -26,15 +29,18 @@ from headstart.finetune import (
 )
 from headstart.model import Classifier
 from headstart.plots import plot_training_curves
-from headstart.training.checkpoint import MANIFEST, save_checkpoint
+from headstart.training.checkpoint import MANIFEST, read_manifest, save_checkpoint
 from headstart.training.device import resolve_device, seed_everything
+from headstart.training.history import EpochStats, FitResult
 from headstart.training.inputs import Inputs, make_inputs
-from headstart.training.loop import EpochStats, FitResult, fit
+from headstart.training.loop import Checkpoints, fit
 from headstart.training.objective import (
     Objective,
     balanced_class_weights,
     check_monitor,
 )
+from headstart.training.run_dir import find_resumable, prepare_run_dir, publish, resume_hint
+from headstart.training.state import STATE_DIR, LoopState, load_state, save_state
 
 
 @dataclass
@@ -151,22 +157,6 @@ def make_objective(cfg: TrainConfig, split: DataSplit) -> Objective:
     return Objective(weights, class_weights, cfg.optim.label_smoothing, cfg.optim.monitor)
 
 
-def prepare_run_dir(out: str | Path, overwrite: bool) -> Path:
-    """Create the run folder; refuse to replace a finished run unless ``overwrite``."""
-    run_dir = Path(out)
-    if (run_dir / MANIFEST).exists() and not overwrite:
-        raise ConfigError(
-            f"ConfigError: {run_dir} already holds a finished run. Choose another --out, "
-            "or pass --overwrite to replace it."
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # The manifest marks a finished run: drop the old one first, so a run that fails midway
-    # never leaves an old checkpoint posing as the result of the new config.
-    (run_dir / MANIFEST).unlink(missing_ok=True)
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    return run_dir
-
-
 def _manifest(
     cfg: TrainConfig,
     backbone: Backbone,
@@ -229,6 +219,17 @@ def _manifest(
     }
 
 
+def _fingerprint(split: DataSplit, backbone: Backbone, cache: Cache | None) -> dict[str, Any]:
+    """What a run's numbers depend on besides its config: the images (paths, labels and
+    content, the keys of every cache entry) and the pretrained weights as loaded."""
+    digest = cache.digest if cache is not None else file_digest
+    images = [[str(s.path), s.target, digest(s.path)] for s in (*split.train, *split.val)]
+    return {
+        "data": digest_of([images, len(split.train)]),
+        "weights": module_digest(backbone.module),
+    }
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -237,11 +238,20 @@ def train(
     progress: bool = True,
     split: DataSplit | None = None,
     plots: bool = True,
+    resume: bool = False,
 ) -> TrainResult:
     """Train a classifier as ``cfg`` says and save the run folder; returns the result.
     ``split`` replaces the one ``cfg`` describes (cross-validation passes each fold);
-    ``plots=False`` skips ``curves.png`` (0.7 s a run, most of a warm fold's time)."""
+    ``plots=False`` skips ``curves.png`` (0.7 s a run, most of a warm fold's time).
+
+    ``resume=True`` (``compare``/``cv --resume``, and :func:`resume_run`): an unfinished run
+    meant for ``cfg.out`` continues from its saved state, else a finished one with this
+    config is returned as it is, and only a missing one starts afresh."""
     cfg = resolve_config(cfg)
+    final = Path(cfg.out)  # type: ignore[arg-type]
+    saved_dir = _resumable(final) if resume and not overwrite else None
+    if saved_dir is None and resume and not overwrite and (final / MANIFEST).exists():
+        return finished_result(final, cfg, split, echo)
     gen = seed_everything(cfg.seed)
     backbone = create_backbone(cfg.model.backbone, cfg.model.weights)  # fails fast on a bad name
     plan = plan_for(cfg, backbone)  # and on bad strategy options
@@ -250,9 +260,17 @@ def train(
     objective = make_objective(cfg, split)
     echo(split.summary())
     device = resolve_device(cfg.device)
-    run_dir = prepare_run_dir(cfg.out, overwrite)  # type: ignore[arg-type]
-    save_config(cfg, run_dir / "config.yaml")
-    split.save(run_dir / "split.json")
+    fingerprint = _fingerprint(split, backbone, cache)
+    saved = None
+    if saved_dir is not None:
+        run_dir = saved_dir
+        saved = load_state(run_dir)
+        assert saved is not None
+        _check_same(saved.fingerprint, fingerprint, run_dir, _saved_config(run_dir), cfg)
+    else:
+        run_dir = prepare_run_dir(final, overwrite, echo)
+        save_config(cfg, run_dir / "config.yaml")
+        split.save(run_dir / "split.json")
 
     model = Classifier(
         backbone.module,
@@ -278,31 +296,55 @@ def train(
     inputs = make_inputs(cfg, backbone, plan, split, device, gen, cache, progress)
     echo(inputs.line())
     metrics_path = run_dir / "metrics.jsonl"
+    if saved is not None:  # the saved history, not lines written after the state was saved
+        history = saved.info["history"]
+        metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+        echo(
+            f"resuming {run_dir}: {saved.info['epoch']} of {cfg.optim.epochs} epochs done"
+            + (f", {saved.info['batch']} step(s) into the next" if saved.info["batch"] else "")
+        )
+        for h in history:
+            echo(EpochStats(**{**h, "val_acc_ci": h.get("val_acc_ci")}).line(cfg.optim.epochs))
 
     def on_epoch(stats: EpochStats) -> None:
         with metrics_path.open("a") as f:
             f.write(json.dumps(stats.to_dict()) + "\n")
         echo(stats.line(cfg.optim.epochs))
 
+    def save(st: LoopState, model: nn.Module, optimizer: Any, scaler: Any) -> None:
+        save_state(run_dir, st, model, optimizer, scaler, fingerprint)
+
     with model.reading_features(inputs.tail) if inputs.tail else nullcontext():
-        result = fit(
-            model,
-            plan,
-            inputs.train,
-            inputs.val,
-            cfg.optim,
-            cfg.strategy.lr,  # type: ignore[arg-type]
-            device,
-            on_epoch=on_epoch,
-            progress=progress,
-            objective=objective,
-        )
+        try:
+            result = fit(
+                model,
+                plan,
+                inputs.train,
+                inputs.val,
+                cfg.optim,
+                cfg.strategy.lr,  # type: ignore[arg-type]
+                device,
+                on_epoch=on_epoch,
+                progress=progress,
+                objective=objective,
+                checkpoints=Checkpoints(save, saved),
+            )
+        except Interrupted as e:
+            hint = f"{e}; saved in {run_dir}. Continue with: {resume_hint(final)}"
+            raise Interrupted(hint) from None
     model.cpu()
-    save_checkpoint(
-        run_dir,
-        model,
-        _manifest(cfg, backbone, split, plan, result, per_phase, total, inputs, objective),
-    )
+    try:
+        save_checkpoint(
+            run_dir,
+            model,
+            _manifest(cfg, backbone, split, plan, result, per_phase, total, inputs, objective),
+        )
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"{e} The trained state is kept in {run_dir / STATE_DIR}: once there is room, "
+            f"`{resume_hint(final)}` saves the model without training again."
+        ) from None
+    run_dir = publish(run_dir, final)
     if plots:
         plot_training_curves(
             [h.to_dict() for h in result.history],
@@ -318,3 +360,70 @@ def train(
         f"({result.stop_reason}); saved {run_dir}/"
     )
     return TrainResult(run_dir, cfg, split, result, per_phase, total)
+
+
+def resume_run(
+    path: str | Path, *, echo: Callable[[str], None] = print, progress: bool = True
+) -> TrainResult:
+    """Continue the interrupted run meant for ``path`` (``headstart train --resume``): its
+    own config, data and saved state; on a CPU the result is bit-identical to a run that
+    was never stopped."""
+    run_dir = find_resumable(path)
+    return train(_saved_config(run_dir), echo=echo, progress=progress, resume=True)
+
+
+def _resumable(final: Path) -> Path | None:
+    try:
+        return find_resumable(final)
+    except CheckpointError:
+        return None
+
+
+def _saved_config(run_dir: Path) -> TrainConfig:
+    try:
+        return load_config(run_dir / "config.yaml")
+    except ConfigError as e:
+        raise CheckpointError(
+            f"CheckpointError: {run_dir}'s config.yaml cannot be read ({e}). Start the run "
+            "again with --overwrite."
+        ) from None
+
+
+def _check_same(
+    saved: dict[str, Any], now: dict[str, Any], run_dir: Path, saved_cfg: TrainConfig,
+    cfg: TrainConfig,
+) -> None:  # fmt: skip
+    """A run resumes only on the config, data and weights it started with."""
+    problems = [f"its {k} changed" for k in ("data", "weights") if saved.get(k) != now[k]]
+    if resolve_config(saved_cfg).to_dict() != cfg.to_dict():
+        problems.append("the options differ from its config.yaml")
+    if problems:
+        raise ConfigError(
+            f"ConfigError: cannot resume {run_dir}: {' and '.join(problems)} since it started, "
+            "so continuing would mix two runs. Restore them, or start again with --overwrite."
+        )
+
+
+def finished_result(
+    run_dir: Path, cfg: TrainConfig, split: DataSplit | None, echo: Callable[[str], None]
+) -> TrainResult:
+    """The result of a run that already finished with ``cfg`` (``compare``/``cv --resume``
+    keep finished members), read from its manifest and metrics."""
+    saved_cfg = resolve_config(_saved_config(run_dir))
+    if saved_cfg.to_dict() != cfg.to_dict():
+        raise ConfigError(
+            f"ConfigError: {run_dir} finished with other options than these; pass --overwrite "
+            "to train it again with them."
+        )
+    manifest = read_manifest(run_dir)
+    history = [
+        EpochStats(**{**h, "val_acc_ci": tuple(h["val_acc_ci"]) if h.get("val_acc_ci") else None})
+        for h in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+    ]
+    cache = Cache(cfg.data.cache_dir) if cfg.data.cache else None
+    fit_result = FitResult(history, int(manifest["best_epoch"]), str(manifest["stop_reason"]))
+    echo(f"kept {run_dir}: finished earlier, best val_acc {fit_result.best.val_acc:.4f}")
+    return TrainResult(
+        run_dir, cfg, split or load_data(cfg, cache), fit_result,
+        list(manifest["trainable_params_per_phase"]), int(manifest["total_params"]),
+    )  # fmt: skip
