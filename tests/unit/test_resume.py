@@ -160,3 +160,62 @@ def test_resume_of_a_finished_or_missing_run_says_why(
     assert "holds a finished run; there is nothing to resume" in err
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
     assert "is not a run folder" in " ".join(capsys.readouterr().err.split())
+
+
+def test_compare_resume_keeps_finished_members_and_continues_the_interrupted_one(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from headstart.training import loop
+
+    out = tmp_path / "cmp"
+    argv = ["--no-progress", "compare", str(data), "--backbone", TINY, "--batch-size", "8",
+            "--workers", "0", "--epochs", "2", "--strategies", "probe,gradual",
+            "--out", str(out)]  # fmt: skip
+    real_enter = loop._StopOnInterrupt.__enter__
+
+    def ctrl_c_during_gradual(self: loop._StopOnInterrupt) -> loop._StopOnInterrupt:
+        self.requested = (out / "probe" / "manifest.json").exists()  # as if Ctrl-C came
+        return real_enter(self)
+
+    monkeypatch.setattr(loop._StopOnInterrupt, "__enter__", ctrl_c_during_gradual)
+    assert main(argv) == 130
+    assert (out / "probe" / "manifest.json").exists()
+    state = json.loads((out / "gradual" / "resume" / "state.json").read_text())
+    assert state["epoch"] == 0 and state["batch"] == 1  # stopped after its first step
+    probe_weights = (out / "probe" / "model.safetensors").read_bytes()
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert f"kept {out / 'probe'}: finished earlier" in printed
+    assert f"resuming {out / 'gradual'}: 0 of 2 epochs done, 1 step(s) into the next" in printed
+    assert (out / "probe" / "model.safetensors").read_bytes() == probe_weights
+    rows = json.loads((out / "compare.json").read_text())["rows"]
+    assert [r["strategy"] for r in rows] == ["probe", "gradual"]
+    # the continued member equals one trained without a stop
+    assert main([*argv[:-1], str(tmp_path / "again"), "--strategies", "gradual"]) == 0
+    assert _identical(tmp_path / "again" / "gradual", out / "gradual")
+
+
+def test_a_full_cache_disk_warns_once_and_training_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import errno
+
+    import numpy as np
+
+    from headstart.cache import store
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store, "_WARNED", set())
+    monkeypatch.setattr(np, "save", full)
+    root = make_class_folders(tmp_path / "d", {"red": 4, "blue": 4})
+    argv = ["--no-progress", "train", str(root), "--backbone", TINY, "--batch-size", "4",
+            "--workers", "0", "--epochs", "1", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("warning: cannot write to the cache") == 1 and "the disk is full" in err
+    assert (tmp_path / "run" / "model.safetensors").exists()

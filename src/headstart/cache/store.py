@@ -8,9 +8,11 @@ deleted.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,24 @@ def module_digest(module: nn.Module) -> str:
     return h.hexdigest()
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(root: Path, e: OSError, need: int) -> None:
+    """Say once per process that the cache cannot be written, and what to do."""
+    if "full" in _WARNED:
+        return
+    _WARNED.add("full")
+    full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    why = "the disk is full" if full else (e.strerror or str(e))
+    print(
+        f"warning: cannot write to the cache under {root.parent} ({why}; an entry needed "
+        f"{need / 1e6:.1f} MB). Going on without caching: free some space, pass --cache-dir "
+        "DIR elsewhere, or --no-cache.",
+        file=sys.stderr,
+    )
+
+
 class ArrayStore:
     """A folder of ``.npy`` entries addressed by string keys (sharded by the key's start)."""
 
@@ -83,16 +103,24 @@ class ArrayStore:
             return None
 
     def put(self, key: str, array: np.ndarray) -> None:
-        """Store ``array`` under ``key`` atomically."""
+        """Store ``array`` under ``key`` atomically. A cache is only a shortcut: when the
+        disk is full or the folder unwritable, a warning is printed once per process and the
+        run goes on without storing (the caller keeps its array)."""
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
+        tmp = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
             with os.fdopen(fd, "wb") as f:
                 np.save(f, np.ascontiguousarray(array), allow_pickle=False)
             os.replace(tmp, path)
+        except OSError as e:
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
+            _warn_once(self.root, e, array.nbytes)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp:
+                Path(tmp).unlink(missing_ok=True)
             raise
 
     def __contains__(self, key: str) -> bool:

@@ -28,12 +28,9 @@ def staging_dir(final: Path) -> Path:
 
 
 def _progress(run_dir: Path) -> str | None:
-    """``"3 of 10 epochs done"`` for a run with a saved state, else None."""
+    """``"3 epoch(s) done"`` for a folder with a saved training state, else None."""
     info = read_state_info(run_dir)
-    if info is None:
-        return None
-    total = len(info["history"]) if info.get("done") else None
-    return f"{info['epoch']} epoch(s) done" + ("" if total is None else ", finishing")
+    return None if info is None else f"{info['epoch']} epoch(s) done"
 
 
 def resume_hint(final: Path) -> str:
@@ -41,36 +38,45 @@ def resume_hint(final: Path) -> str:
     return f"headstart train --resume {final}"
 
 
+def check_run_dir(final: Path, overwrite: bool) -> None:
+    """ConfigError when ``final`` holds a finished or an unfinished run and ``overwrite``
+    was not given; says how to resume an unfinished one."""
+    if overwrite:
+        return
+    if (final / MANIFEST).exists():
+        pending = _progress(staging_dir(final))
+        also = (
+            f" An unfinished replacement ({pending}) is in {staging_dir(final)}: continue it "
+            f"with `{resume_hint(final)}`."
+            if pending
+            else ""
+        )
+        raise ConfigError(
+            f"ConfigError: {final} already holds a finished run. Choose another --out, or "
+            f"pass --overwrite to replace it.{also}"
+        )
+    pending = _progress(final)
+    if pending:
+        raise ConfigError(
+            f"ConfigError: {final} holds an unfinished run ({pending}). Continue it with "
+            f"`{resume_hint(final)}`, or pass --overwrite to start again."
+        )
+
+
 def prepare_run_dir(out: str | Path, overwrite: bool, echo: Callable[[str], None] = print) -> Path:
     """The folder a new run trains in (see the module docstring); refuses to replace a
     finished or unfinished run unless ``overwrite``."""
     final = Path(out)
+    check_run_dir(final, overwrite)
     staged = staging_dir(final)
     if (final / MANIFEST).exists():
-        pending = _progress(staged)
-        if not overwrite:
-            also = (
-                f" An unfinished replacement ({pending}) is in {staged}: continue it with "
-                f"`{resume_hint(final)}`."
-                if pending
-                else ""
-            )
-            raise ConfigError(
-                f"ConfigError: {final} already holds a finished run. Choose another --out, or "
-                f"pass --overwrite to replace it.{also}"
-            )
         if staged.exists():
-            if pending:
+            if _progress(staged):
                 echo(f"note: --overwrite discards the unfinished replacement in {staged}")
             shutil.rmtree(staged)
         staged.mkdir(parents=True)
         return staged
     pending = _progress(final)
-    if pending and not overwrite:
-        raise ConfigError(
-            f"ConfigError: {final} holds an unfinished run ({pending}). Continue it with "
-            f"`{resume_hint(final)}`, or pass --overwrite to start again."
-        )
     if pending:
         echo(f"note: --overwrite discards the unfinished run in {final} ({pending})")
     try:

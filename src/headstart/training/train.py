@@ -39,7 +39,13 @@ from headstart.training.objective import (
     balanced_class_weights,
     check_monitor,
 )
-from headstart.training.run_dir import find_resumable, prepare_run_dir, publish, resume_hint
+from headstart.training.run_dir import (
+    check_run_dir,
+    find_resumable,
+    prepare_run_dir,
+    publish,
+    resume_hint,
+)
 from headstart.training.state import STATE_DIR, LoopState, load_state, save_state
 
 
@@ -252,6 +258,8 @@ def train(
     saved_dir = _resumable(final) if resume and not overwrite else None
     if saved_dir is None and resume and not overwrite and (final / MANIFEST).exists():
         return finished_result(final, cfg, split, echo)
+    if saved_dir is None:
+        check_run_dir(final, overwrite)  # before the data scan: refuse at once
     gen = seed_everything(cfg.seed)
     backbone = create_backbone(cfg.model.backbone, cfg.model.weights)  # fails fast on a bad name
     plan = plan_for(cfg, backbone)  # and on bad strategy options
