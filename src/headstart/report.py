@@ -16,7 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from headstart.training.checkpoint import read_manifest
+from headstart.errors import CheckpointError
+from headstart.training.checkpoint import read_json, read_manifest
 
 SECTIONS = (
     "summary",
@@ -92,12 +93,25 @@ def _comparisons(run_dir: Path) -> list[dict[str, Any]]:
     for folder in (run_dir.parent, run_dir.parent.parent):
         out = []
         if (folder / "compare.json").is_file():
-            out.append(_compare_table(folder, json.loads((folder / "compare.json").read_text())))
+            out.append(_compare_table(folder, read_json(folder / "compare.json")))
         if (folder / "cv.json").is_file():
-            out.append(_cv_table(folder, json.loads((folder / "cv.json").read_text())))
+            out.append(_cv_table(folder, read_json(folder / "cv.json")))
         if out:
             return out
     return []
+
+
+def _metrics_line(path: Path, line: str) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise CheckpointError(
+            f"CheckpointError: {path} has a line that is not a JSON object ({line[:60]!r}). "
+            "Restore it from a backup, or delete the line."
+        )
+    return value
 
 
 def write_report(
@@ -113,18 +127,23 @@ def write_report(
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     ev_file = run_dir / "evaluation.json"
-    ev = json.loads(ev_file.read_text()) if ev_file.is_file() else {}
-    if "near_duplicates" not in ev:  # never evaluated, or by a headstart before the analysis
-        evaluate_run(run_dir, progress=progress)
-        ev = json.loads(ev_file.read_text())
+    try:
+        ev = read_json(ev_file) if ev_file.is_file() else {}
+    except CheckpointError:
+        ev = {}  # a damaged evaluation is made again
+    if "near_duplicates" not in ev or not isinstance(ev.get("tasks"), dict):
+        evaluate_run(run_dir, progress=progress)  # never evaluated, older, or damaged: again
+        ev = read_json(ev_file)
     ev["n"] = sum(t.get("n", 0) for t in ev["tasks"].values()) // max(len(ev["tasks"]), 1)
     split_file = run_dir / "split.json"
-    split = json.loads(split_file.read_text()) if split_file.is_file() else {}
+    split = read_json(split_file) if split_file.is_file() else {}
     data = {**manifest.get("data", {}), "counts": _counts(split) if split else {}}
     data["skipped"] = split.get("skipped", [])
     metrics = run_dir / "metrics.jsonl"
     epochs = (
-        [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+        [_metrics_line(metrics, line) for line in metrics.read_text().splitlines()]
+        if metrics.is_file()
+        else []
     )
     best = manifest.get("metrics", {})
     images: dict[str, Any] = {"curves": data_uri(run_dir / "curves.png")}

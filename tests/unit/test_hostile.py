@@ -424,3 +424,31 @@ def test_predict_reports_a_refused_image_and_goes_on(
 
 
 assert TINY  # the tiny backbone is registered by tests.conftest
+
+
+RUN_FILES = {
+    "split.json not JSON": ("split.json", "{oops", ["evaluate"], "cannot be read as JSON"),
+    "split.json val not a list": (
+        "split.json",
+        '{"root": "/x", "val": 3}',
+        ["evaluate"],
+        "must be lists of [path, label]",
+    ),
+    "evaluation.json a list": ("evaluation.json", "[1]", ["report"], None),  # evaluated again
+    "metrics.jsonl damaged": ("metrics.jsonl", "{oops\n", ["report"], "not a JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", list(RUN_FILES))
+def test_damaged_run_files_are_errors_naming_the_file(
+    case: str, trained_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    name, content, command, words = RUN_FILES[case]
+    (trained_run / name).write_text(content)
+    code = main(["--no-progress", *command, str(trained_run)])
+    err = flat(capsys.readouterr().err)
+    if words is None:
+        assert code == 0  # a damaged evaluation is simply made again
+    else:
+        assert code == 2 and err.startswith("error: CheckpointError:") and words in err
+        assert name in err

@@ -26,7 +26,7 @@ from headstart.data import (
 )
 from headstart.data.split import find_val_dir
 from headstart.data.transforms import Transform
-from headstart.errors import ConfigError
+from headstart.errors import CheckpointError, ConfigError
 from headstart.evaluation.analysis import (
     DuplicatePair,
     Suspect,
@@ -40,6 +40,7 @@ from headstart.model import DEFAULT_TASK
 from headstart.plots import plot_confusion_matrix, plot_image_grid, plot_reliability
 from headstart.stats import wilson_interval
 from headstart.training import LoadedRun, collect_logits, load_run
+from headstart.training.checkpoint import read_json
 from headstart.training.device import resolve_device, to_device
 
 Probabilities = dict[str, np.ndarray]
@@ -149,8 +150,24 @@ class Evaluation:
 
 
 def _read_split(run: LoadedRun) -> dict[str, Any]:
+    """The run's ``split.json`` ({} when absent); CheckpointError when it is malformed."""
     path = run.run_dir / "split.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    split = read_json(path)
+    parts = [split.get(part, []) for part in ("train", "val")]
+    rows = [r for part in parts if isinstance(part, list) for r in part]
+    ok = all(isinstance(p, list) for p in parts) and all(
+        isinstance(r, list) and len(r) == 2 and isinstance(r[0], str)
+        and isinstance(r[1], (int, dict)) for r in rows
+    )  # fmt: skip
+    if not ok or not isinstance(split.get("root", ""), str):
+        raise CheckpointError(
+            f"CheckpointError: {path}: 'train' and 'val' must be lists of [path, label] pairs "
+            "and 'root' a string. Restore the file from a backup, or pass DATA_DIR to "
+            "evaluate on a folder instead."
+        )
+    return split
 
 
 def _split_samples(split: dict[str, Any], part: str, root: Path) -> list[Sample]:

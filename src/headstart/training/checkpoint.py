@@ -80,6 +80,23 @@ class LoadedRun:
         return self.manifest["tasks"]
 
 
+def read_json(path: Path) -> dict[str, Any]:
+    """A run file's JSON object; CheckpointError naming the file when it is not one."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(
+            f"CheckpointError: {path} cannot be read as JSON ({e}). Restore it from a backup "
+            "or train again."
+        ) from None
+    if not isinstance(value, dict):
+        raise CheckpointError(
+            f"CheckpointError: {path} holds a JSON {type(value).__name__}, not an object. "
+            "Restore it from a backup or train again."
+        )
+    return value
+
+
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     """Read and validate ``manifest.json``; CheckpointError says what is missing and the fix."""
     run_dir = Path(run_dir)
