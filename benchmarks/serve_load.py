@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -27,6 +25,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from server import running_server
 
 DATA = Path(__file__).resolve().parents[1] / "../shared/datasets/hymenoptera/val"
 
@@ -96,37 +97,15 @@ def main() -> None:
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--data", type=Path, default=DATA)
     args = p.parse_args()
-    if args.model.endswith(".onnx") and not Path(args.model).is_file():
-        from headstart.export import export_run
-
-        print(f"exporting {Path(args.model).parent} to {args.model} first")
-        export_run(Path(args.model).parent, out=args.model, progress=False)
     paths = sorted(args.data.rglob("*.jpg"))
     images = [p.read_bytes() for p in paths]
-    bin_dir = Path(sys.executable).parent
-    server = subprocess.Popen(
-        [str(bin_dir / "headstart"), "serve", args.model, "--port", str(args.port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ},
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{args.port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            sys.exit(f"server did not start: {server.stderr.read().decode()[-2000:]}")
+    with running_server(args.model, args.port) as (url, _):
         # warm-up: one request per concurrent client, not counted
         asyncio.run(load(url, images, args.concurrency, args.concurrency, 0))
         lat, good, wrong, seconds = asyncio.run(
             load(url, images, args.requests, args.concurrency, args.bad)
         )
         health = httpx.get(url + "/health").json()
-    finally:
-        server.terminate()
-        server.wait(30)
     n_good = sum(good.values())
     served = good[200] / seconds
     five = sum(v for k, v in (good + wrong).items() if k >= 500)

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from server import running_server
 
 SIDE = 6320  # 6320 x 6320 = 39.9 megapixels, just under the server's 40 MP limit
 
@@ -77,28 +77,9 @@ def main() -> None:
     p.add_argument("model", nargs="?", default="runs/demo/model.onnx")
     p.add_argument("--port", type=int, default=8766)
     args = p.parse_args()
-    if args.model.endswith(".onnx") and not Path(args.model).is_file():
-        from headstart.export import export_run
-
-        print(f"exporting {Path(args.model).parent} to {args.model} first")
-        export_run(Path(args.model).parent, out=args.model, progress=False)
     uploads = {name: make() for name, make in UPLOADS.items()}
-    bin_dir = Path(sys.executable).parent
-    server = subprocess.Popen(
-        [str(bin_dir / "headstart"), "serve", args.model, "--port", str(args.port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ},
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{args.port}"
     rows = []
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            sys.exit(f"server did not start: {server.stderr.read().decode()[-2000:]}")
+    with running_server(args.model, args.port) as (url, server):
         small = _jpeg(_plain("RGB").resize((300, 300)))
         for _ in range(3):  # warm-up: allocator pools, the first batch
             httpx.post(url + "/predict", files={"file": ("w.jpg", small)}, timeout=60)
@@ -108,9 +89,6 @@ def main() -> None:
             r = httpx.post(url + "/predict", files={"file": ("x", data)}, timeout=120)
             gain = rss_mb(server.pid, "VmHWM") - idle
             rows.append((name, len(data) / 1e6, r.status_code, gain, r.json()))
-    finally:
-        server.terminate()
-        server.wait(30)
     print(f"server: headstart serve {args.model}; peak RSS gained per upload over idle")
     for name, mb, status, gain, body in rows:
         note = "" if status == 200 else f"  ({body.get('error', '')[:70]})"

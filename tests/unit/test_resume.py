@@ -48,6 +48,15 @@ def _wait_for_epoch(state: Path, proc: subprocess.Popen, epoch: int = 1) -> None
     raise AssertionError("no saved state after 120 s")
 
 
+def _stop_mid_epoch(data: Path, out: Path, signum: int) -> subprocess.Popen:
+    """Start a run and send ``signum`` a little after its first saved epoch (mid-epoch 2)."""
+    proc = _start(data, out)
+    _wait_for_epoch(out / "resume" / "state.json", proc)
+    time.sleep(0.15)  # into the next epoch's steps
+    proc.send_signal(signum)
+    return proc
+
+
 def _weights(run: Path) -> dict:
     return load_file(str(run / "model.safetensors"))
 
@@ -78,11 +87,7 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(
     data: Path, reference: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    proc = _start(data, out)
-    _wait_for_epoch(out / "resume" / "state.json", proc)
-    time.sleep(0.15)  # into the next epoch's steps
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
+    _stop_mid_epoch(data, out, signal.SIGKILL).wait(30)
     assert not (out / "manifest.json").exists()
     # rerunning the original command says how to resume, and does not start over
     again = _start(data, out)
@@ -101,10 +106,7 @@ def test_ctrl_c_stops_after_the_step_saves_and_resumes_bit_identically(
     data: Path, reference: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    proc = _start(data, out)
-    _wait_for_epoch(out / "resume" / "state.json", proc)
-    time.sleep(0.15)
-    proc.send_signal(signal.SIGINT)
+    proc = _stop_mid_epoch(data, out, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     err = " ".join(err.split())
