@@ -41,6 +41,7 @@ class ModelConfig:
     backbone: str = DEFAULT_BACKBONE
     weights: str | None = None  # None: the strategy's default (pretrained, or none for scratch)
     dropout: float = 0.0
+    layers: str = "last"  # "all": the heads read every stage's pooled output (probe only)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ class Classifier(nn.Module):
 
     ``family`` names the stage rules that split the backbone into named stages for freezing
     and per-stage learning rates (``generic``: the whole backbone is one stage).
+    ``layers="all"`` feeds the heads the standardised pooled output of every stage
+    (``headstart.multilayer``) instead of the last stage's features.
 
     The head is sized from the backbone's feature dimension and zero-initialised: its first
     gradients then carry no random signal into a backbone that is being fine-tuned, and the
@@ -41,11 +43,18 @@ class Classifier(nn.Module):
         tasks: Mapping[str, int],
         dropout: float = 0.0,
         family: str = "generic",
+        layers: str = "last",
     ) -> None:
         super().__init__()
         self.family = family  # stage rules for the backbone (see backbones.stages)
         self.backbone = backbone
         self.tail: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.layers = layers
+        if layers == "all":  # pooled features of every stage (see headstart.multilayer)
+            from headstart.multilayer import StageTaps
+
+            self.taps = StageTaps(backbone, family)
+            num_features = self.taps.num_features
         self.tasks = list(tasks)
         self.heads = nn.ModuleDict()
         for task, num_classes in tasks.items():
@@ -56,8 +65,16 @@ class Classifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits per task, each of shape (N, num_classes)."""
-        features = self.backbone(images) if self.tail is None else self.tail(images)
+        if self.tail is not None:
+            features = self.tail(images)
+        else:
+            features = self.taps(images) if self.layers == "all" else self.backbone(images)
         return {task: self.heads[head_key(task)](features) for task in self.tasks}
+
+    @property
+    def num_features(self) -> int:
+        """The width of the heads' input."""
+        return next(iter(self.heads.values()))[-1].in_features
 
     @contextmanager
     def reading_features(self, tail: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:

@@ -16,6 +16,7 @@ TRAIN_OPTIONS: dict[str, str] = {
     "backbone": "model.backbone",
     "weights": "model.weights",
     "dropout": "model.dropout",
+    "layers": "model.layers",
     "strategy": "strategy.name",
     "lr": "strategy.lr",
     "head_lr_mult": "strategy.head_lr_mult",
@@ -112,6 +113,10 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="base learning rate (default: the strategy's own)")
     add_strategy_options(p)
     p.add_argument("--dropout", type=float, help="dropout before the head (0)")
+    p.add_argument(
+        "--layers", choices=["last", "all"],
+        help="probe features: the last stage's (last) or every stage's, pooled (all)",
+    )  # fmt: skip
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--label-smoothing", type=float)

@@ -24,11 +24,12 @@ class Exportable(nn.Module):
     def __init__(self, model: Classifier) -> None:
         super().__init__()
         self.backbone = model.backbone
+        self.taps = model.taps if model.layers == "all" else None
         self.heads = nn.ModuleList([model.heads[head_key(t)] for t in model.tasks])
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Logits per task, each (N, num_classes)."""
-        features = self.backbone(images)
+        features = self.backbone(images) if self.taps is None else self.taps(images)
         return tuple(head(features) for head in self.heads)
 
 

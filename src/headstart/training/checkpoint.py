@@ -149,6 +149,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
             {t: len(c) for t, c in manifest["tasks"].items()},
             float(manifest.get("dropout", 0.0)),
             manifest.get("family", backbone.spec.family),
+            manifest.get("layers", "last"),
         )
         load_model(model, str(weights), strict=True, device=str(device))
     except HeadstartError:

@@ -26,7 +26,9 @@ from headstart.config import TrainConfig
 from headstart.data import DataSplit, ImageDataset, eval_transform, train_transform
 from headstart.data.images import load_rgb
 from headstart.data.transforms import TRAIN_SCALE
+from headstart.errors import ConfigError
 from headstart.finetune import Plan
+from headstart.multilayer import StageTaps
 from headstart.training.device import (
     default_num_workers,
     frozen_pass_workers,
@@ -50,7 +52,9 @@ class Inputs:
         """One line saying what the loop reads."""
         i = self.info
         if i["reads"] == "features":
-            where = "pooled" if i["boundary"] == "pooled" else f"before {i['boundary']}"
+            where = {"pooled": "pooled", MULTI: "every stage's output, average-pooled"}.get(
+                i["boundary"], f"before {i['boundary']}"
+            )
             return (
                 f"inputs: cached features ({where}; "
                 f"{i['computed']} computed, {i['reused']} reused; "
@@ -59,8 +63,13 @@ class Inputs:
         return f"inputs: images ({i['why']})"
 
 
-def feature_cut(backbone: Backbone, plan: Plan) -> tuple[Cut | None, str]:
-    """Where the frozen prefix ends, or None and why the features cannot be cached."""
+def feature_cut(
+    backbone: Backbone, plan: Plan, taps: StageTaps | None = None
+) -> tuple[Cut | None, str]:
+    """Where the frozen prefix ends, or None and why the features cannot be cached. With
+    ``taps`` (a multi-layer probe) the prefix is every stage's pooled output."""
+    if taps is not None:
+        return Cut(taps.raw, Chain([("taps", taps.normalize)]), MULTI), ""
     if len(plan.phases) != 1:
         return None, "the plan changes what is frozen between phases"
     trainable = [s for s, m in plan.phases[0].lr_mult.items() if m > 0]
@@ -86,11 +95,13 @@ def make_inputs(
     generator: torch.Generator,
     cache: Cache | None,
     progress: bool = True,
+    taps: StageTaps | None = None,
 ) -> Inputs:
-    """The loaders a run trains on (see the module docstring for the choice)."""
+    """The loaders a run trains on (see the module docstring for the choice). ``taps``: a
+    multi-layer probe's; their standardisation is fitted on the training features here."""
     prep = backbone.preprocessing
     augment = train_transform(prep, color_jitter=cfg.data.color_jitter)
-    cut, why = feature_cut(backbone, plan) if cache is not None else (None, "--no-cache")
+    cut, why = feature_cut(backbone, plan, taps) if cache is not None else (None, "--no-cache")
     if cut is not None:
         n_rows = len(split.train) * (1 + cfg.data.cached_views) + len(split.val)
         need = n_rows * _output_bytes(cut.prefix, backbone, device)
@@ -126,6 +137,8 @@ def make_inputs(
         n = len(split.train)
         clean = features(split.train + split.val, [eval_transform(prep)], ["clean"])  # one pass
         train_x, val_x = clean[:n], clean[n:]
+        if taps is not None:
+            taps.fit_statistics(train_x[:, 0])
         if len(views) > 1:
             augmented = features(split.train, [augment] * (len(views) - 1), views[1:])
             train_x = torch.cat([train_x, augmented], dim=1)
@@ -140,6 +153,8 @@ def make_inputs(
     workers = cfg.data.num_workers
     if workers is None:  # chosen for this machine (the saved config stays portable)
         workers = default_num_workers(device, decoded=cache is not None)
+    if taps is not None:
+        raise ConfigError(f"ConfigError: --layers all reads cached features, but {why}.")
     info = {"reads": "images", "why": f"features not cached: {why}", "decoded_cache": bool(cache),
             "workers": workers}  # fmt: skip
     if cache is not None:
@@ -154,6 +169,7 @@ def make_inputs(
     )
 
 
+MULTI = "all stages (avg)"  # the boundary name of a multi-layer probe's features
 FEATURE_MEMORY_LIMIT = 2e9  # bytes of cached features held in memory while training
 
 

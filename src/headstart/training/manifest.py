@@ -98,6 +98,7 @@ OPTIONAL: dict[str, Check] = {
     "data": _mapping,
     "best_epoch": _positive_int,
     "class_to_idx": _mapping,
+    "layers": lambda v: None if v in ("last", "all") else "last or all",
 }
 
 

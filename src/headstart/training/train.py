@@ -78,6 +78,14 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"ConfigError: --bn {s.bn!r}; expected one of {', '.join(BN_POLICIES)}.")
     if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1:
         raise ConfigError("ConfigError: --epochs and --batch-size must be at least 1.")
+    if cfg.model.layers not in ("last", "all"):
+        raise ConfigError(f"ConfigError: --layers {cfg.model.layers!r}; expected last or all.")
+    if cfg.model.layers == "all" and (s.name != "probe" or not cfg.data.cache):
+        raise ConfigError(
+            "ConfigError: --layers all is a probe option (a frozen backbone read at every "
+            "stage, from the feature cache): use it with --strategy probe and without "
+            f"--no-cache (got --strategy {s.name}{', --no-cache' if not cfg.data.cache else ''})."
+        )
     if cfg.data.cached_views < 0:
         raise ConfigError("ConfigError: --cached-views must be 0 or more.")
     if not cfg.data.root and not cfg.data.labels:
@@ -165,6 +173,7 @@ def make_objective(cfg: TrainConfig, split: DataSplit) -> Objective:
 
 def _manifest(
     cfg: TrainConfig,
+    model: Classifier,
     backbone: Backbone,
     split: DataSplit,
     plan: Plan,
@@ -179,7 +188,8 @@ def _manifest(
     return {
         "backbone": cfg.model.backbone,
         "weights": backbone.weights,
-        "num_features": backbone.num_features,
+        "num_features": model.num_features,
+        "layers": cfg.model.layers,
         "family": backbone.spec.family,
         "dropout": cfg.model.dropout,
         "tasks": split.tasks,
@@ -286,6 +296,7 @@ def train(
         {task: len(classes) for task, classes in split.tasks.items()},
         cfg.model.dropout,
         backbone.spec.family,
+        cfg.model.layers,
     )
     per_phase = trainable_per_phase(model, plan)
     total = count_parameters(model)
@@ -301,7 +312,8 @@ def train(
         )
     )
 
-    inputs = make_inputs(cfg, backbone, plan, split, device, gen, cache, progress)
+    taps = model.taps if cfg.model.layers == "all" else None
+    inputs = make_inputs(cfg, backbone, plan, split, device, gen, cache, progress, taps)
     echo(inputs.line())
     metrics_path = run_dir / "metrics.jsonl"
     if saved is not None:  # the saved history, not lines written after the state was saved
@@ -345,7 +357,9 @@ def train(
         save_checkpoint(
             run_dir,
             model,
-            _manifest(cfg, backbone, split, plan, result, per_phase, total, inputs, objective),
+            _manifest(
+                cfg, model, backbone, split, plan, result, per_phase, total, inputs, objective
+            ),
         )
     except CheckpointError as e:
         raise CheckpointError(
