@@ -11,8 +11,8 @@ from typing import Literal
 
 from torch import nn
 
-BNPolicy = Literal["frozen", "train", "eval"]
-BN_POLICIES: tuple[str, ...] = ("frozen", "train", "eval")
+BNPolicy = Literal["frozen", "train", "eval", "adapt"]
+BN_POLICIES: tuple[str, ...] = ("frozen", "train", "eval", "adapt")
 
 
 def is_frozen(module: nn.Module) -> bool:
@@ -27,10 +27,13 @@ def apply_bn_policy(model: nn.Module, policy: BNPolicy) -> None:
     * ``frozen``: BatchNorm layers whose parameters are frozen run in eval mode (the default);
     * ``eval``: every BatchNorm layer runs in eval mode, trainable or not (Keras's recipe for
       fine-tuning on small data: affine parameters learn, statistics stay ImageNet's);
-    * ``train``: every BatchNorm layer updates its statistics.
+    * ``train``: every BatchNorm layer updates its statistics;
+    * ``adapt``: statistics re-estimated on the training images before training
+      (``finetune.bn``), then fixed as with ``eval``.
     """
     if policy == "train":
         return
+    fixed = policy in ("eval", "adapt")
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (policy == "eval" or is_frozen(m)):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (fixed or is_frozen(m)):
             m.eval()

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from headstart.backbones import Backbone
 from headstart.backbones.split import Chain, Cut, cut_backbone
 from headstart.backbones.stages import HEAD
-from headstart.cache import Cache, module_digest
+from headstart.cache import Cache, digest_of, module_digest
 from headstart.cache.decoded import DecodedImages
 from headstart.cache.features import FeatureSource, FeatureViews, cached_features
 from headstart.config import TrainConfig
@@ -28,6 +28,9 @@ from headstart.data.images import load_rgb
 from headstart.data.transforms import TRAIN_SCALE
 from headstart.errors import ConfigError
 from headstart.finetune import Plan
+from headstart.finetune.bn import BNShift, adapt_batchnorm, load_statistics
+from headstart.finetune.bn import shift as bn_shift
+from headstart.finetune.bn import statistics as bn_statistics
 from headstart.multilayer import StageTaps
 from headstart.training.device import (
     default_num_workers,
@@ -167,6 +170,43 @@ def make_inputs(
         None,
         info,
     )
+
+
+def adapt_backbone(
+    cfg: TrainConfig,
+    backbone: Backbone,
+    split: DataSplit,
+    device: torch.device,
+    cache: Cache | None,
+    progress: bool = True,
+) -> BNShift:
+    """``--bn adapt``: re-estimate the backbone's BatchNorm statistics on the training
+    images (clean, as evaluation sees them), or take them from the cache, keyed by the
+    weights they start from, the preprocessing and the images' content."""
+    prep = backbone.preprocessing
+    before = bn_statistics(backbone.module)
+    key = None
+    if cache is not None:
+        images = sorted(cache.digest(s.path) for s in split.train)
+        key = digest_of(["bn-adapt", cfg.model.backbone, module_digest(backbone.module),
+                         prep.to_dict(), images])  # fmt: skip
+        found = cache.store("bn").get(key)
+        if found is not None:
+            load_statistics(backbone.module, torch.from_numpy(found))
+            return replace(bn_shift(before, backbone.module), images=len(images), cached=True)
+    read: Callable = DecodedImages(cache, prep).load if cache is not None else load_rgb
+    loader = DataLoader(
+        ImageDataset(split.train, eval_transform(prep), read),
+        batch_size=cfg.optim.batch_size,
+        num_workers=_pass_workers(cfg),
+    )
+    to_device(backbone.module, device)
+    adapt_batchnorm(
+        backbone.module, (images_to(x, device) for x, _ in loader), len(split.train), progress
+    )
+    if cache is not None and key is not None:
+        cache.store("bn").put(key, bn_statistics(backbone.module).numpy())
+    return replace(bn_shift(before, backbone.module), images=len(split.train))
 
 
 MULTI = "all stages (avg)"  # the boundary name of a multi-layer probe's features

@@ -32,7 +32,7 @@ from headstart.plots import plot_training_curves
 from headstart.training.checkpoint import MANIFEST, read_manifest, save_checkpoint
 from headstart.training.device import resolve_device, seed_everything
 from headstart.training.history import EpochStats, FitResult
-from headstart.training.inputs import Inputs, make_inputs
+from headstart.training.inputs import Inputs, adapt_backbone, make_inputs
 from headstart.training.loop import Checkpoints, fit
 from headstart.training.objective import (
     Objective,
@@ -312,6 +312,9 @@ def train(
         )
     )
 
+    if plan.bn == "adapt":  # before any feature is cached: the key includes the new stats
+        adapted = adapt_backbone(cfg, backbone, split, device, cache, progress)
+        echo(adapted.line())
     taps = model.taps if cfg.model.layers == "all" else None
     inputs = make_inputs(cfg, backbone, plan, split, device, gen, cache, progress, taps)
     echo(inputs.line())
