@@ -61,8 +61,11 @@ class StageTaps(nn.Module):
         out = []
         for i, (_, fn) in enumerate(self._parts):
             x = fn(x)
-            if i in self._ends:
-                out.append(x.float().mean((2, 3)) if x.ndim == 4 else x.float().flatten(1))
+            if i in self._ends and x.ndim == 4:
+                std, mean = torch.std_mean(x.float(), dim=(2, 3))
+                out += [mean, std]
+            elif i in self._ends:
+                out.append(x.float().flatten(1))
         return out
 
     def raw(self, images: torch.Tensor) -> torch.Tensor:

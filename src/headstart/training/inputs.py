@@ -55,7 +55,7 @@ class Inputs:
         """One line saying what the loop reads."""
         i = self.info
         if i["reads"] == "features":
-            where = {"pooled": "pooled", MULTI: "every stage's output, average-pooled"}.get(
+            where = {"pooled": "pooled", MULTI: "every stage's output, pooled by mean and std"}.get(
                 i["boundary"], f"before {i['boundary']}"
             )
             return (
@@ -209,7 +209,7 @@ def adapt_backbone(
     return replace(bn_shift(before, backbone.module), images=len(split.train))
 
 
-MULTI = "all stages (avg)"  # the boundary name of a multi-layer probe's features
+MULTI = "all stages (mean, std)"  # the boundary name of a multi-layer probe's features
 FEATURE_MEMORY_LIMIT = 2e9  # bytes of cached features held in memory while training
 
 
