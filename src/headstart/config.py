@@ -42,6 +42,8 @@ class ModelConfig:
     weights: str | None = None  # None: the strategy's default (pretrained, or none for scratch)
     dropout: float = 0.0
     layers: str = "last"  # "all": the heads read every stage's pooled output (probe only)
+    image_size: int | None = None  # None: the weights' own input size
+    crop_pct: float | None = None  # None: the weights' own crop fraction
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class OptimConfig:
 
     epochs: int = 10
     batch_size: int = 32
-    weight_decay: float = 0.01
+    weight_decay: float | None = None  # None: 0.01, or chosen by CV for a multi-layer probe
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.01
     label_smoothing: float = 0.0

@@ -8,7 +8,7 @@ train/eval transforms, exports and the server derive their pixels from.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
@@ -39,6 +39,19 @@ class Preprocessing:
         d["mean"], d["std"] = list(self.mean), list(self.std)
         d["crop_pct"] = round(self.crop_pct, 6)
         return d
+
+    def at_size(self, input_size: int, crop_pct: float | None = None) -> Preprocessing:
+        """The same preprocessing at another input size (``--image-size``), keeping the
+        weights' crop fraction unless ``crop_pct`` is given (1.0: no border is cut, for
+        images framed edge to edge such as solar cells or microscopy tiles).
+
+        >>> Preprocessing(224, 256, "bicubic", (0.5,) * 3, (0.5,) * 3).at_size(300, 1.0).resize_size
+        300
+        """
+        crop = self.crop_pct if crop_pct is None else crop_pct
+        return replace(
+            self, input_size=input_size, resize_size=math.floor(input_size / crop + 1e-6)
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessing:

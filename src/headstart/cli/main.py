@@ -17,6 +17,8 @@ TRAIN_OPTIONS: dict[str, str] = {
     "weights": "model.weights",
     "dropout": "model.dropout",
     "layers": "model.layers",
+    "image_size": "model.image_size",
+    "crop_pct": "model.crop_pct",
     "strategy": "strategy.name",
     "lr": "strategy.lr",
     "head_lr_mult": "strategy.head_lr_mult",
@@ -113,6 +115,11 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="base learning rate (default: the strategy's own)")
     add_strategy_options(p)
     p.add_argument("--dropout", type=float, help="dropout before the head (0)")
+    p.add_argument("--image-size", type=int, metavar="N", help="input size (the weights' own)")
+    p.add_argument(
+        "--crop-pct", type=float, metavar="F",
+        help="centre-crop fraction of the resized image (the weights' own; 1.0 keeps it all)",
+    )  # fmt: skip
     p.add_argument(
         "--layers", choices=["last", "all"],
         help="probe features: the last stage's (last) or every stage's, pooled (all)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from headstart.training.objective import (
     balanced_class_weights,
     check_monitor,
 )
+from headstart.training.regularise import choose_weight_decay
 from headstart.training.run_dir import (
     check_run_dir,
     find_resumable,
@@ -86,6 +87,12 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             "stage, from the feature cache): use it with --strategy probe and without "
             f"--no-cache (got --strategy {s.name}{', --no-cache' if not cfg.data.cache else ''})."
         )
+    if cfg.model.image_size is not None and not 32 <= cfg.model.image_size <= 1024:
+        raise ConfigError(
+            f"ConfigError: --image-size {cfg.model.image_size}; expected 32 to 1024 pixels."
+        )
+    if cfg.model.crop_pct is not None and not 0.3 <= cfg.model.crop_pct <= 1.0:
+        raise ConfigError(f"ConfigError: --crop-pct {cfg.model.crop_pct}; expected 0.3 to 1.0.")
     if cfg.data.cached_views < 0:
         raise ConfigError("ConfigError: --cached-views must be 0 or more.")
     if not cfg.data.root and not cfg.data.labels:
@@ -99,8 +106,12 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         )
     d = DEFAULTS[s.name]
     out = cfg.out or f"runs/{s.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    chosen_later = cfg.model.layers == "all"  # by cross-validation (training.regularise)
     return cfg.with_overrides(
         {
+            "optim.weight_decay": cfg.optim.weight_decay
+            if cfg.optim.weight_decay is not None or chosen_later
+            else DEFAULT_WEIGHT_DECAY,
             "strategy.lr": s.lr if s.lr is not None else d.lr,
             "strategy.bn": s.bn or d.bn,
             "strategy.head_lr_mult": s.head_lr_mult
@@ -110,6 +121,9 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             "out": out,
         }
     )
+
+
+DEFAULT_WEIGHT_DECAY = 0.01
 
 
 def strategy_options(cfg: TrainConfig) -> StrategyOptions:
@@ -272,6 +286,10 @@ def train(
         check_run_dir(final, overwrite)  # before the data scan: refuse at once
     gen = seed_everything(cfg.seed)
     backbone = create_backbone(cfg.model.backbone, cfg.model.weights)  # fails fast on a bad name
+    if cfg.model.image_size or cfg.model.crop_pct:
+        backbone.preprocessing = backbone.preprocessing.at_size(
+            cfg.model.image_size or backbone.preprocessing.input_size, cfg.model.crop_pct
+        )
     plan = plan_for(cfg, backbone)  # and on bad strategy options
     cache = Cache(cfg.data.cache_dir) if cfg.data.cache else None
     split = split or load_data(cfg, cache)
@@ -304,7 +322,8 @@ def train(
     echo(
         f"model: {cfg.model.backbone} (weights: {backbone.weights}), strategy {plan.name}, "
         f"trains {per_phase[0]:,}{later} of {total:,} parameters, lr {cfg.strategy.lr:g}, "
-        f"bn {plan.bn}, device {device}"
+        f"bn {plan.bn}, input {backbone.preprocessing.input_size} px "
+        f"(resized to {backbone.preprocessing.resize_size}), device {device}"
         + (
             "; heads " + ", ".join(f"{t} ({len(c)} classes)" for t, c in split.tasks.items())
             if split.multitask
@@ -318,6 +337,14 @@ def train(
     taps = model.taps if cfg.model.layers == "all" else None
     inputs = make_inputs(cfg, backbone, plan, split, device, gen, cache, progress, taps)
     echo(inputs.line())
+    choice = None
+    if cfg.optim.weight_decay is None:  # a multi-layer probe: chosen on the training features
+        choice = choose_weight_decay(
+            model, plan, inputs.train.dataset, inputs.tail, cfg.optim,  # type: ignore[arg-type]
+            cfg.strategy.lr, device, objective, cfg.seed,  # type: ignore[arg-type]
+        )  # fmt: skip
+        echo(choice.line())
+    optim = replace(cfg.optim, weight_decay=choice.weight_decay) if choice else cfg.optim
     metrics_path = run_dir / "metrics.jsonl"
     if saved is not None:  # the saved history, not lines written after the state was saved
         history = saved.info["history"]
@@ -344,7 +371,7 @@ def train(
                 plan,
                 inputs.train,
                 inputs.val,
-                cfg.optim,
+                optim,
                 cfg.strategy.lr,  # type: ignore[arg-type]
                 device,
                 on_epoch=on_epoch,
@@ -360,9 +387,15 @@ def train(
         save_checkpoint(
             run_dir,
             model,
-            _manifest(
-                cfg, model, backbone, split, plan, result, per_phase, total, inputs, objective
-            ),
+            {
+                **_manifest(
+                    cfg, model, backbone, split, plan, result, per_phase, total, inputs, objective
+                ),
+                "weight_decay": optim.weight_decay,
+                "weight_decay_cv": {str(k): v for k, v in choice.scores.items()}
+                if choice
+                else None,
+            },
         )
     except CheckpointError as e:
         raise CheckpointError(
