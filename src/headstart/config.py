@@ -61,6 +61,9 @@ class StrategyConfig:
     probe_epochs: int | None = None  # lp-ft: epochs of the probe phase
 
 
+DEFAULT_WEIGHT_DECAY = 0.01
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     """AdamW, warmup + cosine schedule, regularisation and early stopping."""
@@ -76,6 +79,11 @@ class OptimConfig:
     task_weights: dict[str, float] | None = None  # loss weight per task (None: 1 each)
     class_weights: str | None = None  # "balanced": per-task class weights n / (k * n_c)
     monitor: str = "mean"  # best epoch by the mean task accuracy, or by one task's
+
+    @property
+    def decay(self) -> float:
+        """The weight decay in force (:data:`DEFAULT_WEIGHT_DECAY` unless set or chosen)."""
+        return DEFAULT_WEIGHT_DECAY if self.weight_decay is None else self.weight_decay
 
 
 @dataclass(frozen=True)

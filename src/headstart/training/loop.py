@@ -178,7 +178,7 @@ def fit(
         # optimizer has the same groups in the same order; then load the saved values.
         for phase in plan.phases[: saved.phase + 1]:
             optimizer = enter_phase(
-                model, optimizer, phase, lr, optim.weight_decay,
+                model, optimizer, phase, lr, optim.decay,
                 phase.start_epoch * steps_per_epoch,
             )  # fmt: skip
         st = saved.restore(model, optimizer, scaler, changing, optim.patience)
@@ -192,7 +192,7 @@ def fit(
             if _phase_index(plan, epoch) != st.phase:
                 st.phase = _phase_index(plan, epoch)
                 optimizer = enter_phase(
-                    model, optimizer, plan.phases[st.phase], lr, optim.weight_decay, st.step
+                    model, optimizer, plan.phases[st.phase], lr, optim.decay, st.step
                 )
             assert optimizer is not None
             trainable = [p for g in optimizer.param_groups for p in g["params"]]

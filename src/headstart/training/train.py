@@ -15,7 +15,7 @@ from torch import nn
 from headstart.backbones import Backbone, count_parameters, create_backbone
 from headstart.backbones.stages import DEFAULT_UNFREEZE_FROM
 from headstart.cache import Cache, digest_of, file_digest, module_digest
-from headstart.config import TrainConfig, load_config, save_config
+from headstart.config import DEFAULT_WEIGHT_DECAY, TrainConfig, load_config, save_config
 from headstart.data import DataSplit, load_split, load_table_split
 from headstart.errors import CheckpointError, ConfigError, Interrupted
 from headstart.finetune import (
@@ -121,9 +121,6 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             "out": out,
         }
     )
-
-
-DEFAULT_WEIGHT_DECAY = 0.01
 
 
 def strategy_options(cfg: TrainConfig) -> StrategyOptions:
