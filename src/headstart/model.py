@@ -50,6 +50,7 @@ class Classifier(nn.Module):
         self.backbone = backbone
         self.tail: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.layers = layers
+        self.temperature: dict[str, float] = {}  # per task, from `evaluate --calibrate`
         if layers == "all":  # pooled features of every stage (see headstart.multilayer)
             from headstart.multilayer import StageTaps
 
@@ -69,7 +70,10 @@ class Classifier(nn.Module):
             features = self.tail(images)
         else:
             features = self.taps(images) if self.layers == "all" else self.backbone(images)
-        return {task: self.heads[head_key(task)](features) for task in self.tasks}
+        out = {task: self.heads[head_key(task)](features) for task in self.tasks}
+        for task, t in self.temperature.items():  # temperature scaling: same argmax
+            out[task] = out[task] / t
+        return out
 
     @property
     def num_features(self) -> int:

@@ -147,9 +147,20 @@ def inspect(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    """``headstart evaluate``."""
+    """``headstart evaluate`` (``--calibrate``: fit and store a temperature first)."""
     from headstart.evaluation import evaluate_run
 
+    if args.calibrate:
+        from headstart.evaluation.temperature import calibrate_run
+
+        fits = calibrate_run(args.run, batch_size=args.batch_size, device=args.device,
+                             progress=not args.no_progress)  # fmt: skip
+        for fit in fits:
+            print(fit.line())
+        print(
+            f"stored in {args.run}/manifest.json: evaluate, predict and serve apply it; "
+            "export again to carry it into an ONNX file.\n"
+        )
     ev = evaluate_run(
         args.run,
         args.data,

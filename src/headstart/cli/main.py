@@ -276,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--tta", action="store_true", help="average ten crops per image (and compare)")
     p.add_argument(
+        "--calibrate", action="store_true",
+        help="fit a temperature per task on the run's validation logits and store it",
+    )  # fmt: skip
+    p.add_argument(
         "--no-analysis",
         action="store_true",
         help="skip the pass over the training images (likely label errors, near-duplicates)",

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from scipy.special import logsumexp
 from torch.utils.data import DataLoader
 
 from headstart.backbones import Preprocessing
@@ -228,12 +229,25 @@ def _probabilities(
     progress: bool,
 ) -> tuple[Probabilities, dict[str, np.ndarray]]:
     """Softmax probabilities and targets per task."""
+    logits, targets = _logits(model, samples, transform, read, device=device,
+                              batch_size=batch_size, progress=progress)  # fmt: skip
+    return {t: np.exp(v - logsumexp(v, axis=1, keepdims=True)) for t, v in logits.items()}, targets
+
+
+def _logits(
+    model: Any,
+    samples: Sequence[Sample],
+    transform: Transform,
+    read: Callable[[Path], Image.Image],
+    *,
+    device: Any,
+    batch_size: int,
+    progress: bool,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Logits (as the model gives them, temperature included) and targets per task."""
     loader = DataLoader(ImageDataset(samples, transform, read), batch_size=batch_size)
     logits, targets = collect_logits(model, loader, device, progress=progress)
-    return (
-        {t: v.softmax(1).numpy() for t, v in logits.items()},
-        {t: v.numpy() for t, v in targets.items()},
-    )
+    return {t: v.numpy() for t, v in logits.items()}, {t: v.numpy() for t, v in targets.items()}
 
 
 def _display(path: Path, root: Path | None) -> str:

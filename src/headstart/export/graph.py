@@ -26,11 +26,15 @@ class Exportable(nn.Module):
         self.backbone = model.backbone
         self.taps = model.taps if model.layers == "all" else None
         self.heads = nn.ModuleList([model.heads[head_key(t)] for t in model.tasks])
+        self.scale = [1.0 / model.temperature.get(t, 1.0) for t in model.tasks]
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Logits per task, each (N, num_classes)."""
         features = self.backbone(images) if self.taps is None else self.taps(images)
-        return tuple(head(features) for head in self.heads)
+        return tuple(
+            head(features) if s == 1.0 else head(features) * s
+            for head, s in zip(self.heads, self.scale)
+        )
 
 
 def model_id(run: LoadedRun) -> str:

@@ -161,6 +161,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
             "run folder from a backup."
         ) from None
     check_finite(model, weights)
+    model.temperature = {t: float(v) for t, v in (manifest.get("temperature") or {}).items()}
     model.eval()
     return LoadedRun(run_dir, model, manifest)
 

@@ -99,6 +99,11 @@ OPTIONAL: dict[str, Check] = {
     "best_epoch": _positive_int,
     "class_to_idx": _mapping,
     "layers": lambda v: None if v in ("last", "all") else "last or all",
+    "temperature": lambda v: (
+        None
+        if isinstance(v, dict) and all(_number(t) is None and t > 0 for t in v.values())
+        else "a mapping of task to a positive number"
+    ),
 }
 
 

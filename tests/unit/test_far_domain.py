@@ -1,0 +1,162 @@
+"""Tools for data far from ImageNet: multi-layer probe, BatchNorm re-estimation, input size,
+temperature scaling. Tiny models and generated images: the mechanics, not the accuracy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from headstart.backbones import create_backbone
+from headstart.cli.main import main
+from headstart.evaluation.calibration import calibration
+from headstart.evaluation.temperature import cross_fitted_ece, fit_temperature
+from headstart.finetune.bn import adapt_batchnorm, batchnorms, statistics
+from headstart.multilayer import StageTaps
+from headstart.training import load_run
+from tests.conftest import TINY
+from tests.unit.conftest import FAST
+
+TRAIN = ["--no-progress", "train", *FAST[:-1], "--epochs", "2"]
+
+
+def test_taps_read_every_stage() -> None:
+    bb = create_backbone(TINY, "none")
+    taps = StageTaps(bb.module, bb.spec.family).eval()
+    stages = list(bb.stages())
+    assert taps.stage_names == stages  # one tap at the end of every stage
+    x = torch.randn(2, 3, 64, 64)
+    before = taps.raw(x)
+    assert before.shape == (2, taps.num_features) == (2, sum(taps.dims))
+    with torch.no_grad():  # change only the first block: the early features must move
+        next(bb.module.blocks[0].parameters()).mul_(2)
+    moved = (taps.raw(x) - before).abs().amax(0) > 0
+    first = taps.dims[0] + taps.dims[1]  # the stem's mean and std
+    assert not moved[:first].any() and moved[first : first + taps.dims[2]].any()
+
+
+def test_taps_standardise_with_the_training_statistics() -> None:
+    bb = create_backbone(TINY, "none")
+    taps = StageTaps(bb.module, bb.spec.family).eval()
+    raw = taps.raw(torch.randn(16, 3, 64, 64))
+    taps.fit_statistics(raw)
+    z = taps.normalize(raw)
+    assert torch.allclose(z.mean(0), torch.zeros(z.shape[1]), atol=1e-4)
+    assert torch.isfinite(z).all()
+
+
+def test_a_multilayer_probe_trains_saves_loads_and_exports(
+    trainval_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    assert main([*TRAIN, str(trainval_dataset), "--layers", "all", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["layers"] == "all" and manifest["weight_decay"] in (0.01, 0.1, 1.0, 10.0)
+    assert set(manifest["weight_decay_cv"]) == {"0.01", "0.1", "1.0", "10.0"}
+    run = load_run(out)
+    assert run.model.num_features == run.model.taps.num_features == manifest["num_features"]
+    assert float(run.model.taps.std.min()) > 0 and bool(run.model.taps.mean.abs().sum() > 0)
+    assert main(["--no-progress", "export", str(out)]) == 0  # verified against PyTorch
+
+
+@pytest.mark.parametrize("strategy", ["finetune", "partial"])
+def test_multilayer_is_a_probe_option(
+    strategy: str, trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = [*TRAIN, str(trainval_dataset), "--layers", "all", "--strategy", strategy,
+            "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main(argv) == 2
+    assert "--layers all is a probe option" in capsys.readouterr().err
+
+
+def test_adapt_recomputes_batchnorm_statistics_then_keeps_them() -> None:
+    bb = create_backbone(TINY, "none")
+    before = statistics(bb.module)
+    images = [torch.randn(8, 3, 64, 64) * 3 + 1 for _ in range(3)]
+    adapt_batchnorm(bb.module, images, progress=False)
+    after = statistics(bb.module)
+    assert not torch.allclose(before, after)
+    assert all(not m.training for m in batchnorms(bb.module))
+    # the first BatchNorm follows the stem convolution: its new running mean is the mean of
+    # that convolution's output over every batch (a cumulative average of equal batches)
+    first = batchnorms(bb.module)[0]
+    with torch.no_grad():
+        conv = torch.cat([bb.module.conv_stem(x) for x in images])
+    assert torch.allclose(first.running_mean, conv.mean((0, 2, 3)), atol=1e-4)
+
+
+def test_bn_adapt_trains_with_the_adapted_statistics_fixed(
+    trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    argv = [*TRAIN, str(trainval_dataset), "--strategy", "finetune", "--bn", "adapt",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "bn: statistics of" in printed and "re-estimated on 32 training images" in printed
+    saved = load_file(str(out / "model.safetensors"))
+    # recompute the adaptation alone: training must not have moved the statistics
+    from headstart.data import ImageDataset, eval_transform, load_split
+
+    from headstart.training.device import seed_everything
+
+    seed_everything(0)  # as train() does before it creates the (randomly initialised) backbone
+    bb = create_backbone(TINY, "none")
+    split = load_split(trainval_dataset)
+    ds = ImageDataset(split.train, eval_transform(bb.preprocessing))
+    batches = [torch.stack([ds[i][0] for i in range(j, min(j + 8, len(ds)))])
+               for j in range(0, len(ds), 8)]  # fmt: skip
+    adapt_batchnorm(bb.module, batches, progress=False)
+    name = next(k for k in saved if k.endswith("running_mean"))
+    ours = bb.module.state_dict()[name.removeprefix("backbone.")]
+    assert torch.allclose(saved[name], ours, atol=1e-5)
+
+
+def test_image_size_reaches_the_manifest_and_the_export(
+    trainval_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    argv = [*TRAIN, str(trainval_dataset), "--image-size", "96", "--crop-pct", "1.0",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    prep = load_run(out).manifest["preprocessing"]
+    assert (prep["input_size"], prep["resize_size"]) == (96, 96)
+    assert main(["--no-progress", "export", str(out)]) == 0
+    meta = json.loads((out / "model.onnx.json").read_text())
+    assert meta["input"]["shape"] == ["batch", 3, 96, 96]
+    assert meta["verification"]["images"] == 12
+
+
+def test_temperature_lowers_the_ece_of_an_overconfident_model() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 3000)
+    guess = np.where(rng.random(3000) < 0.7, y, rng.integers(0, 3, 3000))
+    logits = np.eye(3)[guess] * 8.0 + rng.normal(0, 0.5, (3000, 3))  # 70% right, ~100% sure
+    t = fit_temperature(logits, y)
+    assert t > 2
+    before = calibration(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), y).ece
+    assert cross_fitted_ece(logits, y) < before / 3
+
+
+def test_calibrate_stores_a_temperature_that_predict_and_export_apply(
+    trained_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = load_run(trained_run)
+    raw = run.model(torch.zeros(1, 3, 160, 160))["class"]
+    assert main(["--no-progress", "evaluate", str(trained_run), "--calibrate",
+                 "--no-analysis"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "temperature" in out and "cross-fitted halves" in out
+    t = json.loads((trained_run / "manifest.json").read_text())["temperature"]["class"]
+    scaled = load_run(trained_run).model(torch.zeros(1, 3, 160, 160))["class"]
+    assert torch.allclose(scaled, raw / t, atol=1e-5)
+    assert main(["--no-progress", "export", str(trained_run)]) == 0
+    from headstart.export import load_engine
+
+    x = np.zeros((1, 3, 160, 160), dtype=np.float32)
+    onnx_logits = load_engine(trained_run / "model.onnx").logits(x)["class"]
+    assert np.allclose(onnx_logits, (raw / t).detach().numpy(), atol=1e-4)
