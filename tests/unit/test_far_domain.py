@@ -101,7 +101,6 @@ def test_bn_adapt_trains_with_the_adapted_statistics_fixed(
     saved = load_file(str(out / "model.safetensors"))
     # recompute the adaptation alone: training must not have moved the statistics
     from headstart.data import ImageDataset, eval_transform, load_split
-
     from headstart.training.device import seed_everything
 
     seed_everything(0)  # as train() does before it creates the (randomly initialised) backbone

@@ -37,6 +37,7 @@ TRAIN_OPTIONS: dict[str, str] = {
     "patience": "optim.patience",
     "val_fraction": "data.val_fraction",
     "color_jitter": "data.color_jitter",
+    "augment": "data.augment",
     "workers": "data.num_workers",
     "cache": "data.cache",
     "cache_dir": "data.cache_dir",
@@ -131,6 +132,10 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs")
     p.add_argument("--val-fraction", type=float, help="held-out fraction when splitting (0.2)")
     p.add_argument("--color-jitter", type=float, help="colour-jitter strength (0 = off)")
+    p.add_argument(
+        "--augment", choices=["photo", "aerial", "texture", "none"],
+        help="augmentation preset and TTA symmetry: photo, or orientation-free aerial/texture",
+    )  # fmt: skip
     p.add_argument("--workers", type=int, help="DataLoader workers (default from core count)")
     p.add_argument(
         "--labels", metavar="CSV", help="labels CSV: an image column + a column per task"

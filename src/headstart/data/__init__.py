@@ -1,15 +1,17 @@
 """Data: folder scanning and audit, splits, image loading and transforms."""
 
+from headstart.data.augment import PRESETS, TTA_VIEWS, train_transform, tta_transform
 from headstart.data.dataset import ImageDataset
 from headstart.data.images import load_rgb, to_rgb
 from headstart.data.scan import FolderScan, Sample, audit_image, scan_folder
 from headstart.data.split import DataSplit, load_split, load_table_split, stratified_split
 from headstart.data.table import DEFAULT_TASK, MISSING, LabelTable, read_labels_csv
-from headstart.data.transforms import TTA_VIEWS, eval_transform, train_transform, tta_transform
+from headstart.data.transforms import eval_transform
 
 __all__ = [
     "DEFAULT_TASK",
     "MISSING",
+    "PRESETS",
     "TTA_VIEWS",
     "DataSplit",
     "FolderScan",

@@ -294,7 +294,7 @@ def evaluate_run(
         probs, _ = _probabilities(
             model,
             samples,
-            tta_transform(prep),
+            tta_transform(prep, run.augment),
             read,
             **{**kw, "batch_size": max(1, batch_size // 4)},
         )
@@ -343,7 +343,7 @@ def evaluate_run(
         source=source,
         tasks=results,
         skipped=skipped,
-        tta=TTA_VIEWS if tta else None,
+        tta=TTA_VIEWS[run.augment] if tta else None,
         train_images=len(train_samples),
         train_skipped=[tuple(s) for s in split.get("skipped", [])] if split else [],
         duplicates=duplicates,

@@ -73,7 +73,7 @@ class Predictor:
         self.device = resolve_device(device)
         self.model = to_device(run.model, self.device).eval()
         self.transform = eval_transform(run.preprocessing)
-        self.tta_transform = tta_transform(run.preprocessing)
+        self.tta_transform = tta_transform(run.preprocessing, run.augment)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "auto") -> Predictor:

@@ -75,6 +75,11 @@ class LoadedRun:
         return Preprocessing.from_dict(self.manifest["preprocessing"])
 
     @property
+    def augment(self) -> str:
+        """The augmentation preset the model was trained with (its TTA symmetry group)."""
+        return self.manifest.get("augment", "photo")
+
+    @property
     def tasks(self) -> dict[str, list[str]]:
         """Class names per task."""
         return self.manifest["tasks"]

@@ -24,8 +24,8 @@ from headstart.cache.decoded import DecodedImages
 from headstart.cache.features import FeatureSource, FeatureViews, cached_features
 from headstart.config import TrainConfig
 from headstart.data import DataSplit, ImageDataset, eval_transform, train_transform
+from headstart.data.augment import SCALES
 from headstart.data.images import load_rgb
-from headstart.data.transforms import TRAIN_SCALE
 from headstart.errors import ConfigError
 from headstart.finetune import Plan
 from headstart.finetune.bn import BNShift, adapt_batchnorm, load_statistics
@@ -103,7 +103,7 @@ def make_inputs(
     """The loaders a run trains on (see the module docstring for the choice). ``taps``: a
     multi-layer probe's; their standardisation is fitted on the training features here."""
     prep = backbone.preprocessing
-    augment = train_transform(prep, color_jitter=cfg.data.color_jitter)
+    augment = train_transform(prep, preset=cfg.data.augment, color_jitter=cfg.data.color_jitter)
     cut, why = feature_cut(backbone, plan, taps) if cache is not None else (None, "--no-cache")
     if cut is not None:
         n_rows = len(split.train) * (1 + cfg.data.cached_views) + len(split.val)
@@ -114,7 +114,9 @@ def make_inputs(
         source = FeatureSource(
             cfg.model.backbone, module_digest(backbone.module), prep.to_dict(), cut.boundary
         )
-        recipe = {"scale": TRAIN_SCALE, "color_jitter": cfg.data.color_jitter}
+        recipe = {"scale": SCALES.get(cfg.data.augment), "color_jitter": cfg.data.color_jitter}
+        if cfg.data.augment != "photo":  # photo's recipe keeps the key it always had
+            recipe["preset"] = cfg.data.augment
         views: list[Any] = ["clean"] + [["aug", i, recipe] for i in range(cfg.data.cached_views)]
         to_device(backbone.module, device).eval()
         stats = {"computed": 0, "reused": 0}

@@ -98,6 +98,9 @@ OPTIONAL: dict[str, Check] = {
     "data": _mapping,
     "best_epoch": _positive_int,
     "class_to_idx": _mapping,
+    "augment": lambda v: (
+        None if v in ("photo", "aerial", "texture", "none") else "photo, aerial, texture or none"
+    ),
     "layers": lambda v: None if v in ("last", "all") else "last or all",
     "temperature": lambda v: (
         None

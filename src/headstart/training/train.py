@@ -16,7 +16,7 @@ from headstart.backbones import Backbone, count_parameters, create_backbone
 from headstart.backbones.stages import DEFAULT_UNFREEZE_FROM
 from headstart.cache import Cache, digest_of, file_digest, module_digest
 from headstart.config import DEFAULT_WEIGHT_DECAY, TrainConfig, load_config, save_config
-from headstart.data import DataSplit, load_split, load_table_split
+from headstart.data import PRESETS, DataSplit, load_split, load_table_split
 from headstart.errors import CheckpointError, ConfigError, Interrupted
 from headstart.finetune import (
     BN_POLICIES,
@@ -93,6 +93,10 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         )
     if cfg.model.crop_pct is not None and not 0.3 <= cfg.model.crop_pct <= 1.0:
         raise ConfigError(f"ConfigError: --crop-pct {cfg.model.crop_pct}; expected 0.3 to 1.0.")
+    if cfg.data.augment not in PRESETS:
+        raise ConfigError(
+            f"ConfigError: --augment {cfg.data.augment!r}; expected one of {', '.join(PRESETS)}."
+        )
     if cfg.data.cached_views < 0:
         raise ConfigError("ConfigError: --cached-views must be 0 or more.")
     if not cfg.data.root and not cfg.data.labels:
@@ -209,6 +213,7 @@ def _manifest(
         "class_weights": cfg.optim.class_weights,
         "monitor": objective.monitor,
         "preprocessing": backbone.preprocessing.to_dict(),
+        "augment": cfg.data.augment,
         "strategy": {
             "name": cfg.strategy.name,
             "lr": cfg.strategy.lr,
