@@ -26,6 +26,7 @@ class DataConfig:
     val_fraction: float = 0.2
     color_jitter: float = 0.0
     augment: str = "photo"  # photo | aerial | texture | none (see data.augment)
+    sampler: str = "shuffle"  # "balanced": every class equally often (first task's classes)
     num_workers: int | None = None  # None: chosen from the core count
     cache: bool = True  # feature, decoded-image and audit caches (see headstart.cache)
     cache_dir: str | None = None  # None: $HEADSTART_CACHE, else the user cache folder

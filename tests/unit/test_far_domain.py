@@ -159,3 +159,76 @@ def test_calibrate_stores_a_temperature_that_predict_and_export_apply(
     x = np.zeros((1, 3, 160, 160), dtype=np.float32)
     onnx_logits = load_engine(trained_run / "model.onnx").logits(x)["class"]
     assert np.allclose(onnx_logits, (raw / t).detach().numpy(), atol=1e-4)
+
+
+def test_orientation_free_tta_is_the_symmetry_group_of_the_square() -> None:
+    from PIL import Image
+
+    from headstart.backbones import Preprocessing
+    from headstart.data import tta_transform
+
+    prep = Preprocessing(32, 32, "bilinear", (0.0,) * 3, (1.0,) * 3)
+    arr = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    views = tta_transform(prep, "texture")(Image.fromarray(arr))
+    assert views.shape == (8, 3, 32, 32)
+    x = torch.from_numpy(arr).permute(2, 0, 1).float() / 255
+    group = [torch.rot90(x, k, (1, 2)) for k in range(4)]
+    group += [g.flip(2) for g in group]
+    for g in group:  # every symmetry present exactly
+        assert any(torch.allclose(v, g, atol=1e-6) for v in views)
+    assert tta_transform(prep, "photo")(Image.fromarray(arr)).shape[0] == 10
+
+
+def test_texture_augmentation_rotates_and_keeps_grey_levels() -> None:
+    from PIL import Image
+
+    from headstart.backbones import Preprocessing
+    from headstart.data import train_transform
+
+    prep = Preprocessing(32, 32, "bilinear", (0.0,) * 3, (1.0,) * 3)
+    grey = Image.fromarray(np.tile(np.arange(32, dtype=np.uint8)[None, :] * 8, (32, 1))).convert(
+        "RGB"
+    )
+    t = train_transform(prep, preset="texture")
+    torch.manual_seed(0)
+    outs = [t(grey) for _ in range(40)]
+    assert all(torch.allclose(o[0], o[1]) and torch.allclose(o[1], o[2]) for o in outs)
+    horizontal = [bool((o[0, :, -1] - o[0, :, 0]).mean() > 0.3) for o in outs]
+    vertical = [bool((o[0, -1, :] - o[0, 0, :]).mean().abs() > 0.3) for o in outs]
+    assert any(horizontal) and any(vertical)  # the ramp turned by 90 degrees at times
+
+
+def test_a_balanced_sampler_draws_every_class_equally_often() -> None:
+    from headstart.training.order import SeededOrder, balanced_weights
+
+    targets = [0] * 90 + [1] * 10
+    order = SeededOrder(100, torch.Generator().manual_seed(0), balanced_weights(targets))
+    drawn = [targets[i] for _ in range(20) for i, _ in order]
+    assert 0.4 < float(np.mean(drawn)) < 0.6  # not 0.1
+
+
+def test_grayscale_data_is_recognised(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from headstart.data import load_split
+    from headstart.data.split import grayscale_note
+
+    for c, level in (("dark", 60), ("light", 190)):
+        for i in range(4):
+            p = tmp_path / c / f"{i}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (40, 40), level + i).save(p)
+    note = grayscale_note(load_split(tmp_path, 0.5, 0))
+    assert note is not None and "grayscale (4 of 4 sampled)" in note
+
+
+def test_the_result_prints_recall_per_class(
+    trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = [*TRAIN, str(trainval_dataset), "--class-weights", "balanced", "--sampler",
+            "balanced", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main(argv) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("recall per class: blue ") and "red " in last and "(macro " in last
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert len(manifest["metrics"]["val_recall"]["class"]) == 2

@@ -38,6 +38,7 @@ TRAIN_OPTIONS: dict[str, str] = {
     "val_fraction": "data.val_fraction",
     "color_jitter": "data.color_jitter",
     "augment": "data.augment",
+    "sampler": "data.sampler",
     "workers": "data.num_workers",
     "cache": "data.cache",
     "cache_dir": "data.cache_dir",
@@ -149,6 +150,10 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         help="loss weight per task, e.g. type=1,defect=2 (1 each)",
     )
     p.add_argument("--class-weights", choices=["balanced"], help="per-task class weights")
+    p.add_argument(
+        "--sampler", choices=["shuffle", "balanced"],
+        help="training order: shuffled (default), or class-balanced draws with replacement",
+    )  # fmt: skip
     p.add_argument("--monitor", metavar="mean|TASK", help="best epoch by mean task acc (mean)")
     p.add_argument(
         "--cache-dir",

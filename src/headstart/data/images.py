@@ -78,6 +78,17 @@ def open_rgb(image: Image.Image) -> Image.Image:
     return to_rgb(ImageOps.exif_transpose(reduce_for_decoding(image)))
 
 
+def is_grayscale(path: str | Path) -> bool:
+    """True when the file holds no colour: a grey-level mode, or RGB whose three channels
+    agree on a small thumbnail (JPEG chroma noise of a few levels tolerated)."""
+    with Image.open(path) as image:
+        if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
+            return True
+        image.draft("RGB", (64, 64))
+        small = np.asarray(image.convert("RGB").resize((32, 32)), dtype=np.int16)
+    return bool(np.abs(small - small.mean(2, keepdims=True)).max() <= 4)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode to RGB without surprises.
 

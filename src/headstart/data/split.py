@@ -116,6 +116,22 @@ def checked(split: DataSplit, cache: Cache | None) -> DataSplit:
     return split
 
 
+def grayscale_note(split: DataSplit, sample: int = 32) -> str | None:
+    """A note when the training images (``sample`` of them, evenly spaced) are grayscale."""
+    from headstart.data.images import is_grayscale
+
+    step = max(1, len(split.train) // sample)
+    picked = split.train[::step][:sample]
+    grey = sum(is_grayscale(s.path) for s in picked)
+    if picked and grey == len(picked):
+        return (
+            f"note: the images are grayscale ({grey} of {grey} sampled): colour carries nothing "
+            "here, so colour jitter would only add noise; for cells, microscopy or textures "
+            "try --augment texture"
+        )
+    return None
+
+
 def _rel(path: Path, root: Path) -> str:
     try:
         return str(path.relative_to(root))

@@ -20,6 +20,7 @@ class EpochStats:
     val_acc_per_task: dict[str, float] = field(default_factory=dict)  # val_acc selects on it
     val_acc_ci: tuple[float, float] | None = None  # 95% Wilson interval when val_acc is one task's
     val_n: int = 0  # validation images labelled for the task(s) val_acc is on
+    val_recall: dict[str, list[float | None]] = field(default_factory=dict)  # per task, class
 
     def to_dict(self) -> dict[str, float]:
         """JSON-ready dict."""

@@ -38,7 +38,7 @@ from headstart.training.device import (
     images_to,
     to_device,
 )
-from headstart.training.order import SeededOrder
+from headstart.training.order import SeededOrder, balanced_weights
 
 
 @dataclass
@@ -232,11 +232,17 @@ def _pass_workers(cfg: TrainConfig) -> int:
 def _loader(
     ds: Dataset, cfg: TrainConfig, shuffle: bool, gen: torch.Generator, workers: int
 ) -> DataLoader:
-    """Training (``shuffle``) loaders draw a :class:`SeededOrder` from ``gen`` each epoch."""
+    """Training (``shuffle``) loaders draw a :class:`SeededOrder` from ``gen`` each epoch
+    (class-balanced draws with ``--sampler balanced``)."""
+    weights = None
+    if shuffle and cfg.data.sampler == "balanced":
+        monitor = cfg.optim.monitor if cfg.optim.monitor != "mean" else None
+        targets = getattr(ds, "targets", None) or [s.target for s in ds.samples]  # type: ignore[attr-defined]
+        weights = balanced_weights(targets, monitor)
     return DataLoader(
         ds,
         batch_size=cfg.optim.batch_size,
-        sampler=SeededOrder(len(ds), gen) if shuffle else None,  # type: ignore[arg-type]
+        sampler=SeededOrder(len(ds), gen, weights) if shuffle else None,  # type: ignore[arg-type]
         num_workers=workers,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,

@@ -256,6 +256,7 @@ def fit(
             val_loss = plain.loss(logits, targets)
             val_counts = objective.counts(logits, targets)
             val_acc = _accuracy(val_counts)
+            recall = objective.recall(logits, targets)
             one = objective.monitor if objective.monitor in val_counts else None
             if one is None and len(val_counts) == 1:
                 one = next(iter(val_counts))
@@ -272,6 +273,7 @@ def fit(
                 val_acc_per_task=val_acc,
                 val_acc_ci=ci,
                 val_n=int(val_counts[one][1]) if one else len(next(iter(targets.values()))),
+                val_recall=recall,
             )
             st.history.append(stats)
             decision = st.stopper.update(stats.val_acc, epoch, stats.val_loss)

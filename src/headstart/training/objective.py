@@ -66,6 +66,22 @@ class Objective:
             out[task] = torch.stack([correct, labelled.sum()])
         return out
 
+    @staticmethod
+    def recall(
+        logits: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
+    ) -> dict[str, list[float | None]]:
+        """Per task, the recall of each class over its labelled samples (None for a class
+        with none): the minority classes' figures an accuracy hides."""
+        out: dict[str, list[float | None]] = {}
+        for task, y in targets.items():
+            k = logits[task].shape[1]
+            labelled = y != MISSING
+            y, hit = y[labelled], logits[task].argmax(1)[labelled] == y[labelled]
+            total = torch.bincount(y, minlength=k)
+            correct = torch.bincount(y[hit], minlength=k)
+            out[task] = [(int(c) / int(n)) if int(n) else None for c, n in zip(correct, total)]
+        return out
+
     def select(self, accuracy: Mapping[str, float]) -> float:
         """The number that picks the best epoch: the mean task accuracy, or one task's."""
         if self.monitor == MEAN:

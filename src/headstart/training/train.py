@@ -17,6 +17,7 @@ from headstart.backbones.stages import DEFAULT_UNFREEZE_FROM
 from headstart.cache import Cache, digest_of, file_digest, module_digest
 from headstart.config import DEFAULT_WEIGHT_DECAY, TrainConfig, load_config, save_config
 from headstart.data import PRESETS, DataSplit, load_split, load_table_split
+from headstart.data.split import grayscale_note
 from headstart.errors import CheckpointError, ConfigError, Interrupted
 from headstart.finetune import (
     BN_POLICIES,
@@ -230,6 +231,7 @@ def _manifest(
             "val_acc_ci_method": "Wilson score interval, 95%",
             "val_n": best.val_n,
             "val_acc_per_task": best.val_acc_per_task,
+            "val_recall": best.val_recall,
             "val_loss": best.val_loss,
             "train_acc": best.train_acc,
             "train_loss": best.train_loss,
@@ -296,6 +298,9 @@ def train(
     cache = Cache(cfg.data.cache_dir) if cfg.data.cache else None
     split = split or load_data(cfg, cache)
     objective = make_objective(cfg, split)
+    grey = grayscale_note(split)
+    if grey and grey not in split.notes:
+        split.notes.append(grey)
     echo(split.summary())
     device = resolve_device(cfg.device)
     fingerprint = _fingerprint(split, backbone, cache)
@@ -419,7 +424,20 @@ def train(
         f"best val_acc {best.val_acc:.4f}{interval} at epoch {result.best_epoch} "
         f"({result.stop_reason}); saved {run_dir}/"
     )
+    echo(recall_line(best.val_recall, split.tasks))
     return TrainResult(run_dir, cfg, split, result, per_phase, total)
+
+
+def recall_line(recall: dict[str, list[float | None]], tasks: dict[str, list[str]]) -> str:
+    """Per-class recall at the best epoch, task by task, with the macro average: what the
+    accuracy of an imbalanced set hides."""
+    parts = []
+    for task, values in recall.items():
+        shown = [f"{c} {v:.3f}" for c, v in zip(tasks[task], values) if v is not None]
+        known = [v for v in values if v is not None]
+        macro = f" (macro {sum(known) / len(known):.3f})" if known else ""
+        parts.append(("" if len(recall) == 1 else f"{task}: ") + ", ".join(shown) + macro)
+    return "recall per class: " + "; ".join(parts)
 
 
 def resume_run(
