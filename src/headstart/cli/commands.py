@@ -157,6 +157,11 @@ def evaluate(args: argparse.Namespace) -> int:
                              progress=not args.no_progress)  # fmt: skip
         for fit in fits:
             print(fit.line())
+            if fit.ece_after >= fit.ece_before:
+                print(
+                    "  note: the cross-fitted ECE did not fall: the model was already about as "
+                    "well calibrated as a temperature can make it (the NLL still fell)."
+                )
         print(
             f"stored in {args.run}/manifest.json: evaluate, predict and serve apply it; "
             "export again to carry it into an ONNX file.\n"
