@@ -218,19 +218,9 @@ def image_reader(prep: Preprocessing) -> Callable[[Path], Image.Image]:
         return load_rgb
 
 
-def _probabilities(
-    model: Any,
-    samples: Sequence[Sample],
-    transform: Transform,
-    read: Callable[[Path], Image.Image],
-    *,
-    device: Any,
-    batch_size: int,
-    progress: bool,
-) -> tuple[Probabilities, dict[str, np.ndarray]]:
-    """Softmax probabilities and targets per task."""
-    logits, targets = _logits(model, samples, transform, read, device=device,
-                              batch_size=batch_size, progress=progress)  # fmt: skip
+def _probabilities(*args: Any, **kwargs: Any) -> tuple[Probabilities, dict[str, np.ndarray]]:
+    """Softmax probabilities and targets per task (arguments as :func:`_logits`)."""
+    logits, targets = _logits(*args, **kwargs)
     return {t: np.exp(v - logsumexp(v, axis=1, keepdims=True)) for t, v in logits.items()}, targets
 
 
