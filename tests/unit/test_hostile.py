@@ -338,6 +338,7 @@ def test_a_pickled_pt2_is_never_loaded(tmp_path: Path, capsys: pytest.CaptureFix
     assert "does not load" in err and "ONNX export" in err and not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch, about the payload
 def test_a_pickled_weights_file_runs_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     marker = tmp_path / "pwned"
     weights = tmp_path / "evil.pth"
