@@ -38,8 +38,12 @@ class Exportable(nn.Module):
 
 
 def model_id(run: LoadedRun) -> str:
-    """``RUNNAME-<first 12 hex of the weights file's SHA-256>``: names exactly these weights."""
-    digest = hashlib.sha256((run.run_dir / "model.safetensors").read_bytes()).hexdigest()
+    """``RUNNAME-<first 12 hex of the weights file's SHA-256>``: names exactly these weights
+    (the manifest's digest, which loading checked; older runs' files are hashed here)."""
+    digest = (
+        run.manifest.get("weights_sha256")
+        or hashlib.sha256((run.run_dir / "model.safetensors").read_bytes()).hexdigest()
+    )
     return f"{run.run_dir.resolve().name}-{digest[:12]}"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,12 @@ class EpochStats:
     def to_dict(self) -> dict[str, float]:
         """JSON-ready dict."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EpochStats:
+        """Inverse of :meth:`to_dict` (a ``metrics.jsonl`` line, a saved state's history)."""
+        ci = d.get("val_acc_ci")
+        return cls(**{**d, "val_acc_ci": tuple(ci) if ci else None})
 
     def line(self, epochs: int) -> str:
         """The one-line summary printed after each epoch."""

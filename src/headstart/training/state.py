@@ -205,10 +205,7 @@ class SavedState:
         stopper.best = i["stopper"]["best"]
         stopper.best_epoch = i["stopper"]["best_epoch"]
         stopper.best_loss = i["stopper"]["best_loss"]
-        history = []
-        for h in i["history"]:
-            ci = h.get("val_acc_ci")
-            history.append(EpochStats(**{**h, "val_acc_ci": tuple(ci) if ci else None}))
+        history = [EpochStats.from_dict(h) for h in i["history"]]
         return LoopState(
             epoch=i["epoch"],
             batch=i["batch"],

@@ -361,7 +361,7 @@ def train(
             + (f", {saved.info['batch']} step(s) into the next" if saved.info["batch"] else "")
         )
         for h in history:
-            echo(EpochStats(**{**h, "val_acc_ci": h.get("val_acc_ci")}).line(cfg.optim.epochs))
+            echo(EpochStats.from_dict(h).line(cfg.optim.epochs))
 
     def on_epoch(stats: EpochStats) -> None:
         with metrics_path.open("a") as f:
@@ -495,7 +495,7 @@ def finished_result(
         )
     manifest = read_manifest(run_dir)
     history = [
-        EpochStats(**{**h, "val_acc_ci": tuple(h["val_acc_ci"]) if h.get("val_acc_ci") else None})
+        EpochStats.from_dict(h)
         for h in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
     ]
     cache = Cache(cfg.data.cache_dir) if cfg.data.cache else None
