@@ -252,28 +252,12 @@ def fit(
             bar.close()
             train_seconds = st.seconds + time.perf_counter() - start
 
-            logits, targets = collect_logits(model, val_loader, device)
-            val_loss = plain.loss(logits, targets)
-            val_counts = objective.counts(logits, targets)
-            val_acc = _accuracy(val_counts)
-            recall = objective.recall(logits, targets)
-            one = objective.monitor if objective.monitor in val_counts else None
-            if one is None and len(val_counts) == 1:
-                one = next(iter(val_counts))
-            ci = wilson_interval(*val_counts[one].tolist()) if one else None
-            stats = EpochStats(
-                epoch=epoch + 1,
-                train_loss=float(st.loss_sum) / max(st.seen, 1),
-                train_acc=float(np.mean(list(_accuracy(st.counts).values()))),
-                val_loss=float(val_loss),
-                val_acc=objective.select(val_acc),
+            stats = _validate(model, val_loader, device, objective, plain, st, epoch + 1)
+            stats = replace(
+                stats,
                 lr=max(g["lr"] for g in optimizer.param_groups),
                 seconds=st.seconds + time.perf_counter() - start,
                 train_seconds=train_seconds,
-                val_acc_per_task=val_acc,
-                val_acc_ci=ci,
-                val_n=int(val_counts[one][1]) if one else len(next(iter(targets.values()))),
-                val_recall=recall,
             )
             st.history.append(stats)
             decision = st.stopper.update(stats.val_acc, epoch, stats.val_loss)
@@ -294,6 +278,39 @@ def fit(
 
     model.load_state_dict(st.best_state, strict=False)
     return FitResult(st.history, st.stopper.best_epoch + 1, st.reason)
+
+
+def _validate(
+    model: nn.Module,
+    val_loader: DataLoader,
+    device: torch.device,
+    objective: Objective,
+    plain: Objective,
+    st: LoopState,
+    epoch: int,
+) -> EpochStats:
+    """The epoch's figures: the training sums in ``st`` and a pass over the validation
+    images (loss without class weights or smoothing, accuracy with its Wilson interval when
+    it is one task's, recall per class); timing and LR are the caller's to fill in."""
+    logits, targets = collect_logits(model, val_loader, device)
+    val_counts = objective.counts(logits, targets)
+    val_acc = _accuracy(val_counts)
+    one = objective.monitor if objective.monitor in val_counts else None
+    if one is None and len(val_counts) == 1:
+        one = next(iter(val_counts))
+    return EpochStats(
+        epoch=epoch,
+        train_loss=float(st.loss_sum) / max(st.seen, 1),
+        train_acc=float(np.mean(list(_accuracy(st.counts).values()))),
+        val_loss=float(plain.loss(logits, targets)),
+        val_acc=objective.select(val_acc),
+        lr=0.0,
+        seconds=0.0,
+        val_acc_per_task=val_acc,
+        val_acc_ci=wilson_interval(*val_counts[one].tolist()) if one else None,
+        val_n=int(val_counts[one][1]) if one else len(next(iter(targets.values()))),
+        val_recall=objective.recall(logits, targets),
+    )
 
 
 def _skip_batches(loader: DataLoader, batches: int) -> None:
