@@ -4,13 +4,18 @@ On images far from ImageNet (solar cells, microscopy, textures) the last stage's
 are the wrong abstraction, while earlier stages still describe edges, blobs and textures
 well. Head2Toe (Evci et al., ICML 2022) showed that a linear head over features taken from
 every layer matches fine-tuning on average across VTAB, and beats it on tasks far from
-ImageNet. Here each stage's output is average-pooled over space, every feature is
-standardised with the training images' mean and standard deviation (so stages of 16 and of
-1,280 channels speak on one scale), and the stages are concatenated.
+ImageNet. Here each stage's output is pooled over space by its mean and standard deviation,
+every feature is standardised with the training images' mean and standard deviation (so
+stages of 16 and of 1,280 channels speak on one scale), and the stages are concatenated.
+
+Which stages the head reads is chosen on the training data (``training.regularise``): on
+photos like ImageNet's the last stage alone is the better abstraction and the others only
+add ways to overfit a few hundred images, so :meth:`StageTaps.use_top` zeroes the features
+of all but the last k stages (the head's weights on them then stay zero).
 
 The taps hold only the standardisation buffers; the backbone's modules stay where they are,
 so parameter names and checkpoints keep their shape (``backbone.*``, ``heads.*``, and
-``taps.mean`` / ``taps.std``).
+``taps.mean`` / ``taps.std`` / ``taps.keep``).
 """
 
 from __future__ import annotations
@@ -48,9 +53,26 @@ class StageTaps(nn.Module):
         with torch.no_grad():
             dims = [t.shape[1] for t in self._pooled(torch.zeros(1, 3, 64, 64))]
         backbone.train(was_training)
-        self.dims = dims
+        self.dims = dims  # features per stage, in order
         self.register_buffer("mean", torch.zeros(sum(dims)))
         self.register_buffer("std", torch.ones(sum(dims)))
+        self.register_buffer("keep", torch.ones(sum(dims)))  # 1: the stage is read, 0: not
+
+    @property
+    def stages_used(self) -> list[str]:
+        """The names of the stages whose features the head reads."""
+        out, offset = [], 0
+        for name, d in zip(self.stage_names, self.dims, strict=True):
+            if bool(self.keep[offset : offset + d].any()):
+                out.append(name)
+            offset += d
+        return out
+
+    def use_top(self, k: int) -> None:
+        """Read only the last ``k`` stages (all of them when ``k`` is their number)."""
+        first = sum(self.dims[: max(0, len(self.dims) - k)])
+        self.keep.zero_()
+        self.keep[first:] = 1.0
 
     @property
     def num_features(self) -> int:
@@ -63,7 +85,7 @@ class StageTaps(nn.Module):
             x = fn(x)
             if i in self._ends and x.ndim == 4:
                 std, mean = torch.std_mean(x.float(), dim=(2, 3))
-                out += [mean, std]
+                out.append(torch.cat([mean, std], dim=1))
             elif i in self._ends:
                 out.append(x.float().flatten(1))
         return out
@@ -73,8 +95,9 @@ class StageTaps(nn.Module):
         return torch.cat(self._pooled(images), dim=1)
 
     def normalize(self, features: torch.Tensor) -> torch.Tensor:
-        """Standardise raw concatenated features with the stored training statistics."""
-        return (features - self.mean) / self.std
+        """Standardise raw concatenated features with the stored training statistics; the
+        features of stages not read are zero."""
+        return (features - self.mean) / self.std * self.keep
 
     def fit_statistics(self, features: torch.Tensor) -> None:
         """Set the standardisation from raw training features (N, D); constant features

@@ -18,6 +18,9 @@ from headstart.evaluation.temperature import cross_fitted_ece, fit_temperature
 from headstart.finetune.bn import adapt_batchnorm, batchnorms, statistics
 from headstart.multilayer import StageTaps
 from headstart.training import load_run
+from headstart.training.lbfgs import fit_heads
+from headstart.training.objective import Objective
+from headstart.training.regularise import PENALTIES, pick, stage_counts
 from tests.conftest import TINY
 from tests.unit.conftest import FAST
 
@@ -35,8 +38,8 @@ def test_taps_read_every_stage() -> None:
     with torch.no_grad():  # change only the first block: the early features must move
         next(bb.module.blocks[0].parameters()).mul_(2)
     moved = (taps.raw(x) - before).abs().amax(0) > 0
-    first = taps.dims[0] + taps.dims[1]  # the stem's mean and std
-    assert not moved[:first].any() and moved[first : first + taps.dims[2]].any()
+    first = taps.dims[0]  # the stem's mean and std
+    assert not moved[:first].any() and moved[first : first + taps.dims[1]].any()
 
 
 def test_taps_standardise_with_the_training_statistics() -> None:
@@ -55,12 +58,62 @@ def test_a_multilayer_probe_trains_saves_loads_and_exports(
     out = tmp_path / "run"
     assert main([*TRAIN, str(trainval_dataset), "--layers", "all", "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["layers"] == "all" and manifest["weight_decay"] in (0.01, 0.1, 1.0, 10.0)
-    assert set(manifest["weight_decay_cv"]) == {"0.01", "0.1", "1.0", "10.0"}
+    assert manifest["layers"] == "all" and manifest["head_cv"]["l2"] in PENALTIES
+    cv = manifest["head_cv"]
+    tried = {(c["stages"], c["l2"]) for c in cv["scores"]}
+    n = len(create_backbone(TINY, "none").stages())
+    assert tried == {(k, l2) for k in stage_counts(n) for l2 in PENALTIES}
     run = load_run(out)
     assert run.model.num_features == run.model.taps.num_features == manifest["num_features"]
+    assert run.model.taps.stages_used == manifest["stages_read"]
+    assert len(manifest["stages_read"]) == cv["stages"]  # the saved model reads what was chosen
     assert float(run.model.taps.std.min()) > 0 and bool(run.model.taps.mean.abs().sum() > 0)
     assert main(["--no-progress", "export", str(out)]) == 0  # verified against PyTorch
+
+
+def test_use_top_zeroes_the_features_of_the_stages_not_read() -> None:
+    bb = create_backbone(TINY, "none")
+    taps = StageTaps(bb.module, bb.spec.family).eval()
+    raw = taps.raw(torch.randn(4, 3, 64, 64)) + 1.0
+    taps.use_top(1)
+    z = taps.normalize(raw)
+    last = taps.dims[-1]
+    assert taps.stages_used == taps.stage_names[-1:]
+    assert not z[:, :-last].any() and z[:, -last:].abs().sum() > 0
+    taps.use_top(len(taps.dims))
+    assert taps.stages_used == taps.stage_names and taps.normalize(raw)[:, 0].abs().sum() > 0
+
+
+def test_the_lbfgs_head_is_scikit_learns_logistic_regression() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from headstart.model import Classifier
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(120, 6, generator=gen, dtype=torch.float64)
+    y = (x[:, :3] @ torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64) > 0).long()
+    y[x[:, 3] > 1.0] = 2  # a third class
+    model = Classifier(torch.nn.Identity(), 6, {"class": 3}).double()
+    l2 = 0.05
+    fit_heads(model, x, {"class": y}, Objective(), l2, max_iter=500)
+    ref = LogisticRegression(C=1 / (l2 * len(y)), tol=1e-10, max_iter=10_000).fit(x, y)
+    head = model.heads["class"][-1]
+    # the softmax is unchanged by a constant added to every class: compare centred weights
+    ours = head.weight.detach() - head.weight.detach().mean(0)
+    theirs = torch.as_tensor(ref.coef_) - torch.as_tensor(ref.coef_).mean(0)
+    assert torch.allclose(ours, theirs, atol=1e-4)
+    probs = torch.softmax(head(x), 1).detach().numpy()
+    assert np.allclose(probs, ref.predict_proba(x.numpy()), atol=1e-4)
+
+
+def test_the_one_standard_error_rule_prefers_fewer_stages() -> None:
+    # within noise (1 point on 200 images): the last stage alone; clearly better: more stages
+    assert pick({(1, 1.0): 0.90, (5, 0.1): 0.91, (9, 0.1): 0.915}, 200) == (1, 1.0)
+    assert pick({(1, 1.0): 0.70, (5, 0.1): 0.74, (9, 0.1): 0.78}, 2000) == (9, 0.1)
+    # the middle set when it is within one error of the best and the last alone is not
+    assert pick({(1, 1.0): 0.70, (5, 0.1): 0.775, (9, 0.1): 0.78}, 2000) == (5, 0.1)
+    # among one stage set's decays, the best, ties to the stronger
+    assert pick({(1, 0.1): 0.8, (1, 10.0): 0.8, (1, 1.0): 0.79}, 100) == (1, 10.0)
 
 
 @pytest.mark.parametrize("strategy", ["finetune", "partial"])

@@ -159,7 +159,6 @@ def fit(
     state is resumed first: on a CPU the final weights are bit-identical to a run that was
     never stopped (the data order and augmentations follow ``train_loader.generator``)."""
     objective = objective or Objective(smoothing=optim.label_smoothing)
-    plain = replace(objective, class_weights={}, smoothing=0.0)  # validation loss
     to_device(model, device)
     amp = device.type == "cuda"  # float16 autocast + loss scaling on GPUs; fp32 elsewhere
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
@@ -252,7 +251,11 @@ def fit(
             bar.close()
             train_seconds = st.seconds + time.perf_counter() - start
 
-            stats = _validate(model, val_loader, device, objective, plain, st, epoch + 1)
+            stats = validation_stats(
+                model, val_loader, device, objective, epoch + 1,
+                float(st.loss_sum) / max(st.seen, 1),
+                float(np.mean(list(_accuracy(st.counts).values()))),
+            )  # fmt: skip
             stats = replace(
                 stats,
                 lr=max(g["lr"] for g in optimizer.param_groups),
@@ -280,18 +283,19 @@ def fit(
     return FitResult(st.history, st.stopper.best_epoch + 1, st.reason)
 
 
-def _validate(
+def validation_stats(
     model: nn.Module,
     val_loader: DataLoader,
     device: torch.device,
     objective: Objective,
-    plain: Objective,
-    st: LoopState,
     epoch: int,
+    train_loss: float,
+    train_acc: float,
 ) -> EpochStats:
-    """The epoch's figures: the training sums in ``st`` and a pass over the validation
+    """An epoch's figures: the given training figures and a pass over the validation
     images (loss without class weights or smoothing, accuracy with its Wilson interval when
     it is one task's, recall per class); timing and LR are the caller's to fill in."""
+    plain = replace(objective, class_weights={}, smoothing=0.0)
     logits, targets = collect_logits(model, val_loader, device)
     val_counts = objective.counts(logits, targets)
     val_acc = _accuracy(val_counts)
@@ -300,8 +304,8 @@ def _validate(
         one = next(iter(val_counts))
     return EpochStats(
         epoch=epoch,
-        train_loss=float(st.loss_sum) / max(st.seen, 1),
-        train_acc=float(np.mean(list(_accuracy(st.counts).values()))),
+        train_loss=train_loss,
+        train_acc=train_acc,
         val_loss=float(plain.loss(logits, targets)),
         val_acc=objective.select(val_acc),
         lr=0.0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from headstart.training.objective import (
     balanced_class_weights,
     check_monitor,
 )
-from headstart.training.regularise import choose_weight_decay
+from headstart.training.regularise import fit_probe_head
 from headstart.training.run_dir import (
     check_run_dir,
     find_resumable,
@@ -87,6 +87,11 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             "ConfigError: --layers all is a probe option (a frozen backbone read at every "
             "stage, from the feature cache): use it with --strategy probe and without "
             f"--no-cache (got --strategy {s.name}{', --no-cache' if not cfg.data.cache else ''})."
+        )
+    if cfg.model.layers == "all" and cfg.optim.weight_decay is not None:
+        raise ConfigError(
+            "ConfigError: --layers all fits its head to convergence with an L2 penalty chosen "
+            "by cross-validation on the training features; leave out --weight-decay."
         )
     if cfg.model.image_size is not None and not 32 <= cfg.model.image_size <= 1024:
         raise ConfigError(
@@ -344,14 +349,6 @@ def train(
     taps = model.taps if cfg.model.layers == "all" else None
     inputs = make_inputs(cfg, backbone, plan, split, device, gen, cache, progress, taps)
     echo(inputs.line())
-    choice = None
-    if cfg.optim.weight_decay is None:  # a multi-layer probe: chosen on the training features
-        choice = choose_weight_decay(
-            model, plan, inputs.train.dataset, inputs.tail, cfg.optim,  # type: ignore[arg-type]
-            cfg.strategy.lr, device, objective, cfg.seed,  # type: ignore[arg-type]
-        )  # fmt: skip
-        echo(choice.line())
-    optim = replace(cfg.optim, weight_decay=choice.weight_decay) if choice else cfg.optim
     metrics_path = run_dir / "metrics.jsonl"
     if saved is not None:  # the saved history, not lines written after the state was saved
         history = saved.info["history"]
@@ -363,32 +360,41 @@ def train(
         for h in history:
             echo(EpochStats.from_dict(h).line(cfg.optim.epochs))
 
-    def on_epoch(stats: EpochStats) -> None:
+    def on_epoch(stats: EpochStats, epochs: int = cfg.optim.epochs) -> None:
         with metrics_path.open("a") as f:
             f.write(json.dumps(stats.to_dict()) + "\n")
-        echo(stats.line(cfg.optim.epochs))
+        echo(stats.line(epochs))
 
     def save(st: LoopState, model: nn.Module, optimizer: Any, scaler: Any) -> None:
         save_state(run_dir, st, model, optimizer, scaler, fingerprint)
 
-    with model.reading_features(inputs.tail) if inputs.tail else nullcontext():
-        try:
-            result = fit(
-                model,
-                plan,
-                inputs.train,
-                inputs.val,
-                optim,
-                cfg.strategy.lr,  # type: ignore[arg-type]
-                device,
-                on_epoch=on_epoch,
-                progress=progress,
-                objective=objective,
-                checkpoints=Checkpoints(save, saved),
-            )
-        except Interrupted as e:
-            hint = f"{e}; saved in {run_dir}. Continue with: {resume_hint(final)}"
-            raise Interrupted(hint) from None
+    choice = None
+    if taps is not None and inputs.tail is not None:  # a multi-layer probe: seconds, no epochs
+        result, choice = fit_probe_head(
+            model, taps, inputs.train.dataset, inputs.val, inputs.tail,  # type: ignore[arg-type]
+            objective, device, cfg.seed,
+        )  # fmt: skip
+        echo(choice.line())
+        on_epoch(result.history[0], 1)
+    else:
+        with model.reading_features(inputs.tail) if inputs.tail else nullcontext():
+            try:
+                result = fit(
+                    model,
+                    plan,
+                    inputs.train,
+                    inputs.val,
+                    cfg.optim,
+                    cfg.strategy.lr,  # type: ignore[arg-type]
+                    device,
+                    on_epoch=on_epoch,
+                    progress=progress,
+                    objective=objective,
+                    checkpoints=Checkpoints(save, saved),
+                )
+            except Interrupted as e:
+                hint = f"{e}; saved in {run_dir}. Continue with: {resume_hint(final)}"
+                raise Interrupted(hint) from None
     model.cpu()
     try:
         save_checkpoint(
@@ -398,10 +404,9 @@ def train(
                 **_manifest(
                     cfg, model, backbone, split, plan, result, per_phase, total, inputs, objective
                 ),
-                "weight_decay": optim.weight_decay,
-                "weight_decay_cv": {str(k): v for k, v in choice.scores.items()}
-                if choice
-                else None,
+                "weight_decay": None if choice else cfg.optim.weight_decay,
+                "head_cv": choice.to_dict() if choice else None,
+                "stages_read": taps.stages_used if taps is not None else None,
             },
         )
     except CheckpointError as e:
