@@ -61,6 +61,7 @@ class StrategyConfig:
     stage_lr: dict[str, float] | None = None  # finetune: LR multiplier per stage
     unfreeze_every: int | None = None  # gradual: epochs between unfreezing steps
     probe_epochs: int | None = None  # lp-ft: epochs of the probe phase
+    warm_head: bool = True  # backbone-training strategies: fit the head on cached features first
 
 
 DEFAULT_WEIGHT_DECAY = 0.01

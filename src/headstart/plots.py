@@ -147,3 +147,31 @@ def plot_image_grid(
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def plot_lr_find(test: Any, path: Path, title: str = "") -> Path:
+    """The range test: loss (raw and smoothed) against the base LR on a log axis, with the
+    pick, the steepest fall and the minimum marked and the rule written under the title."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot(test.lrs, test.losses, color="lightgrey", lw=1, label="loss per step")
+    ax.plot(test.lrs, test.smoothed, color="C0", lw=2, label="smoothed")
+    for lr, style, name in (
+        (test.minimum, ":", "minimum"),
+        (test.steepest, "--", "steepest fall"),
+        (test.pick, "-", "pick"),
+    ):
+        ax.axvline(lr, color="C3" if name == "pick" else "grey", ls=style, lw=1.5,
+                   label=f"{name} {lr:.2g}")  # fmt: skip
+    ax.set_xscale("log")
+    top = max(test.smoothed[: max(1, test.smoothed.index(min(test.smoothed)) + 1)]) * 1.5
+    ax.set_ylim(min(test.smoothed) * 0.8, max(top, min(test.smoothed) * 1.2))
+    ax.set_xlabel("base learning rate (every group at its multiplier)")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"{title}\npick: {test.rule}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

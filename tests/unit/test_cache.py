@@ -19,7 +19,7 @@ from headstart.data import Sample, audit_image, eval_transform, load_rgb, train_
 from headstart.evaluation import evaluate_run
 from headstart.training import train
 from headstart.training.inputs import feature_cut
-from headstart.training.train import plan_for, resolve_config
+from headstart.training.setup import plan_for, resolve_config
 from tests.conftest import TINY, make_image, make_trainval
 
 

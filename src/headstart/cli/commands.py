@@ -50,6 +50,33 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def lr_find(args: argparse.Namespace) -> int:
+    """``headstart lr-find``: the range test's curve, pick and rule; no run is trained."""
+    from datetime import datetime
+    from pathlib import Path
+
+    from headstart.training.setup import build_model, find_lr, prepare_data, resolve_config
+
+    args.strategy = args.strategy or "finetune"
+    cfg = resolve_config(config_from_args(args))
+    out = Path(args.out or f"runs/lr-find-{datetime.now():%Y%m%d-%H%M%S}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"ConfigError: cannot create --out {out}: {e.strerror}.") from None
+    progress = not args.no_progress
+    ready = prepare_data(cfg)
+    built = build_model(cfg, ready, progress=progress)
+    test = find_lr(cfg, ready, built, progress=progress, out=out)
+    (out / "lr_find.json").write_text(json.dumps(test.to_dict(), indent=1))
+    data = f"--labels {cfg.data.labels}" if cfg.data.labels else str(cfg.data.root)
+    print(
+        f"\ntrain with it: headstart train {data} --strategy {ready.plan.name} --lr {test.pick:.2g}"
+    )
+    print(f"wrote {out / 'lr_find.png'} and {out / 'lr_find.json'}")
+    return 0
+
+
 def compare(args: argparse.Namespace) -> int:
     """``headstart compare``: one table, compare.json and compare.png."""
     from datetime import datetime
@@ -122,7 +149,7 @@ def inspect(args: argparse.Namespace) -> int:
     from headstart.finetune import DEFAULTS
     from headstart.finetune.describe import describe, format_table
     from headstart.model import DEFAULT_TASK, Classifier
-    from headstart.training.train import plan_for
+    from headstart.training.setup import plan_for
 
     strategy = StrategyConfig(
         name=args.strategy, lr=args.lr, head_lr_mult=args.head_lr_mult, bn=args.bn,

@@ -32,6 +32,7 @@ TRAIN_OPTIONS: dict[str, str] = {
     "batch_size": "optim.batch_size",
     "weight_decay": "optim.weight_decay",
     "warmup_epochs": "optim.warmup_epochs",
+    "warm_head": "strategy.warm_head",
     "label_smoothing": "optim.label_smoothing",
     "grad_clip": "optim.grad_clip",
     "patience": "optim.patience",
@@ -79,6 +80,19 @@ stage_lr_arg = name_values_arg("STAGE=MULT", "layer3=0.1,layer4=1,head=10")
 task_weights_arg = name_values_arg("TASK=WEIGHT", "type=1,defect=2")
 
 
+def lr_arg(text: str) -> float | str:
+    """``--lr``: a positive number, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number or auto") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number >= 0 or auto")
+    return value
+
+
 def tasks_arg(text: str) -> list[str]:
     """Parse ``type,defect`` into a list of task names (argparse type)."""
     names = [t.strip() for t in text.split(",") if t.strip()]
@@ -101,6 +115,10 @@ def add_strategy_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--unfreeze-every", type=int, metavar="K", help="gradual: epochs per stage")
     p.add_argument("--probe-epochs", type=int, help="lp-ft: epochs of the probe phase")
+    p.add_argument(
+        "--warm-head", action=argparse.BooleanOptionalAction, default=None,
+        help="strategies that train the backbone: fit the head on cached features first (on)",
+    )  # fmt: skip
 
 
 def add_training_options(p: argparse.ArgumentParser) -> None:
@@ -114,7 +132,10 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="base learning rate (default: the strategy's own)")
+    p.add_argument(
+        "--lr", type=lr_arg, metavar="LR|auto",
+        help="base learning rate (default: the strategy's own; auto: the range test's pick)",
+    )  # fmt: skip
     add_strategy_options(p)
     p.add_argument("--dropout", type=float, help="dropout before the head (0)")
     p.add_argument("--image-size", type=int, metavar="N", help="input size (the weights' own)")
@@ -207,6 +228,20 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=commands.train)
 
 
+def _lr_find_parser(sub: argparse._SubParsersAction) -> None:
+    p = _data_command(
+        sub,
+        "lr-find",
+        "learning-rate range test for a strategy: loss against LR, and a pick",
+        "Smith's range test on DATA_DIR with the strategy's real parameter groups; writes "
+        "lr_find.png and lr_find.json into --out.",
+    )
+    p.add_argument("--strategy", help=f"{' | '.join(STRATEGIES)} (default finetune)")
+    add_training_options(p)
+    p.add_argument("--out", metavar="DIR", help="folder for lr_find.png and lr_find.json")
+    p.set_defaults(func=commands.lr_find)
+
+
 def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p = _data_command(
         sub,
@@ -271,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _train_parser(sub)
+    _lr_find_parser(sub)
     _compare_parser(sub)
     _cv_parser(sub)
     _inspect_parser(sub)

@@ -15,6 +15,7 @@ from headstart.finetune import STRATEGIES
 from headstart.plots import plot_comparison
 from headstart.tables import text_table
 from headstart.training import train
+from headstart.training.verdict import below_probe
 
 BACKBONE_TRAINING = ("partial", "finetune", "gradual", "lp-ft")
 
@@ -98,27 +99,8 @@ def verdict(rows: Sequence[CompareRow], n_val: int) -> list[str]:
     probe = by_name.get("probe")
     for name in BACKBONE_TRAINING:
         r = by_name.get(name)
-        if probe is None or r is None or r.final_val_acc >= probe.final_val_acc:
-            continue
-        gap = 100 * (probe.final_val_acc - r.final_val_acc)
-        images = round(gap / one_image)
-        lines.append(
-            f"{name} ended below the probe ({r.final_val_acc:.2%} vs {probe.final_val_acc:.2%}, "
-            f"{images} of {n_val} images)."
-        )
-        cause = (
-            f"the backbone learning rate ({r.lr:g}) is too high for this backbone and data, so "
-            "fine-tuning erodes the pretrained features (catastrophic forgetting). Fix: lower "
-            f"--lr (e.g. --lr {r.lr / 10:g}), keep BatchNorm statistics (--bn eval), or use "
-            "lp-ft (probe first, then fine-tune)."
-        )
-        if images <= 2:
-            lines.append(
-                "  That is within noise, so prefer the cheaper probe here. A larger gap would "
-                f"mean {cause}"
-            )
-        else:
-            lines.append(f"  Likely cause: {cause}")
+        if probe is not None and r is not None:
+            lines += below_probe(name, r.final_val_acc, probe.final_val_acc, n_val, r.lr)
     return lines
 
 

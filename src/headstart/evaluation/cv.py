@@ -161,7 +161,8 @@ def cross_validate(
     """Train every strategy on every fold (shared folds); write ``cv.json``. ``resume``:
     keep folds that finished, continue the interrupted one (see ``train``)."""
     from headstart.cache import Cache
-    from headstart.training.train import load_data, train
+    from headstart.training.setup import load_data
+    from headstart.training.train import train
 
     cache = Cache(cfg.data.cache_dir) if cfg.data.cache else None
     base = load_data(cfg, cache)

@@ -117,7 +117,7 @@ def pick(scores: dict[tuple[int, float], float], images: int) -> tuple[int, floa
 
 def choose_head(
     model: nn.Module,
-    taps: StageTaps,
+    taps: StageTaps | None,
     raw: torch.Tensor,
     targets: Sequence[int | Mapping[str, int]],
     objective: Objective,
@@ -127,7 +127,8 @@ def choose_head(
 ) -> Choice:
     """Cross-validate stage sets x ``penalties`` on the raw training features ``raw``
     (N, D; standardised by ``taps``) with copies of ``model``'s heads fitted by L-BFGS;
-    leaves ``taps`` reading the chosen stages."""
+    leaves ``taps`` reading the chosen stages. Without ``taps`` (the last layer's pooled
+    features, as the backbone gives them) only the penalty is chosen."""
     from sklearn.model_selection import StratifiedKFold
 
     first = [t if isinstance(t, int) else next(iter(t.values()), 0) for t in targets]
@@ -135,10 +136,13 @@ def choose_head(
     splits = list(splitter.split(np.zeros(len(first)), first))
     y = target_tensors(targets)
     scores: dict[tuple[int, float], float] = {}
-    for stages in stage_counts(len(taps.stage_names)):
-        taps.use_top(stages)
-        with torch.no_grad():
-            x = taps.normalize(raw)
+    names = tuple(taps.stage_names) if taps is not None else ("pooled",)
+    for stages in stage_counts(len(names)):
+        x = raw
+        if taps is not None:
+            taps.use_top(stages)
+            with torch.no_grad():
+                x = taps.normalize(raw)
         accs: dict[float, list[float]] = {l2: [] for l2 in penalties}
         for tr, va in splits:
             m = copy.deepcopy(model)  # one warm-started path of penalties per fold
@@ -149,8 +153,33 @@ def choose_head(
         for l2 in penalties:
             scores[(stages, l2)] = float(np.mean(accs[l2]))
     stages, l2 = pick(scores, len(first))
-    taps.use_top(stages)
-    return Choice(stages, l2, scores, folds, len(first), tuple(taps.stage_names))
+    if taps is not None:
+        taps.use_top(stages)
+    return Choice(stages, l2, scores, folds, len(first), names)
+
+
+def fit_head_by_cv(
+    model: nn.Module,
+    taps: StageTaps | None,
+    raw: torch.Tensor,
+    targets: Sequence[int | Mapping[str, int]],
+    objective: Objective,
+    seed: int,
+    penalties: tuple[float, ...] = PENALTIES,
+) -> tuple[Choice, float, float]:
+    """:func:`choose_head`, then ``model``'s heads fitted on every training row (``raw``,
+    on the model's device) along the same path of penalties; returns the choice, the
+    training loss and the training accuracy."""
+    choice = choose_head(model, taps, raw, targets, objective, seed, penalties)
+    y = {t: v.to(raw.device) for t, v in target_tensors(targets).items()}
+    with torch.no_grad():
+        x = taps.normalize(raw) if taps is not None else raw
+    loss = float("nan")
+    for l2 in sorted({*penalties, choice.l2}, reverse=True):  # the path the folds took
+        loss = fit_heads(model, x, y, objective, l2)
+        if l2 == choice.l2:
+            break
+    return choice, loss, accuracy(model, x, y, objective)
 
 
 def fit_probe_head(
@@ -170,15 +199,8 @@ def fit_probe_head(
     start = time.perf_counter()
     to_device(model, device)
     raw = train.features[:, 0].to(device)
-    choice = choose_head(model, taps, raw, train.targets, objective, seed, penalties)
-    y = {t: v.to(device) for t, v in target_tensors(train.targets).items()}
-    with torch.no_grad():
-        x = taps.normalize(raw)
-    for l2 in sorted({*penalties, choice.l2}, reverse=True):  # the same warm-started path
-        loss = fit_heads(model, x, y, objective, l2)
-        if l2 == choice.l2:
-            break
-    train_acc = accuracy(model, x, y, objective)
+    choice, loss, train_acc = fit_head_by_cv(model, taps, raw, train.targets, objective, seed,
+                                             penalties)  # fmt: skip
     fitted = time.perf_counter() - start
     with model.reading_features(tail):  # type: ignore[operator]
         stats = validation_stats(model, val, device, objective, 1, loss, train_acc)

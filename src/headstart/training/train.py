@@ -6,39 +6,27 @@ import json
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from headstart.backbones import Backbone, count_parameters, create_backbone
-from headstart.backbones.stages import DEFAULT_UNFREEZE_FROM
+from headstart.backbones import Backbone
 from headstart.cache import Cache, digest_of, file_digest, module_digest
-from headstart.config import DEFAULT_WEIGHT_DECAY, TrainConfig, load_config, save_config
-from headstart.data import PRESETS, DataSplit, load_split, load_table_split
-from headstart.data.split import grayscale_note
+from headstart.config import TrainConfig, load_config, save_config
+from headstart.data import DataSplit
 from headstart.errors import CheckpointError, ConfigError, Interrupted
 from headstart.finetune import (
-    BN_POLICIES,
-    DEFAULTS,
-    STRATEGIES,
     Plan,
-    StrategyOptions,
-    make_plan,
-    trainable_per_phase,
 )
 from headstart.model import Classifier
 from headstart.plots import plot_training_curves
 from headstart.training.checkpoint import MANIFEST, read_manifest, save_checkpoint
-from headstart.training.device import resolve_device, seed_everything
 from headstart.training.history import EpochStats, FitResult
-from headstart.training.inputs import Inputs, adapt_backbone, make_inputs
+from headstart.training.inputs import Inputs
 from headstart.training.loop import Checkpoints, fit
 from headstart.training.objective import (
     Objective,
-    balanced_class_weights,
-    check_monitor,
 )
 from headstart.training.regularise import fit_probe_head
 from headstart.training.run_dir import (
@@ -48,7 +36,16 @@ from headstart.training.run_dir import (
     publish,
     resume_hint,
 )
+from headstart.training.setup import (
+    AUTO,
+    build_model,
+    find_lr,
+    load_data,
+    prepare_data,
+    resolve_config,
+)
 from headstart.training.state import STATE_DIR, LoopState, load_state, save_state
+from headstart.training.verdict import below_probe
 
 
 @dataclass
@@ -66,130 +63,6 @@ class TrainResult:
     def trainable_params(self) -> int:
         """The most parameters any phase trains (the last phase, for growing plans)."""
         return max(self.trainable_per_phase)
-
-
-def resolve_config(cfg: TrainConfig) -> TrainConfig:
-    """Fill strategy defaults (LR, weights, BN policy) and validate options once, here."""
-    s = cfg.strategy
-    if s.name not in STRATEGIES:
-        raise ConfigError(
-            f"ConfigError: --strategy {s.name!r} is not known; "
-            f"expected one of {', '.join(STRATEGIES)}."
-        )
-    if s.bn is not None and s.bn not in BN_POLICIES:
-        raise ConfigError(f"ConfigError: --bn {s.bn!r}; expected one of {', '.join(BN_POLICIES)}.")
-    if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1:
-        raise ConfigError("ConfigError: --epochs and --batch-size must be at least 1.")
-    if cfg.model.layers not in ("last", "all"):
-        raise ConfigError(f"ConfigError: --layers {cfg.model.layers!r}; expected last or all.")
-    if cfg.model.layers == "all" and (s.name != "probe" or not cfg.data.cache):
-        raise ConfigError(
-            "ConfigError: --layers all is a probe option (a frozen backbone read at every "
-            "stage, from the feature cache): use it with --strategy probe and without "
-            f"--no-cache (got --strategy {s.name}{', --no-cache' if not cfg.data.cache else ''})."
-        )
-    if cfg.model.layers == "all" and cfg.optim.weight_decay is not None:
-        raise ConfigError(
-            "ConfigError: --layers all fits its head to convergence with an L2 penalty chosen "
-            "by cross-validation on the training features; leave out --weight-decay."
-        )
-    if cfg.model.image_size is not None and not 32 <= cfg.model.image_size <= 1024:
-        raise ConfigError(
-            f"ConfigError: --image-size {cfg.model.image_size}; expected 32 to 1024 pixels."
-        )
-    if cfg.model.crop_pct is not None and not 0.3 <= cfg.model.crop_pct <= 1.0:
-        raise ConfigError(f"ConfigError: --crop-pct {cfg.model.crop_pct}; expected 0.3 to 1.0.")
-    if cfg.data.augment not in PRESETS:
-        raise ConfigError(
-            f"ConfigError: --augment {cfg.data.augment!r}; expected one of {', '.join(PRESETS)}."
-        )
-    if cfg.data.cached_views < 0:
-        raise ConfigError("ConfigError: --cached-views must be 0 or more.")
-    if not cfg.data.root and not cfg.data.labels:
-        raise ConfigError(
-            "ConfigError: no data given; pass DATA_DIR, or --labels CSV (with --images-root)."
-        )
-    if cfg.data.root and cfg.data.labels:
-        raise ConfigError(
-            "ConfigError: pass either DATA_DIR or --labels CSV, not both (the CSV's image paths "
-            "are relative to --images-root)."
-        )
-    d = DEFAULTS[s.name]
-    out = cfg.out or f"runs/{s.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    chosen_later = cfg.model.layers == "all"  # by cross-validation (training.regularise)
-    return cfg.with_overrides(
-        {
-            "optim.weight_decay": cfg.optim.weight_decay
-            if cfg.optim.weight_decay is not None or chosen_later
-            else DEFAULT_WEIGHT_DECAY,
-            "strategy.lr": s.lr if s.lr is not None else d.lr,
-            "strategy.bn": s.bn or d.bn,
-            "strategy.head_lr_mult": s.head_lr_mult
-            if s.head_lr_mult is not None
-            else d.head_lr_mult,
-            "model.weights": cfg.model.weights or d.weights,
-            "out": out,
-        }
-    )
-
-
-def strategy_options(cfg: TrainConfig) -> StrategyOptions:
-    """The strategy section of a config as plan options."""
-    s = cfg.strategy
-    return StrategyOptions(
-        name=s.name,
-        head_lr_mult=s.head_lr_mult,
-        bn=s.bn,  # type: ignore[arg-type]
-        unfreeze_from=s.unfreeze_from,
-        lr_decay=s.lr_decay,
-        stage_lr=s.stage_lr,
-        unfreeze_every=s.unfreeze_every,
-        probe_epochs=s.probe_epochs,
-    )
-
-
-def plan_for(cfg: TrainConfig, backbone: Backbone) -> Plan:
-    """The strategy plan of ``cfg`` over the backbone's stages."""
-    return make_plan(
-        strategy_options(cfg),
-        list(backbone.stages()),
-        cfg.optim.epochs,
-        DEFAULT_UNFREEZE_FROM.get(backbone.spec.family),
-    )
-
-
-def load_data(cfg: TrainConfig, cache: Cache | None = None) -> DataSplit:
-    """The split ``cfg`` describes: a labels CSV, or a folder (train/val, or split)."""
-    if cfg.data.labels:
-        return load_table_split(
-            cfg.data.labels, cfg.data.images_root, cfg.data.tasks, cfg.data.val_fraction,
-            cfg.seed, cache,
-        )  # fmt: skip
-    return load_split(cfg.data.root, cfg.data.val_fraction, cfg.seed, cache)
-
-
-def make_objective(cfg: TrainConfig, split: DataSplit) -> Objective:
-    """The loss and selection metric for ``split``'s tasks, checked against them."""
-    tasks = list(split.tasks)
-    weights = cfg.optim.task_weights or {}
-    unknown = sorted(set(weights) - set(tasks))
-    if unknown:
-        raise ConfigError(
-            f"ConfigError: --task-weights names {', '.join(unknown)}, not a task here; "
-            f"tasks: {', '.join(tasks)}."
-        )
-    check_monitor(cfg.optim.monitor, tasks)
-    class_weights = {}
-    if cfg.optim.class_weights == "balanced":
-        class_weights = {
-            t: balanced_class_weights(split.labels(split.train, t), len(c))
-            for t, c in split.tasks.items()
-        }
-    elif cfg.optim.class_weights is not None:
-        raise ConfigError(
-            f"ConfigError: --class-weights {cfg.optim.class_weights!r}; expected balanced."
-        )
-    return Objective(weights, class_weights, cfg.optim.label_smoothing, cfg.optim.monitor)
 
 
 def _manifest(
@@ -293,21 +166,15 @@ def train(
         return finished_result(final, cfg, split, echo)
     if saved_dir is None:
         check_run_dir(final, overwrite)  # before the data scan: refuse at once
-    gen = seed_everything(cfg.seed)
-    backbone = create_backbone(cfg.model.backbone, cfg.model.weights)  # fails fast on a bad name
-    if cfg.model.image_size or cfg.model.crop_pct:
-        backbone.preprocessing = backbone.preprocessing.at_size(
-            cfg.model.image_size or backbone.preprocessing.input_size, cfg.model.crop_pct
-        )
-    plan = plan_for(cfg, backbone)  # and on bad strategy options
-    cache = Cache(cfg.data.cache_dir) if cfg.data.cache else None
-    split = split or load_data(cfg, cache)
-    objective = make_objective(cfg, split)
-    grey = grayscale_note(split)
-    if grey and grey not in split.notes:
-        split.notes.append(grey)
-    echo(split.summary())
-    device = resolve_device(cfg.device)
+    ready = prepare_data(cfg, split, echo)
+    backbone, plan, cache, split, objective, device = (
+        ready.backbone,
+        ready.plan,
+        ready.cache,
+        ready.split,
+        ready.objective,
+        ready.device,
+    )
     fingerprint = _fingerprint(split, backbone, cache)
     saved = None
     if saved_dir is not None:
@@ -320,35 +187,13 @@ def train(
         save_config(cfg, run_dir / "config.yaml")
         split.save(run_dir / "split.json")
 
-    model = Classifier(
-        backbone.module,
-        backbone.num_features,
-        {task: len(classes) for task, classes in split.tasks.items()},
-        cfg.model.dropout,
-        backbone.spec.family,
-        cfg.model.layers,
-    )
-    per_phase = trainable_per_phase(model, plan)
-    total = count_parameters(model)
-    later = f" (then {', '.join(f'{n:,}' for n in per_phase[1:])})" if len(per_phase) > 1 else ""
-    echo(
-        f"model: {cfg.model.backbone} (weights: {backbone.weights}), strategy {plan.name}, "
-        f"trains {per_phase[0]:,}{later} of {total:,} parameters, lr {cfg.strategy.lr:g}, "
-        f"bn {plan.bn}, input {backbone.preprocessing.input_size} px "
-        f"(resized to {backbone.preprocessing.resize_size}), device {device}"
-        + (
-            "; heads " + ", ".join(f"{t} ({len(c)} classes)" for t, c in split.tasks.items())
-            if split.multitask
-            else ""
-        )
-    )
-
-    if plan.bn == "adapt":  # before any feature is cached: the key includes the new stats
-        adapted = adapt_backbone(cfg, backbone, split, device, cache, progress)
-        echo(adapted.line())
-    taps = model.taps if cfg.model.layers == "all" else None
-    inputs = make_inputs(cfg, backbone, plan, split, device, gen, cache, progress, taps)
-    echo(inputs.line())
+    built = build_model(cfg, ready, echo, progress)
+    model, inputs, warm, taps = built.model, built.inputs, built.warm, built.taps
+    per_phase, total = built.per_phase, built.total
+    found = None
+    if cfg.strategy.lr == AUTO:  # the range test, on what the run trains on; nothing moves
+        found = find_lr(cfg, ready, built, echo, progress, run_dir if plots else None)
+        cfg = cfg.with_overrides({"strategy.lr": found.pick})
     metrics_path = run_dir / "metrics.jsonl"
     if saved is not None:  # the saved history, not lines written after the state was saved
         history = saved.info["history"]
@@ -363,7 +208,7 @@ def train(
     def on_epoch(stats: EpochStats, epochs: int = cfg.optim.epochs) -> None:
         with metrics_path.open("a") as f:
             f.write(json.dumps(stats.to_dict()) + "\n")
-        echo(stats.line(epochs))
+        echo(stats.line(epochs) + (f"  (probe {warm.val_acc:.4f})" if warm else ""))
 
     def save(st: LoopState, model: nn.Module, optimizer: Any, scaler: Any) -> None:
         save_state(run_dir, st, model, optimizer, scaler, fingerprint)
@@ -406,6 +251,8 @@ def train(
                 ),
                 "weight_decay": None if choice else cfg.optim.weight_decay,
                 "head_cv": choice.to_dict() if choice else None,
+                "warm_head": warm.to_dict() if warm else None,
+                "lr_find": found.to_dict() if found else None,
                 "stages_read": taps.stages_used if taps is not None else None,
             },
         )
@@ -430,6 +277,9 @@ def train(
         f"({result.stop_reason}); saved {run_dir}/"
     )
     echo(recall_line(best.val_recall, split.tasks))
+    if warm is not None:
+        for line in below_probe(plan.name, best.val_acc, warm.val_acc, best.val_n, cfg.strategy.lr):  # type: ignore[arg-type]
+            echo(line)
     return TrainResult(run_dir, cfg, split, result, per_phase, total)
 
 

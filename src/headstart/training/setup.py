@@ -1,0 +1,286 @@
+"""Everything a run needs before its loop: the config resolved, the backbone at its input
+size, the plan, the data split and objective (:func:`prepare_data`), then the model with its
+BatchNorm statistics, warm-started head and inputs (:func:`build_model`). ``train`` and
+``lr-find`` share them, so the range test sees exactly what the run will train on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from headstart.backbones import Backbone, count_parameters, create_backbone
+from headstart.backbones.stages import DEFAULT_UNFREEZE_FROM
+from headstart.cache import Cache
+from headstart.config import DEFAULT_WEIGHT_DECAY, TrainConfig
+from headstart.data import PRESETS, DataSplit, load_split, load_table_split
+from headstart.data.split import grayscale_note
+from headstart.errors import ConfigError
+from headstart.finetune import (
+    BN_POLICIES,
+    DEFAULTS,
+    STRATEGIES,
+    Plan,
+    StrategyOptions,
+    make_plan,
+    trainable_per_phase,
+)
+from headstart.model import Classifier
+from headstart.multilayer import StageTaps
+from headstart.training.device import resolve_device, seed_everything
+from headstart.training.inputs import Inputs, adapt_backbone, make_inputs
+from headstart.training.lr_find import RangeTest, range_test
+from headstart.training.objective import Objective, balanced_class_weights, check_monitor
+from headstart.training.warm_head import STRATEGIES as WARM_STRATEGIES
+from headstart.training.warm_head import WarmHead, warm_start
+
+
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    """Fill strategy defaults (LR, weights, BN policy) and validate options once, here."""
+    s = cfg.strategy
+    if s.name not in STRATEGIES:
+        raise ConfigError(
+            f"ConfigError: --strategy {s.name!r} is not known; "
+            f"expected one of {', '.join(STRATEGIES)}."
+        )
+    if s.bn is not None and s.bn not in BN_POLICIES:
+        raise ConfigError(f"ConfigError: --bn {s.bn!r}; expected one of {', '.join(BN_POLICIES)}.")
+    if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1:
+        raise ConfigError("ConfigError: --epochs and --batch-size must be at least 1.")
+    if cfg.model.layers not in ("last", "all"):
+        raise ConfigError(f"ConfigError: --layers {cfg.model.layers!r}; expected last or all.")
+    if cfg.model.layers == "all" and (s.name != "probe" or not cfg.data.cache):
+        raise ConfigError(
+            "ConfigError: --layers all is a probe option (a frozen backbone read at every "
+            "stage, from the feature cache): use it with --strategy probe and without "
+            f"--no-cache (got --strategy {s.name}{', --no-cache' if not cfg.data.cache else ''})."
+        )
+    if cfg.model.layers == "all" and cfg.optim.weight_decay is not None:
+        raise ConfigError(
+            "ConfigError: --layers all fits its head to convergence with an L2 penalty chosen "
+            "by cross-validation on the training features; leave out --weight-decay."
+        )
+    if cfg.model.image_size is not None and not 32 <= cfg.model.image_size <= 1024:
+        raise ConfigError(
+            f"ConfigError: --image-size {cfg.model.image_size}; expected 32 to 1024 pixels."
+        )
+    if cfg.model.crop_pct is not None and not 0.3 <= cfg.model.crop_pct <= 1.0:
+        raise ConfigError(f"ConfigError: --crop-pct {cfg.model.crop_pct}; expected 0.3 to 1.0.")
+    if cfg.data.augment not in PRESETS:
+        raise ConfigError(
+            f"ConfigError: --augment {cfg.data.augment!r}; expected one of {', '.join(PRESETS)}."
+        )
+    if cfg.data.cached_views < 0:
+        raise ConfigError("ConfigError: --cached-views must be 0 or more.")
+    if not cfg.data.root and not cfg.data.labels:
+        raise ConfigError(
+            "ConfigError: no data given; pass DATA_DIR, or --labels CSV (with --images-root)."
+        )
+    if cfg.data.root and cfg.data.labels:
+        raise ConfigError(
+            "ConfigError: pass either DATA_DIR or --labels CSV, not both (the CSV's image paths "
+            "are relative to --images-root)."
+        )
+    d = DEFAULTS[s.name]
+    out = cfg.out or f"runs/{s.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    chosen_later = cfg.model.layers == "all"  # by cross-validation (training.regularise)
+    return cfg.with_overrides(
+        {
+            "optim.weight_decay": cfg.optim.weight_decay
+            if cfg.optim.weight_decay is not None or chosen_later
+            else DEFAULT_WEIGHT_DECAY,
+            "strategy.lr": s.lr if s.lr is not None else d.lr,
+            "strategy.bn": s.bn or d.bn,
+            "strategy.head_lr_mult": s.head_lr_mult
+            if s.head_lr_mult is not None
+            else d.head_lr_mult,
+            "model.weights": cfg.model.weights or d.weights,
+            "out": out,
+        }
+    )
+
+
+def strategy_options(cfg: TrainConfig) -> StrategyOptions:
+    """The strategy section of a config as plan options."""
+    s = cfg.strategy
+    return StrategyOptions(
+        name=s.name,
+        head_lr_mult=s.head_lr_mult,
+        bn=s.bn,  # type: ignore[arg-type]
+        unfreeze_from=s.unfreeze_from,
+        lr_decay=s.lr_decay,
+        stage_lr=s.stage_lr,
+        unfreeze_every=s.unfreeze_every,
+        probe_epochs=s.probe_epochs,
+    )
+
+
+def plan_for(cfg: TrainConfig, backbone: Backbone) -> Plan:
+    """The strategy plan of ``cfg`` over the backbone's stages."""
+    return make_plan(
+        strategy_options(cfg),
+        list(backbone.stages()),
+        cfg.optim.epochs,
+        DEFAULT_UNFREEZE_FROM.get(backbone.spec.family),
+    )
+
+
+def load_data(cfg: TrainConfig, cache: Cache | None = None) -> DataSplit:
+    """The split ``cfg`` describes: a labels CSV, or a folder (train/val, or split)."""
+    if cfg.data.labels:
+        return load_table_split(
+            cfg.data.labels, cfg.data.images_root, cfg.data.tasks, cfg.data.val_fraction,
+            cfg.seed, cache,
+        )  # fmt: skip
+    return load_split(cfg.data.root, cfg.data.val_fraction, cfg.seed, cache)
+
+
+def make_objective(cfg: TrainConfig, split: DataSplit) -> Objective:
+    """The loss and selection metric for ``split``'s tasks, checked against them."""
+    tasks = list(split.tasks)
+    weights = cfg.optim.task_weights or {}
+    unknown = sorted(set(weights) - set(tasks))
+    if unknown:
+        raise ConfigError(
+            f"ConfigError: --task-weights names {', '.join(unknown)}, not a task here; "
+            f"tasks: {', '.join(tasks)}."
+        )
+    check_monitor(cfg.optim.monitor, tasks)
+    class_weights = {}
+    if cfg.optim.class_weights == "balanced":
+        class_weights = {
+            t: balanced_class_weights(split.labels(split.train, t), len(c))
+            for t, c in split.tasks.items()
+        }
+    elif cfg.optim.class_weights is not None:
+        raise ConfigError(
+            f"ConfigError: --class-weights {cfg.optim.class_weights!r}; expected balanced."
+        )
+    return Objective(weights, class_weights, cfg.optim.label_smoothing, cfg.optim.monitor)
+
+
+@dataclass
+class Ready:
+    """What :func:`prepare_data` sets up: no model yet, nothing computed per image."""
+
+    backbone: Backbone
+    plan: Plan
+    cache: Cache | None
+    split: DataSplit
+    objective: Objective
+    device: torch.device
+    generator: torch.Generator
+
+
+def prepare_data(
+    cfg: TrainConfig, split: DataSplit | None = None, echo: Callable[[str], None] = print
+) -> Ready:
+    """Seed everything, create the backbone at the configured input size, make the plan,
+    load and describe the split (``split`` replaces the one ``cfg`` describes)."""
+    gen = seed_everything(cfg.seed)
+    backbone = create_backbone(cfg.model.backbone, cfg.model.weights)  # fails fast on a bad name
+    if cfg.model.image_size or cfg.model.crop_pct:
+        backbone.preprocessing = backbone.preprocessing.at_size(
+            cfg.model.image_size or backbone.preprocessing.input_size, cfg.model.crop_pct
+        )
+    plan = plan_for(cfg, backbone)  # and on bad strategy options
+    cache = Cache(cfg.data.cache_dir) if cfg.data.cache else None
+    split = split or load_data(cfg, cache)
+    objective = make_objective(cfg, split)
+    grey = grayscale_note(split)
+    if grey and grey not in split.notes:
+        split.notes.append(grey)
+    echo(split.summary())
+    return Ready(backbone, plan, cache, split, objective, resolve_device(cfg.device), gen)
+
+
+@dataclass
+class Built:
+    """The model and what it reads, from :func:`build_model`."""
+
+    model: Classifier
+    inputs: Inputs
+    warm: WarmHead | None
+    taps: StageTaps | None
+    per_phase: list[int]
+    total: int
+
+
+def build_model(
+    cfg: TrainConfig, ready: Ready, echo: Callable[[str], None] = print, progress: bool = True
+) -> Built:
+    """The classifier, its BatchNorm statistics (``--bn adapt``), its warm-started head
+    (strategies that train the backbone) and the loaders it trains on."""
+    backbone, plan, cache, split = ready.backbone, ready.plan, ready.cache, ready.split
+    objective, device, gen = ready.objective, ready.device, ready.generator
+    model = Classifier(
+        backbone.module,
+        backbone.num_features,
+        {task: len(classes) for task, classes in split.tasks.items()},
+        cfg.model.dropout,
+        backbone.spec.family,
+        cfg.model.layers,
+    )
+    per_phase = trainable_per_phase(model, plan)
+    total = count_parameters(model)
+    later = f" (then {', '.join(f'{n:,}' for n in per_phase[1:])})" if len(per_phase) > 1 else ""
+    echo(
+        f"model: {cfg.model.backbone} (weights: {backbone.weights}), strategy {plan.name}, "
+        f"trains {per_phase[0]:,}{later} of {total:,} parameters, lr {lr_text(cfg)}, "
+        f"bn {plan.bn}, input {backbone.preprocessing.input_size} px "
+        f"(resized to {backbone.preprocessing.resize_size}), device {device}"
+        + (
+            "; heads " + ", ".join(f"{t} ({len(c)} classes)" for t, c in split.tasks.items())
+            if split.multitask
+            else ""
+        )
+    )
+
+    if plan.bn == "adapt":  # before any feature is cached: the key includes the new stats
+        adapted = adapt_backbone(cfg, backbone, split, device, cache, progress)
+        echo(adapted.line())
+    warm = None
+    if plan.name in WARM_STRATEGIES and cfg.strategy.warm_head and cache is not None:
+        warm = warm_start(cfg, model, backbone, split, device, gen, cache, objective, progress)
+        echo(warm.line())
+    taps = model.taps if cfg.model.layers == "all" else None
+    inputs = make_inputs(cfg, backbone, plan, split, device, gen, cache, progress, taps)
+    echo(inputs.line())
+    return Built(model, inputs, warm, taps, per_phase, total)
+
+
+AUTO = "auto"  # --lr auto: the range test picks the base LR
+
+
+def lr_text(cfg: TrainConfig) -> str:
+    """The base LR as the console shows it (``auto`` until the range test has run)."""
+    lr = cfg.strategy.lr
+    return lr if isinstance(lr, str) else f"{lr:g}"
+
+
+def find_lr(
+    cfg: TrainConfig,
+    ready: Ready,
+    built: Built,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+    out: Path | None = None,
+) -> RangeTest:
+    """The range test for this run (``lr-find``, ``train --lr auto``); writes
+    ``lr_find.png`` into ``out`` when given."""
+    from headstart.plots import plot_lr_find
+
+    weight_decay = cfg.optim.decay
+    with built.model.reading_features(built.inputs.tail) if built.inputs.tail else nullcontext():
+        test = range_test(built.model, ready.plan, built.inputs.train, weight_decay,
+                          ready.device, ready.objective, cfg.seed, progress)  # fmt: skip
+    echo(test.line())
+    for note in test.notes:
+        echo(f"  note: {note}")
+    if out is not None:
+        plot_lr_find(test, out / "lr_find.png", f"{cfg.model.backbone} {ready.plan.name}")
+    return test

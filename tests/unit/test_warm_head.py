@@ -1,0 +1,53 @@
+"""The warm-started head of the strategies that train the backbone, and the probe line it
+draws. Tiny model, generated images: the mechanics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from headstart.cli.main import main
+from headstart.training.verdict import below_probe
+from tests.unit.conftest import FAST
+
+TRAIN = ["--no-progress", "train", *FAST[:-1], "--epochs", "1", "--lr", "0"]
+
+
+def test_the_head_is_fitted_before_the_backbone_trains(
+    trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # with --lr 0 nothing moves during training: the saved head is the warm start's
+    out = tmp_path / "run"
+    argv = [*TRAIN, str(trainval_dataset), "--strategy", "finetune", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    warm = manifest["warm_head"]
+    assert "head: warm-started on the frozen backbone's features" in printed
+    assert f"(probe {warm['probe_val_acc']:.4f})" in printed  # beside every epoch
+    head = load_file(str(out / "model.safetensors"))["heads.class.1.weight"]
+    assert head.abs().sum() > 0  # a zero-initialised head, fitted
+    # the run's validation accuracy at lr 0 is the warm probe's own
+    assert manifest["metrics"]["val_acc"] == pytest.approx(warm["probe_val_acc"])
+
+
+def test_no_warm_head_starts_from_zero(trainval_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    argv = [*TRAIN, str(trainval_dataset), "--strategy", "finetune", "--no-warm-head",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads((out / "manifest.json").read_text())["warm_head"] is None
+    head = load_file(str(out / "model.safetensors"))["heads.class.1.weight"]
+    assert torch.equal(head, torch.zeros_like(head))
+
+
+def test_a_run_below_the_probe_says_so_with_the_fix() -> None:
+    lines = below_probe("finetune", 0.80, 0.90, 100, 1e-3)
+    assert lines[0] == "finetune ended below the probe (80.00% vs 90.00%, 10 of 100 images)."
+    assert "Likely cause" in lines[1] and "--lr 0.0001" in lines[1]
+    assert below_probe("finetune", 0.91, 0.90, 100, 1e-3) == []
+    assert "within noise" in below_probe("partial", 0.89, 0.90, 100, 1e-3)[1]
