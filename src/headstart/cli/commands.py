@@ -71,7 +71,8 @@ def lr_find(args: argparse.Namespace) -> int:
     (out / "lr_find.json").write_text(json.dumps(test.to_dict(), indent=1))
     data = f"--labels {cfg.data.labels}" if cfg.data.labels else str(cfg.data.root)
     print(
-        f"\ntrain with it: headstart train {data} --strategy {ready.plan.name} --lr {test.pick:.2g}"
+        f"\ntrain with it (and the other options given here): headstart train {data} "
+        f"--strategy {ready.plan.name} --lr {test.pick:.2g}   (or --lr auto)"
     )
     print(f"wrote {out / 'lr_find.png'} and {out / 'lr_find.json'}")
     return 0

@@ -212,7 +212,7 @@ def range_test(
                        time.perf_counter() - start, stopped)  # fmt: skip
     if steps > steps_per_epoch:
         result.notes.append(
-            f"{steps_per_epoch} steps make an epoch here, too few for a curve: the test ran "
-            f"{steps} ({result.epochs:.1f} epochs' worth, {result.seconds:.0f} s)"
+            f"{steps_per_epoch} steps make an epoch here, too few for a curve: the test may "
+            f"run up to {steps} ({steps / steps_per_epoch:.1f} epochs' worth; seconds here)"
         )
     return result
