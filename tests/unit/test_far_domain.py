@@ -116,6 +116,22 @@ def test_the_one_standard_error_rule_prefers_fewer_stages() -> None:
     assert pick({(1, 0.1): 0.8, (1, 10.0): 0.8, (1, 1.0): 0.79}, 100) == (1, 10.0)
 
 
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        (["--weight-decay", "0.1"], "leave out --weight-decay"),
+        (["--lr", "auto"], "leave out --lr auto"),
+    ],
+)
+def test_multilayer_refuses_what_its_solver_does_not_use(
+    option: list[str], says: str, trainval_dataset: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    argv = [*TRAIN, str(trainval_dataset), "--layers", "all", *option, "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    assert says in " ".join(capsys.readouterr().err.split())
+
+
 @pytest.mark.parametrize("strategy", ["finetune", "partial"])
 def test_multilayer_is_a_probe_option(
     strategy: str, trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture

@@ -59,6 +59,11 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             "stage, from the feature cache): use it with --strategy probe and without "
             f"--no-cache (got --strategy {s.name}{', --no-cache' if not cfg.data.cache else ''})."
         )
+    if cfg.model.layers == "all" and s.lr == "auto":
+        raise ConfigError(
+            "ConfigError: --layers all fits its head by L-BFGS, with no learning rate to "
+            "find; leave out --lr auto."
+        )
     if cfg.model.layers == "all" and cfg.optim.weight_decay is not None:
         raise ConfigError(
             "ConfigError: --layers all fits its head to convergence with an L2 penalty chosen "
