@@ -100,7 +100,8 @@ def verdict(rows: Sequence[CompareRow], n_val: int) -> list[str]:
     for name in BACKBONE_TRAINING:
         r = by_name.get(name)
         if probe is not None and r is not None:
-            lines += below_probe(name, r.final_val_acc, probe.final_val_acc, n_val, r.lr)
+            lines += below_probe(name, r.final_val_acc, probe.final_val_acc, n_val, r.lr,
+                                 r.final_train_acc, probe.final_train_acc)  # fmt: skip
     return lines
 
 

@@ -249,9 +249,13 @@ def build_model(
         adapted = adapt_backbone(cfg, backbone, split, device, cache, progress)
         echo(adapted.line())
     warm = None
-    if plan.name in WARM_STRATEGIES and cfg.strategy.warm_head and cache is not None:
-        warm = warm_start(cfg, model, backbone, split, device, gen, cache, objective, progress)
-        echo(warm.line())
+    if plan.name in WARM_STRATEGIES and cfg.strategy.warm_head:
+        if cache is None:
+            echo("head: not warm-started (it fits on cached features; --no-cache is given)")
+        else:
+            warm = warm_start(cfg, model, backbone, split, device, gen, cache, objective,
+                              progress)  # fmt: skip
+            echo(warm.line())
     taps = model.taps if cfg.model.layers == "all" else None
     inputs = make_inputs(cfg, backbone, plan, split, device, gen, cache, progress, taps)
     echo(inputs.line())

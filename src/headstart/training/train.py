@@ -278,7 +278,9 @@ def train(
     )
     echo(recall_line(best.val_recall, split.tasks))
     if warm is not None:
-        for line in below_probe(plan.name, best.val_acc, warm.val_acc, best.val_n, cfg.strategy.lr):  # type: ignore[arg-type]
+        lines = below_probe(plan.name, best.val_acc, warm.val_acc, best.val_n, cfg.strategy.lr,  # type: ignore[arg-type]
+                            result.history[-1].train_acc, warm.train_acc)  # fmt: skip
+        for line in lines:
             echo(line)
     return TrainResult(run_dir, cfg, split, result, per_phase, total)
 

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 
-def below_probe(name: str, acc: float, probe: float, n_val: int, lr: float) -> list[str]:
+def below_probe(
+    name: str,
+    acc: float,
+    probe: float,
+    n_val: int,
+    lr: float,
+    train_acc: float | None = None,
+    probe_train_acc: float | None = None,
+) -> list[str]:
     """Lines saying that ``name`` ended below the probe on the same split (accuracies in
     0-1, ``n_val`` validation images, ``lr`` its backbone LR), with the likely cause and
     the fix; no lines when it did not.
+
+    The cause is read from the training accuracies when they are given: a run that fits its
+    training images no better than the probe did has not adapted (the LR is too low, or
+    the epochs too few); one that fits them better but generalises worse has eroded the
+    pretrained features (the LR is too high).
 
     >>> below_probe("finetune", 0.90, 0.91, 200, 1e-4)[0]
     'finetune ended below the probe (90.00% vs 91.00%, 2 of 200 images).'
@@ -17,6 +30,15 @@ def below_probe(name: str, acc: float, probe: float, n_val: int, lr: float) -> l
     lines = [
         f"{name} ended below the probe ({acc:.2%} vs {probe:.2%}, {images} of {n_val} images)."
     ]
+    underfit = train_acc is not None and probe_train_acc is not None
+    if underfit and train_acc <= probe_train_acc:  # type: ignore[operator]
+        lines.append(
+            f"  Likely cause: it has not adapted: its training accuracy ({train_acc:.2%}) is "
+            f"no higher than the probe's ({probe_train_acc:.2%}), so the backbone learning "
+            f"rate ({lr:g}) is too low for this data or the epochs too few. Fix: raise --lr "
+            f"(e.g. --lr {lr * 10:g}; `headstart lr-find` shows the range), or train longer."
+        )
+        return lines
     cause = (
         f"the backbone learning rate ({lr:g}) is too high for this backbone and data, so "
         "fine-tuning erodes the pretrained features (catastrophic forgetting). Fix: lower "
