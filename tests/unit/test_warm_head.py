@@ -51,7 +51,7 @@ def test_a_run_below_the_probe_says_so_with_the_fix() -> None:
     assert "Likely cause" in lines[1] and "--lr 0.0001" in lines[1]
     assert below_probe("finetune", 0.91, 0.90, 100, 1e-3) == []
     assert "within noise" in below_probe("partial", 0.89, 0.90, 100, 1e-3)[1]
-    # fitting the training images no better than the probe: not adapted, raise the LR
+    # fitting the training images worse than the probe: not adapted, raise the LR
     lines = below_probe("finetune", 0.74, 0.75, 525, 1e-5, train_acc=0.76, probe_train_acc=0.85)
     assert "has not adapted" in lines[1] and "--lr 0.0001" in lines[1]
     # fitting them better but generalising worse: eroded, lower the LR

@@ -31,10 +31,10 @@ def below_probe(
         f"{name} ended below the probe ({acc:.2%} vs {probe:.2%}, {images} of {n_val} images)."
     ]
     underfit = train_acc is not None and probe_train_acc is not None
-    if underfit and train_acc <= probe_train_acc:  # type: ignore[operator]
+    if underfit and train_acc < probe_train_acc:  # type: ignore[operator]
         lines.append(
             f"  Likely cause: it has not adapted: its training accuracy ({train_acc:.2%}) is "
-            f"no higher than the probe's ({probe_train_acc:.2%}), so the backbone learning "
+            f"below the probe's ({probe_train_acc:.2%}), so the backbone learning "
             f"rate ({lr:g}) is too low for this data or the epochs too few. Fix: raise --lr "
             f"(e.g. --lr {lr * 10:g}; `headstart lr-find` shows the range), or train longer."
         )
