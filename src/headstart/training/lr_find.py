@@ -6,7 +6,7 @@ good base LR sits on the falling stretch, well before the explosion. The test ru
 strategy's real parameter groups with their discriminative multipliers held (the head at
 its multiple of the backbone), on the same inputs the run trains on (the cached frozen
 prefix where the strategy has one), from the warm-started head when there is one, and puts
-the model, the optimizer-free state and every random number generator back afterwards, so
+the model's weights, its trainable set and every random number generator back afterwards, so
 a run that uses it trains exactly as it would with that LR given by hand.
 
 The pick (``RULE``): the LR where the smoothed loss falls fastest per decade, searched

@@ -5,15 +5,15 @@ images unless it is regularised hard, and how hard depends on the data (on elpv 
 regression scored 79% with strong L2 and 75% with weak). Which stages help depends on the
 data too: far from ImageNet the early stages carry the signal, on photos like ImageNet's the
 last stage is the right abstraction and the others only add ways to overfit. The head
-trains in seconds on cached features, so both are chosen by k-fold cross-validation on the
-training images: each candidate trains on k-1 folds with the run's own loop and settings and
-is scored on the held-out fold (final epoch, no best-epoch pick); the validation split is
-not touched, so its accuracy stays an honest estimate.
+is solved in seconds on cached features (``training.lbfgs``), so both are chosen by k-fold
+cross-validation on the training images: each candidate is fitted on k-1 folds and scored
+on the held-out fold; the validation split is not touched, so its accuracy stays an honest
+estimate.
 
 The rule is the one-standard-error rule (Breiman et al. 1984; Hastie et al., *Elements of
 Statistical Learning* 7.10): the fewest stages whose best cross-validated accuracy is within
-one binomial standard error of the best candidate's, then that stage set's best weight
-decay (ties to the stronger). More stages must earn their place by more than noise.
+one binomial standard error of the best candidate's, then that stage set's best penalty
+(ties to the stronger). More stages must earn their place by more than noise.
 """
 
 from __future__ import annotations
@@ -67,8 +67,7 @@ class Choice:
     @property
     def standard_error(self) -> float:
         """The binomial standard error of the best cross-validated accuracy."""
-        best = max(self.scores.values())
-        return float(np.sqrt(best * (1 - best) / max(1, self.images)))
+        return standard_error(max(self.scores.values()), self.images)
 
     def line(self) -> str:
         """The console line."""
@@ -98,6 +97,11 @@ class Choice:
         }
 
 
+def standard_error(accuracy: float, images: int) -> float:
+    """The binomial standard error of an accuracy measured on ``images`` images."""
+    return float(np.sqrt(accuracy * (1 - accuracy) / max(1, images)))
+
+
 def pick(scores: dict[tuple[int, float], float], images: int) -> tuple[int, float]:
     """The one-standard-error rule over (stages, penalty) candidates: the fewest stages
     within one error of the best, then that set's best penalty (ties to the stronger).
@@ -108,8 +112,7 @@ def pick(scores: dict[tuple[int, float], float], images: int) -> tuple[int, floa
     (9, 1.0)
     """
     best = max(scores.values())
-    se = float(np.sqrt(best * (1 - best) / max(1, images)))
-    k = min(k for (k, _), a in scores.items() if a >= best - se)
+    k = min(k for (k, _), a in scores.items() if a >= best - standard_error(best, images))
     top = max(a for (kk, _), a in scores.items() if kk == k)
     l2 = max(l2 for (kk, l2), a in scores.items() if kk == k and a >= top - 1e-9)
     return k, l2
@@ -175,7 +178,7 @@ def fit_head_by_cv(
     with torch.no_grad():
         x = taps.normalize(raw) if taps is not None else raw
     loss = float("nan")
-    for l2 in sorted({*penalties, choice.l2}, reverse=True):  # the path the folds took
+    for l2 in sorted(penalties, reverse=True):  # the path the folds took
         loss = fit_heads(model, x, y, objective, l2)
         if l2 == choice.l2:
             break
