@@ -151,16 +151,19 @@ def plot_image_grid(
 
 def plot_lr_find(test: Any, path: Path, title: str = "") -> Path:
     """The range test: loss (raw and smoothed) against the base LR on a log axis, with the
-    pick, the steepest fall and the minimum marked and the rule written under the title."""
+    default, the onset of divergence and the pick marked and the rule under the title."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot(test.lrs, test.losses, color="lightgrey", lw=1, label="loss per step")
     ax.plot(test.lrs, test.smoothed, color="C0", lw=2, label="smoothed")
-    for lr, style, name in (
-        (test.minimum, ":", "minimum"),
-        (test.steepest, "--", "steepest fall"),
+    marks = [
+        (test.default, ":", "default"),
+        (test.onset, "--", "diverges"),
         (test.pick, "-", "pick"),
-    ):
+    ]
+    for lr, style, name in marks:
+        if lr is None:
+            continue
         ax.axvline(lr, color="C3" if name == "pick" else "grey", ls=style, lw=1.5,
                    label=f"{name} {lr:.2g}")  # fmt: skip
     ax.set_xscale("log")

@@ -4,7 +4,6 @@ real problem, what it leaves untouched, and the CLI."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -15,22 +14,27 @@ from torch.utils.data import DataLoader, TensorDataset
 from headstart.cli.main import main
 from headstart.finetune import Phase, Plan
 from headstart.model import Classifier
-from headstart.training.lr_find import pick_lr, range_test, smooth
+from headstart.training.lr_find import MARGIN, divergence_onset, pick_lr, range_test, smooth
 from headstart.training.objective import Objective
 from tests.unit.conftest import FAST
 
 
-def test_the_rule_picks_the_steep_fall_below_the_minimum() -> None:
+def test_the_rule_keeps_the_default_below_a_third_of_the_onset_of_divergence() -> None:
     lrs = [10 ** (-7 + i / 10) for i in range(80)]  # 1e-7 .. 1e0
-    # flat, then falling fastest around 1e-3, minimum at 1e-2, then exploding
-    loss = [2.0 - 1.5 / (1 + math.exp(-3 * (math.log10(lr) + 3))) for lr in lrs]
-    loss = [v if lr <= 1e-2 else v + 50 * (lr - 1e-2) for v, lr in zip(loss, lrs, strict=True)]
-    pick, steepest, minimum = pick_lr(lrs, loss)
-    assert 0.5e-3 < steepest < 2e-3 and 0.5e-2 < minimum < 2e-2
-    assert pick == min(steepest, minimum / 10)
+    # noisy and flat (one bump of 1.6x that falls back), then diverging from 1e-3
+    loss = [0.2 + (0.12 if i == 20 else 0.01 * (i % 3)) for i in range(80)]
+    loss = [
+        v * (1 if lr < 1e-3 else 1 + 100 * (lr - 1e-3)) for v, lr in zip(loss, lrs, strict=True)
+    ]
+    onset = divergence_onset(lrs, loss)
+    assert onset is not None and 1e-3 <= onset < 1.5e-2  # not the bump at 1e-5
+    assert pick_lr(lrs, loss, 1e-5) == (1e-5, onset)  # a default below the cap stands
+    assert pick_lr(lrs, loss, 1e-1)[0] == pytest.approx(onset / MARGIN)  # one above is capped
+    flat = [0.2] * 80
+    assert pick_lr(lrs, flat, 1e-2) == (1e-2, None)  # never diverged: nothing to cap
 
 
-def test_the_range_test_finds_the_band_where_the_loss_falls_and_restores_the_model() -> None:
+def test_the_range_test_finds_where_the_loss_diverges_and_restores_the_model() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1600, 8, generator=gen)
     y = (x[:, 0] + x[:, 1] > 0).long()
@@ -41,12 +45,14 @@ def test_the_range_test_finds_the_band_where_the_loss_falls_and_restores_the_mod
     plan = Plan("probe", [Phase(0, {"head": 1.0})], "frozen")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
-    test = range_test(model, plan, loader, 0.0, torch.device("cpu"), Objective(), progress=False)
-    # the loss falls (to the noise floor) and then explodes; the pick sits on the fall,
-    # at least a decade below the LR of the lowest loss
-    at = test.lrs.index(test.pick) if test.pick in test.lrs else None
+    test = range_test(model, plan, loader, 0.0, torch.device("cpu"), Objective(), default=10.0,
+                      progress=False)  # fmt: skip
+    # the loss falls to the noise floor, then explodes; a default far too high is capped at a
+    # third of the onset, past the fall of the loss and short of the explosion
     assert test.smoothed[0] > min(test.smoothed) + 0.1 and test.stopped.startswith("loss exploded")
-    assert test.pick <= test.minimum / 10 and (at is None or test.smoothed[at] < test.smoothed[0])
+    assert test.onset is not None and test.pick == pytest.approx(test.onset / MARGIN)
+    below = [s for lr, s in zip(test.lrs, test.smoothed, strict=True) if lr <= test.pick]
+    assert min(below) < test.smoothed[0] - 0.1  # the loss has fallen by the pick
     assert len(test.lrs) <= len(loader) and test.epochs <= 1.0  # at most one epoch here
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert torch.equal(torch.get_rng_state(), rng)

@@ -55,7 +55,13 @@ def lr_find(args: argparse.Namespace) -> int:
     from datetime import datetime
     from pathlib import Path
 
-    from headstart.training.setup import build_model, find_lr, prepare_data, resolve_config
+    from headstart.training.setup import (
+        build_model,
+        find_lr,
+        prepare_data,
+        resolve_config,
+        scale_lr,
+    )  # fmt: skip
 
     args.strategy = args.strategy or "finetune"
     cfg = resolve_config(config_from_args(args))
@@ -66,6 +72,7 @@ def lr_find(args: argparse.Namespace) -> int:
         raise ConfigError(f"ConfigError: cannot create --out {out}: {e.strerror}.") from None
     progress = not args.no_progress
     ready = prepare_data(cfg)
+    cfg = scale_lr(cfg, ready.split)  # the model line shows the default the pick is set against
     built = build_model(cfg, ready, progress=progress)
     test = find_lr(cfg, ready, built, progress=progress, out=out)
     (out / "lr_find.json").write_text(json.dumps(test.to_dict(), indent=1))
@@ -149,6 +156,7 @@ def inspect(args: argparse.Namespace) -> int:
     from headstart.config import StrategyConfig, TrainConfig
     from headstart.finetune import DEFAULTS
     from headstart.finetune.describe import describe, format_table
+    from headstart.finetune.scaling import rule_line, scaled_lr
     from headstart.model import DEFAULT_TASK, Classifier
     from headstart.training.setup import plan_for
 
@@ -165,6 +173,9 @@ def inspect(args: argparse.Namespace) -> int:
         backbone.spec.family,
     )  # fmt: skip
     lr = args.lr if args.lr is not None else DEFAULTS[plan.name].lr
+    if lr is None:
+        print(f"default lr: {rule_line(args.train_images)}")
+        lr = scaled_lr(args.train_images)
     print(
         f"{args.backbone}: {len(backbone.stages())} backbone stages + head "
         f"({args.classes} classes); strategy {plan.name}, base lr {lr:g}, bn {plan.bn}, "

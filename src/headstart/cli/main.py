@@ -293,6 +293,10 @@ def _inspect_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", type=int, default=2, help="number of classes for the head (2)")
     p.add_argument("--epochs", type=int, default=10, help="epoch budget (phases depend on it)")
     p.add_argument("--lr", type=float, help="base LR (default: the strategy's own)")
+    p.add_argument(
+        "--train-images", type=int, default=1000,
+        help="training images the default LR of backbone-training strategies scales with (1000)",
+    )  # fmt: skip
     add_strategy_options(p)
     p.set_defaults(func=commands.inspect)
 

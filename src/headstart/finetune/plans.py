@@ -19,6 +19,7 @@ from torch import nn
 from headstart.backbones.stages import HEAD, group_by_stage
 from headstart.errors import ConfigError
 from headstart.finetune.freeze import BNPolicy
+from headstart.finetune.scaling import head_mult
 
 STRATEGIES: tuple[str, ...] = ("probe", "partial", "finetune", "gradual", "lp-ft", "scratch")
 
@@ -46,24 +47,28 @@ class Plan:
 
 @dataclass(frozen=True)
 class StrategyDefaults:
-    """What a strategy uses when the user does not say otherwise."""
+    """What a strategy uses when the user does not say otherwise; ``None``: scaled with the
+    data (``lr``) or chosen by how the head starts (``head_lr_mult``), see
+    :mod:`headstart.finetune.scaling`."""
 
-    lr: float
+    lr: float | None
     weights: str  # "default" or "none"
     bn: BNPolicy
-    head_lr_mult: float = 1.0
+    head_lr_mult: float | None = 1.0
 
 
-# Backbone LR 1e-5 with the head at the probe's 1e-3 and BatchNorm statistics kept: measured
-# on ants/bees, a backbone LR of 1e-4 (or 3e-5) with AdamW erodes the pretrained features
-# within two epochs, and a head at 10x a small backbone LR learns too slowly to converge in 10
-# epochs. See the README section "Fine-tuning defaults".
+# The strategies that train the backbone: LR scaled with the number of training images, the
+# head at 10x over a warm-started head (100x over a zero one), and BatchNorm's ImageNet
+# statistics kept (`--bn eval`; measured on ants/bees, BN in train mode re-estimates them from
+# batches of 32 random crops and validation accuracy swings 2-3 points from epoch to epoch).
+# See docs/finetune-defaults.md for the measurements.
+_SCALED = StrategyDefaults(lr=None, weights="default", bn="eval", head_lr_mult=None)
 DEFAULTS: dict[str, StrategyDefaults] = {
     "probe": StrategyDefaults(lr=1e-3, weights="default", bn="frozen"),
-    "partial": StrategyDefaults(lr=1e-5, weights="default", bn="eval", head_lr_mult=100.0),
-    "finetune": StrategyDefaults(lr=1e-5, weights="default", bn="eval", head_lr_mult=100.0),
-    "gradual": StrategyDefaults(lr=1e-5, weights="default", bn="eval", head_lr_mult=100.0),
-    "lp-ft": StrategyDefaults(lr=1e-5, weights="default", bn="eval", head_lr_mult=100.0),
+    "partial": _SCALED,
+    "finetune": _SCALED,
+    "gradual": _SCALED,
+    "lp-ft": _SCALED,
     "scratch": StrategyDefaults(lr=1e-3, weights="none", bn="train"),
 }
 
@@ -128,6 +133,8 @@ def make_plan(
     d = DEFAULTS[opts.name]
     bn = opts.bn or d.bn
     head = opts.head_lr_mult if opts.head_lr_mult is not None else d.head_lr_mult
+    if head is None:  # a resolved config always sets it; a bare plan (inspect) assumes warm
+        head = head_mult(warm=True)
     decayed = _decayed(stages, opts.lr_decay if opts.lr_decay is not None else 1.0)
     name = opts.name
     if name == "probe":

@@ -29,6 +29,7 @@ from headstart.finetune import (
     make_plan,
     trainable_per_phase,
 )
+from headstart.finetune.scaling import head_mult, rule_line, scaled_lr
 from headstart.model import Classifier
 from headstart.multilayer import StageTaps
 from headstart.training.device import resolve_device, seed_everything
@@ -91,6 +92,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             "are relative to --images-root)."
         )
     d = DEFAULTS[s.name]
+    warm = s.name in WARM_STRATEGIES and s.warm_head and cfg.data.cache
     out = cfg.out or f"runs/{s.name}-{datetime.now():%Y%m%d-%H%M%S}"
     chosen_later = cfg.model.layers == "all"  # by cross-validation (training.regularise)
     return cfg.with_overrides(
@@ -98,11 +100,13 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             "optim.weight_decay": cfg.optim.weight_decay
             if cfg.optim.weight_decay is not None or chosen_later
             else DEFAULT_WEIGHT_DECAY,
-            "strategy.lr": s.lr if s.lr is not None else d.lr,
+            "strategy.lr": s.lr if s.lr is not None else d.lr,  # None: see scale_lr
             "strategy.bn": s.bn or d.bn,
             "strategy.head_lr_mult": s.head_lr_mult
             if s.head_lr_mult is not None
-            else d.head_lr_mult,
+            else d.head_lr_mult
+            if d.head_lr_mult is not None
+            else head_mult(bool(warm)),
             "model.weights": cfg.model.weights or d.weights,
             "out": out,
         }
@@ -265,10 +269,29 @@ def build_model(
 AUTO = "auto"  # --lr auto: the range test picks the base LR
 
 
+def scale_lr(
+    cfg: TrainConfig, split: DataSplit, echo: Callable[[str], None] = print
+) -> TrainConfig:
+    """``cfg`` with the data-scaled backbone LR filled in where the user gave none (the
+    strategies that train the backbone; :mod:`headstart.finetune.scaling`). The saved
+    ``config.yaml`` keeps ``lr: null``: the rule, not its value, so a repeat on other data
+    scales again."""
+    if cfg.strategy.lr is not None:
+        return cfg
+    echo(f"lr: {rule_line(len(split.train))}")
+    return cfg.with_overrides({"strategy.lr": default_lr(cfg, split)})
+
+
+def default_lr(cfg: TrainConfig, split: DataSplit) -> float:
+    """The strategy's default base LR on ``split``: fixed, or scaled with its training images."""
+    fixed = DEFAULTS[cfg.strategy.name].lr
+    return fixed if fixed is not None else scaled_lr(len(split.train))
+
+
 def lr_text(cfg: TrainConfig) -> str:
     """The base LR as the console shows it (``auto`` until the range test has run)."""
     lr = cfg.strategy.lr
-    return lr if isinstance(lr, str) else f"{lr:g}"
+    return lr if isinstance(lr, str) else f"{lr:.2g}"
 
 
 def find_lr(
@@ -284,9 +307,11 @@ def find_lr(
     from headstart.plots import plot_lr_find
 
     weight_decay = cfg.optim.decay
+    lr = cfg.strategy.lr
+    default = float(lr) if isinstance(lr, (int, float)) else default_lr(cfg, ready.split)
     with built.model.reading_features(built.inputs.tail) if built.inputs.tail else nullcontext():
         test = range_test(built.model, ready.plan, built.inputs.train, weight_decay,
-                          ready.device, ready.objective, cfg.seed, progress)  # fmt: skip
+                          ready.device, ready.objective, default, cfg.seed, progress)  # fmt: skip
     echo(test.line())
     for note in test.notes:
         echo(f"  note: {note}")

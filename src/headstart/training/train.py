@@ -19,6 +19,7 @@ from headstart.errors import CheckpointError, ConfigError, Interrupted
 from headstart.finetune import (
     Plan,
 )
+from headstart.finetune.scaling import rule_line
 from headstart.model import Classifier
 from headstart.plots import plot_training_curves
 from headstart.training.checkpoint import MANIFEST, read_manifest, save_checkpoint
@@ -43,6 +44,7 @@ from headstart.training.setup import (
     load_data,
     prepare_data,
     resolve_config,
+    scale_lr,
 )
 from headstart.training.state import STATE_DIR, LoopState, load_state, save_state
 from headstart.training.verdict import below_probe
@@ -187,6 +189,8 @@ def train(
         save_config(cfg, run_dir / "config.yaml")
         split.save(run_dir / "split.json")
 
+    scaled = cfg.strategy.lr is None
+    cfg = scale_lr(cfg, split, echo)
     built = build_model(cfg, ready, echo, progress)
     model, inputs, warm, taps = built.model, built.inputs, built.warm, built.taps
     per_phase, total = built.per_phase, built.total
@@ -253,6 +257,7 @@ def train(
                 "head_cv": choice.to_dict() if choice else None,
                 "warm_head": warm.to_dict() if warm else None,
                 "lr_find": found.to_dict() if found else None,
+                "lr_rule": rule_line(len(split.train)) if scaled else None,
                 "stages_read": taps.stages_used if taps is not None else None,
             },
         )
@@ -358,7 +363,8 @@ def finished_result(
     cache = Cache(cfg.data.cache_dir) if cfg.data.cache else None
     fit_result = FitResult(history, int(manifest["best_epoch"]), str(manifest["stop_reason"]))
     echo(f"kept {run_dir}: finished earlier, best val_acc {fit_result.best.val_acc:.4f}")
+    ran = cfg.with_overrides({"strategy.lr": manifest["strategy"]["lr"]})  # scaled, or found
     return TrainResult(
-        run_dir, cfg, split or load_data(cfg, cache), fit_result,
+        run_dir, ran, split or load_data(cfg, cache), fit_result,
         list(manifest["trainable_params_per_phase"]), int(manifest["total_params"]),
     )  # fmt: skip
