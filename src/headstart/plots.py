@@ -178,3 +178,23 @@ def plot_lr_find(test: Any, path: Path, title: str = "") -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_recommendation(points: list[tuple[str, float, float, float, bool]], path: Path) -> Path:
+    """``recommend``: each candidate's held-out probe accuracy (with one standard error)
+    against its estimated seconds per fine-tuning epoch; the pick in red."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, seconds, acc, se, picked in points:
+        color = "C3" if picked else "C0"
+        ax.errorbar(seconds, acc, yerr=se, fmt="o", color=color, capsize=4)
+        ax.annotate(name + (" (pick)" if picked else ""), (seconds, acc), xytext=(6, 6),
+                    textcoords="offset points", fontsize=8, color=color)  # fmt: skip
+    ax.set_xlabel("estimated seconds per fine-tuning epoch on this machine")
+    ax.set_ylabel("cached probe, held-out accuracy (± 1 SE)")
+    ax.set_title("backbones: accuracy of the frozen features against cost", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

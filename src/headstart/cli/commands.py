@@ -85,6 +85,55 @@ def lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def recommend(args: argparse.Namespace) -> int:
+    """``headstart recommend``: the candidates' evidence, the pick and its reasons."""
+    from datetime import datetime
+    from pathlib import Path
+
+    from headstart.backbones.availability import offline_status
+    from headstart.backbones.registry import get_spec, list_backbones
+    from headstart.recommend.evidence import backbone_evidence
+    from headstart.recommend.ranking import Recommendation
+    from headstart.training.setup import prepare_data, resolve_config
+
+    cfg = resolve_config(config_from_args(args))
+    names = args.backbones or [s.name for s in list_backbones()]
+    skipped, usable = {}, []
+    for name in names:
+        spec = get_spec(name)  # an unknown name fails here, with the list
+        status = offline_status(spec)
+        given = cfg.model.weights not in (None, "default")
+        if status.startswith("yes") or given or spec.default_weights == "none":
+            usable.append(name)
+        else:
+            skipped[name] = f"no weights on this machine ({status})"
+    if not usable:
+        raise ConfigError(
+            "ConfigError: none of the candidate backbones has its weights on this machine; "
+            "`headstart backbones` says how to get them."
+        )
+    out = Path(args.out or f"runs/recommend-{datetime.now():%Y%m%d-%H%M%S}")
+    ready = prepare_data(cfg)
+    progress = not args.no_progress
+    evidence = []
+    for name in usable:
+        e = backbone_evidence(cfg, name, ready.split, ready.cache, ready.device, ready.generator,
+                              ready.objective, progress)  # fmt: skip
+        print(f"{name}: evidence in {e.seconds:.0f} s")
+        evidence.append(e)
+    rec = Recommendation(evidence, skipped)
+    print()
+    print(rec.table())
+    print()
+    for line in rec.reasons():
+        print(line)
+    data = f"--labels {cfg.data.labels}" if cfg.data.labels else str(cfg.data.root)
+    print(f"\ntrain it: headstart train {data} --backbone {rec.best.backbone} --strategy probe")
+    json_path, png_path = rec.write(out)
+    print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
 def compare(args: argparse.Namespace) -> int:
     """``headstart compare``: one table, compare.json and compare.png."""
     from datetime import datetime

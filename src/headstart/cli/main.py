@@ -242,6 +242,24 @@ def _lr_find_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=commands.lr_find)
 
 
+def _recommend_parser(sub: argparse._SubParsersAction) -> None:
+    p = _data_command(
+        sub,
+        "recommend",
+        "rank the backbones with local weights on your data from their frozen features",
+        "LogME, leave-one-out k-NN and a cached probe (cross-validated and on the validation "
+        "split) per backbone, with its measured speed; writes recommend.json and "
+        "recommend.png into --out.",
+    )
+    p.add_argument(
+        "--backbones", type=lambda s: [b for b in s.split(",") if b], metavar="A,B,...",
+        help="candidates (default: every registered backbone whose weights are on this machine)",
+    )  # fmt: skip
+    add_training_options(p)
+    p.add_argument("--out", metavar="DIR", help="folder for recommend.json and recommend.png")
+    p.set_defaults(func=commands.recommend, strategy="probe")
+
+
 def _compare_parser(sub: argparse._SubParsersAction) -> None:
     p = _data_command(
         sub,
@@ -311,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _train_parser(sub)
     _lr_find_parser(sub)
+    _recommend_parser(sub)
     _compare_parser(sub)
     _cv_parser(sub)
     _inspect_parser(sub)

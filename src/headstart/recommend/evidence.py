@@ -1,0 +1,140 @@
+"""Evidence per candidate backbone, from its frozen features (computed once, then cached):
+LogME, leave-one-out k-NN, a cached probe's cross-validated and validation accuracy, and
+the backbone's measured forward throughput on this machine."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+
+from headstart.backbones import count_parameters, create_backbone
+from headstart.backbones.stages import HEAD
+from headstart.cache import Cache
+from headstart.config import TrainConfig
+from headstart.data import DataSplit
+from headstart.finetune import Phase, Plan
+from headstart.model import Classifier
+from headstart.recommend.transferability import knn_loo_accuracy, logme
+from headstart.stats import wilson_interval
+from headstart.training.device import to_device
+from headstart.training.inputs import make_inputs
+from headstart.training.lbfgs import accuracy, target_tensors
+from headstart.training.objective import Objective
+from headstart.training.regularise import fit_head_by_cv
+
+TRAIN_STEP_COST = 3.0  # a training step costs about 3 forward passes (forward + backward)
+
+
+@dataclass(frozen=True)
+class BackboneEvidence:
+    """What the frozen features of one backbone say about this data."""
+
+    backbone: str
+    params: int
+    input_size: int
+    logme: float
+    knn_acc: float
+    cv_acc: float  # the cached probe's cross-validated accuracy on the training images
+    cv_folds: int
+    val_acc: float  # the same probe, fitted on every training image, on the validation split
+    val_ci: tuple[float, float]
+    n_train: int
+    n_val: int
+    images_per_s: float  # forward passes per second at the batch size, measured here
+    seconds: float  # what gathering this evidence cost
+
+    def finetune_epoch_seconds(self) -> float:
+        """Estimated seconds per fine-tuning epoch (``TRAIN_STEP_COST`` forwards per image)."""
+        return self.n_train * TRAIN_STEP_COST / self.images_per_s
+
+    def probe_seconds(self) -> float:
+        """Estimated seconds for a cold probe: one forward pass over every image."""
+        return (self.n_train + self.n_val) / self.images_per_s
+
+    def to_dict(self) -> dict:
+        """For ``recommend.json``."""
+        return {
+            **asdict(self),
+            "val_ci": list(self.val_ci),
+            "finetune_epoch_seconds": self.finetune_epoch_seconds(),
+            "probe_seconds": self.probe_seconds(),
+        }
+
+
+def first_task_labels(targets: list) -> np.ndarray:
+    """Integer labels of the first task (multi-task targets are dicts; -1: missing)."""
+    return np.asarray([t if isinstance(t, int) else next(iter(t.values()), -1) for t in targets])
+
+
+def throughput(module: torch.nn.Module, size: int, batch: int, device: torch.device) -> float:
+    """Forward images per second of ``module`` at ``size`` px in eval mode (one warm-up batch,
+    then the best of three timed batches: the machine is shared)."""
+    module.eval()
+    x = torch.randn(batch, 3, size, size, device=device)
+    best = float("inf")
+    with torch.inference_mode():
+        module(x)
+        for _ in range(3):
+            start = time.perf_counter()
+            module(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - start)
+    return batch / best
+
+
+def backbone_evidence(
+    cfg: TrainConfig,
+    name: str,
+    split: DataSplit,
+    cache: Cache | None,
+    device: torch.device,
+    generator: torch.Generator,
+    objective: Objective,
+    progress: bool = True,
+) -> BackboneEvidence:
+    """Evidence for backbone ``name`` on ``split`` (features from the cache when there)."""
+    start = time.perf_counter()
+    cfg = replace(cfg, model=replace(cfg.model, backbone=name))
+    backbone = create_backbone(name, cfg.model.weights)
+    if cfg.model.image_size or cfg.model.crop_pct:
+        backbone.preprocessing = backbone.preprocessing.at_size(
+            cfg.model.image_size or backbone.preprocessing.input_size, cfg.model.crop_pct
+        )
+    probe = Plan("probe", [Phase(0, {HEAD: 1.0})], "frozen")
+    clean = replace(cfg, data=replace(cfg.data, cached_views=0))
+    inputs = make_inputs(clean, backbone, probe, split, device, generator, cache, progress)
+    train, val = inputs.train.dataset, inputs.val.dataset
+    raw = train.features[:, 0]  # type: ignore[attr-defined]
+    labels = first_task_labels(train.targets)  # type: ignore[attr-defined]
+    known = labels >= 0
+    features = raw.numpy()
+    model = Classifier(
+        backbone.module, backbone.num_features,
+        {task: len(classes) for task, classes in split.tasks.items()}, 0.0, backbone.spec.family,
+    )  # fmt: skip
+    to_device(model, device)
+    choice, _, _ = fit_head_by_cv(model, None, raw.to(device), train.targets, objective, cfg.seed)  # type: ignore[attr-defined]
+    y_val = {t: v.to(device) for t, v in target_tensors(val.targets).items()}  # type: ignore[attr-defined]
+    val_acc = accuracy(model, val.features[:, 0].to(device), y_val, objective)  # type: ignore[attr-defined]
+    n_val = len(val)  # type: ignore[arg-type]
+    size = backbone.preprocessing.input_size
+    speed = throughput(backbone.module, size, cfg.optim.batch_size, device)
+    return BackboneEvidence(
+        backbone=name,
+        params=count_parameters(backbone.module),
+        input_size=size,
+        logme=logme(features[known], labels[known]),
+        knn_acc=knn_loo_accuracy(features[known], labels[known]),
+        cv_acc=max(choice.scores.values()),
+        cv_folds=choice.folds,
+        val_acc=val_acc,
+        val_ci=wilson_interval(round(val_acc * n_val), n_val),
+        n_train=len(labels),
+        n_val=n_val,
+        images_per_s=speed,
+        seconds=time.perf_counter() - start,
+    )

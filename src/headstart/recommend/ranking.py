@@ -1,0 +1,135 @@
+"""Rank candidate backbones by their evidence, pick one, and write the table, JSON and plot.
+
+The pick is confirmed by the cached probe, not by a transferability score alone (scores are
+known to mislead on some domains, medical images especially): the probe's held-out accuracy
+pools its cross-validated accuracy on the training images with its accuracy on the
+validation split, and among the backbones within one standard error of the best, the
+fastest is picked (the one-standard-error rule the multi-layer probe uses too).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from headstart.recommend.evidence import BackboneEvidence
+from headstart.training.regularise import standard_error
+
+
+def held_out(e: BackboneEvidence) -> float:
+    """The cached probe's held-out accuracy: CV on the training images pooled with val."""
+    return (e.cv_acc * e.n_train + e.val_acc * e.n_val) / (e.n_train + e.n_val)
+
+
+def kendall(a: list[float], b: list[float]) -> float | None:
+    """Kendall's tau between two scorings of the same candidates (None under 3)."""
+    if len(a) < 3:
+        return None
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a, b).statistic)
+
+
+@dataclass
+class Recommendation:
+    """The evidence, the skipped candidates and the pick with its reasons."""
+
+    evidence: list[BackboneEvidence]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def best(self) -> BackboneEvidence:
+        """The pick: the fastest backbone within one standard error of the best."""
+        top = max(self.evidence, key=held_out)
+        n = top.n_train + top.n_val
+        close = [
+            e
+            for e in self.evidence
+            if held_out(e) >= held_out(top) - standard_error(held_out(top), n)
+        ]
+        return max(close, key=lambda e: e.images_per_s)
+
+    def agreement(self) -> dict[str, float | None]:
+        """Kendall's tau of each score's ranking with the probe's held-out accuracy."""
+        probe = [held_out(e) for e in self.evidence]
+        return {
+            "logme": kendall([e.logme for e in self.evidence], probe),
+            "knn": kendall([e.knn_acc for e in self.evidence], probe),
+        }
+
+    def reasons(self) -> list[str]:
+        """The pick in plain words."""
+        pick, top = self.best, max(self.evidence, key=held_out)
+        n = top.n_train + top.n_val
+        lines = [
+            f"pick: {pick.backbone}: the cached probe scores {held_out(pick):.2%} held out "
+            f"(CV {pick.cv_acc:.2%} on {pick.n_train} training images, {pick.val_acc:.2%} on "
+            f"{pick.n_val} validation images)"
+        ]
+        if pick is not top:
+            lines.append(
+                f"  {top.backbone} scores {held_out(top):.2%}, within one standard error "
+                f"({standard_error(held_out(top), n):.2%}) of it, and {pick.backbone} is "
+                f"{pick.images_per_s / top.images_per_s:.1f}x as fast here"
+            )
+        elif len(self.evidence) > 1:
+            second = sorted(self.evidence, key=held_out)[-2]
+            gap, se = held_out(pick) - held_out(second), standard_error(held_out(top), n)
+            lines.append(
+                f"  {gap:.2%} above the next ({second.backbone}), more than one standard error "
+                f"({se:.2%})"
+                if gap > se
+                else f"  {second.backbone} is within one standard error ({se:.2%}) but "
+                f"{pick.images_per_s / second.images_per_s:.1f}x slower"
+            )
+        agree = self.agreement()
+        if agree["logme"] is not None:
+            lines.append(
+                f"  agreement with the probe's ranking (Kendall's tau, 1 = same order): LogME "
+                f"{agree['logme']:+.2f}, k-NN {agree['knn']:+.2f}"
+            )
+        return lines
+
+    def table(self) -> str:
+        """One row per candidate, best held-out accuracy first."""
+        head = (
+            f"{'backbone':<22} {'params':>7} {'px':>4} {'LogME':>7} {'k-NN':>7} {'probe CV':>9} "
+            f"{'probe val [95% CI]':>24} {'held out':>9} {'img/s':>6} {'probe s':>8} {'ft s/ep':>8}"
+        )
+        rows = [head, "-" * len(head)]
+        for e in sorted(self.evidence, key=held_out, reverse=True):
+            ci = f"{e.val_acc:.2%} [{e.val_ci[0]:.1%}, {e.val_ci[1]:.1%}]"
+            mark = " *" if e is self.best else ""
+            rows.append(
+                f"{e.backbone:<22} {e.params / 1e6:>6.1f}M {e.input_size:>4} {e.logme:>7.3f} "
+                f"{e.knn_acc:>7.2%} {e.cv_acc:>9.2%} {ci:>24} {held_out(e):>9.2%} "
+                f"{e.images_per_s:>6.0f} {e.probe_seconds():>8.0f} "
+                f"{e.finetune_epoch_seconds():>8.0f}{mark}"
+            )
+        rows += [f"{name:<22} skipped: {why}" for name, why in self.skipped.items()]
+        return "\n".join(rows)
+
+    def to_dict(self) -> dict:
+        """For ``recommend.json``."""
+        return {
+            "pick": self.best.backbone,
+            "reasons": self.reasons(),
+            "agreement": self.agreement(),
+            "candidates": [{**e.to_dict(), "held_out": held_out(e)} for e in self.evidence],
+            "skipped": self.skipped,
+        }
+
+    def write(self, out: Path) -> tuple[Path, Path]:
+        """``recommend.json`` and ``recommend.png`` (held-out accuracy against time) in ``out``."""
+        from headstart.plots import plot_recommendation
+
+        out.mkdir(parents=True, exist_ok=True)
+        json_path = out / "recommend.json"
+        json_path.write_text(json.dumps(self.to_dict(), indent=1))
+        points = [
+            (e.backbone, e.finetune_epoch_seconds(), held_out(e),
+             standard_error(held_out(e), e.n_train + e.n_val), e is self.best)
+            for e in self.evidence
+        ]  # fmt: skip
+        return json_path, plot_recommendation(points, out / "recommend.png")

@@ -1,0 +1,60 @@
+"""`headstart recommend`: the pick rule on made-up evidence, and the command end to end on a
+tiny backbone and generated images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from headstart.backbones import BackboneSpec, register
+from headstart.backbones.registry import UnknownBackbone, get_spec
+from headstart.cli.main import main
+from headstart.recommend.evidence import BackboneEvidence
+from headstart.recommend.ranking import Recommendation, held_out
+from tests.conftest import TINY
+from tests.unit.conftest import FAST
+
+SECOND = "tiny_efficientnet_twin"
+
+
+def _evidence(name: str, cv: float, val: float, speed: float) -> BackboneEvidence:
+    return BackboneEvidence(name, 1_000_000, 224, 0.0, 0.5, cv, 3, val, (0.0, 1.0), 1000, 250,
+                            speed, 1.0)  # fmt: skip
+
+
+def test_the_pick_is_the_fastest_within_one_standard_error_of_the_best() -> None:
+    best = _evidence("big", 0.90, 0.90, 10.0)
+    close = _evidence("small", 0.895, 0.895, 40.0)  # SE on 1,250 images at 90%: 0.85 points
+    far = _evidence("tiny", 0.80, 0.80, 100.0)
+    rec = Recommendation([best, close, far])
+    assert held_out(best) == pytest.approx(0.90)
+    assert rec.best is close
+    assert "4.0x as fast" in "\n".join(rec.reasons())
+    clear = Recommendation([_evidence("big", 0.95, 0.95, 10.0), close])
+    assert clear.best.backbone == "big" and "more than one standard error" in clear.reasons()[1]
+
+
+def test_recommend_ranks_the_candidates_with_weights_and_lists_the_rest(
+    trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    try:
+        get_spec(SECOND)
+    except UnknownBackbone:
+        register(BackboneSpec(name=SECOND, library="timm", arch="test_efficientnet",
+                              default_weights="none", summary="a second tiny candidate",
+                              family="timm_efficientnet"))  # fmt: skip
+    out = tmp_path / "rec"
+    argv = ["--no-progress", "recommend", str(trainval_dataset), *FAST[2:-1], "--backbones",
+            f"{TINY},{SECOND},resnet18", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    found = json.loads((out / "recommend.json").read_text())
+    assert (out / "recommend.png").stat().st_size > 0
+    assert found["pick"] in (TINY, SECOND) and f"--backbone {found['pick']}" in printed
+    assert "resnet18" in found["skipped"] and "resnet18               skipped" in printed
+    for c in found["candidates"]:
+        assert 0.0 <= c["knn_acc"] <= 1.0 and 0.0 <= c["held_out"] <= 1.0
+        assert c["images_per_s"] > 0 and c["val_ci"][0] <= c["val_acc"] <= c["val_ci"][1]
+        assert c["n_train"] + c["n_val"] > 0 and c["logme"] == c["logme"]  # not NaN

@@ -1,0 +1,81 @@
+"""LogME and leave-one-out k-NN against brute-force references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+from scipy.stats import multivariate_normal
+
+from headstart.recommend.transferability import (
+    _svd,
+    evidence,
+    knn_loo_accuracy,
+    logme,
+    max_evidence,
+)
+
+
+def _direct(f: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> float:
+    """log N(y; 0, F F^T / alpha + I / beta): the marginal likelihood, computed directly."""
+    cov = f @ f.T / alpha + np.eye(len(y)) / beta
+    return float(multivariate_normal(np.zeros(len(y)), cov).logpdf(y))
+
+
+@pytest.mark.parametrize(("n", "d"), [(40, 6), (12, 30)])  # more samples than features, fewer
+def test_the_evidence_is_the_gaussian_marginal_likelihood(n: int, d: int) -> None:
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(n, d))
+    y = (rng.random(n) < 0.4).astype(float)
+    u, sigma = _svd(f)
+    for alpha, beta in [(1.0, 1.0), (0.3, 5.0), (20.0, 0.7)]:
+        ours = evidence(u.T @ y, sigma, float(y @ y), n, d, alpha, beta)
+        assert ours == pytest.approx(_direct(f, y, alpha, beta), rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize(("n", "d"), [(60, 8), (15, 40)])
+def test_the_fixed_point_maximises_the_evidence(n: int, d: int) -> None:
+    rng = np.random.default_rng(1)
+    f = rng.normal(size=(n, d))
+    y = (f[:, 0] + 0.5 * rng.normal(size=n) > 0).astype(float)
+    u, sigma = _svd(f)
+    best, alpha, beta = max_evidence(u.T @ y, sigma, float(y @ y), n, d)
+    options = {"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000}
+    brute = minimize(lambda p: -_direct(f, y, np.exp(p[0]), np.exp(p[1])), x0=[0.0, 0.0],
+                     method="Nelder-Mead", options=options)  # fmt: skip
+    assert best == pytest.approx(-brute.fun, abs=1e-5)
+    assert best == pytest.approx(_direct(f, y, alpha, beta), rel=1e-9)
+
+
+def test_logme_ranks_informative_features_above_noise() -> None:
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, size=150)
+    centres = rng.normal(size=(3, 16)) * 3
+    good = centres[labels] + rng.normal(size=(150, 16))
+    noise = rng.normal(size=(150, 16))
+    assert logme(good, labels) > logme(noise, labels)
+    assert logme(good, labels, num_classes=4) == pytest.approx(logme(good, labels))  # absent
+
+
+def _knn_brute(f: np.ndarray, y: np.ndarray, k: int) -> float:
+    f = f / np.linalg.norm(f, axis=1, keepdims=True)
+    correct = 0
+    for i in range(len(y)):
+        others = [j for j in range(len(y)) if j != i]
+        sims = sorted(others, key=lambda j: -float(f[i] @ f[j]))[:k]
+        counts = np.bincount(y[sims], minlength=y.max() + 1)
+        top = np.flatnonzero(counts == counts.max())
+        pred = top[0] if len(top) == 1 else next(int(y[j]) for j in sims if y[j] in top)
+        correct += pred == y[i]
+    return correct / len(y)
+
+
+def test_knn_loo_matches_a_brute_force_vote_and_sees_structure() -> None:
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, size=80)
+    clustered = rng.normal(size=(4, 10))[labels] * 2 + rng.normal(size=(80, 10))
+    noise = rng.normal(size=(80, 10))
+    for f in (clustered, noise):
+        for k in (1, 4, 5):
+            assert knn_loo_accuracy(f, labels, k) == pytest.approx(_knn_brute(f, labels, k))
+    assert knn_loo_accuracy(clustered, labels) > 0.9 > 0.5 > knn_loo_accuracy(noise, labels)
