@@ -4,6 +4,7 @@ tiny backbone and generated images."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,10 @@ def test_the_pick_is_the_fastest_within_one_standard_error_of_the_best() -> None
     assert held_out(best) == pytest.approx(0.90)
     assert rec.best is close
     assert "4.0x as fast" in "\n".join(rec.reasons())
+    climbing = replace(close, curve=((250, 0.80), (500, 0.84), (1000, 0.895)))
+    flat = replace(close, curve=((250, 0.88), (500, 0.89), (1000, 0.895)))
+    assert Recommendation([best, climbing]).strategy == "finetune"  # +5.5 points > 1 SE
+    assert Recommendation([best, flat]).strategy == "probe"  # +0.5 points < 1 SE (2.7)
     clear = Recommendation([_evidence("big", 0.95, 0.95, 10.0), close])
     assert clear.best.backbone == "big" and "more than one standard error" in clear.reasons()[1]
 
@@ -53,8 +58,12 @@ def test_recommend_ranks_the_candidates_with_weights_and_lists_the_rest(
     found = json.loads((out / "recommend.json").read_text())
     assert (out / "recommend.png").stat().st_size > 0
     assert found["pick"] in (TINY, SECOND) and f"--backbone {found['pick']}" in printed
+    assert f"--strategy {found['strategy']}" in printed and "learning curve" in printed
     assert "resnet18" in found["skipped"] and "resnet18               skipped" in printed
     for c in found["candidates"]:
         assert 0.0 <= c["knn_acc"] <= 1.0 and 0.0 <= c["held_out"] <= 1.0
         assert c["images_per_s"] > 0 and c["val_ci"][0] <= c["val_acc"] <= c["val_ci"][1]
         assert c["n_train"] + c["n_val"] > 0 and c["logme"] == c["logme"]  # not NaN
+        sizes = [n for n, _ in c["curve"]]
+        assert len(sizes) == 3 and sizes == sorted(sizes) and sizes[-1] == c["n_train"]
+        assert c["curve"][-1][1] == c["val_acc"]

@@ -128,7 +128,10 @@ def recommend(args: argparse.Namespace) -> int:
     for line in rec.reasons():
         print(line)
     data = f"--labels {cfg.data.labels}" if cfg.data.labels else str(cfg.data.root)
-    print(f"\ntrain it: headstart train {data} --backbone {rec.best.backbone} --strategy probe")
+    print(
+        f"\ntrain it: headstart train {data} --backbone {rec.best.backbone} "
+        f"--strategy {rec.strategy}"
+    )
     json_path, png_path = rec.write(out)
     print(f"wrote {json_path} and {png_path}")
     return 0

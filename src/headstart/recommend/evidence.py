@@ -4,6 +4,7 @@ the backbone's measured forward throughput on this machine."""
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -26,6 +27,7 @@ from headstart.training.objective import Objective
 from headstart.training.regularise import fit_head_by_cv
 
 TRAIN_STEP_COST = 3.0  # a training step costs about 3 forward passes (forward + backward)
+CURVE_FRACTIONS = (0.25, 0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,12 @@ class BackboneEvidence:
     n_val: int
     images_per_s: float  # forward passes per second at the batch size, measured here
     seconds: float  # what gathering this evidence cost
+    curve: tuple[tuple[int, float], ...] = ()  # (training images, probe val accuracy)
+
+    @property
+    def curve_gain(self) -> float:
+        """The probe's val accuracy gained from half the training images to all of them."""
+        return self.curve[-1][1] - self.curve[-2][1] if len(self.curve) > 1 else 0.0
 
     def finetune_epoch_seconds(self) -> float:
         """Estimated seconds per fine-tuning epoch (``TRAIN_STEP_COST`` forwards per image)."""
@@ -59,6 +67,7 @@ class BackboneEvidence:
         return {
             **asdict(self),
             "val_ci": list(self.val_ci),
+            "curve": [list(point) for point in self.curve],
             "finetune_epoch_seconds": self.finetune_epoch_seconds(),
             "probe_seconds": self.probe_seconds(),
         }
@@ -67,6 +76,35 @@ class BackboneEvidence:
 def first_task_labels(targets: list) -> np.ndarray:
     """Integer labels of the first task (multi-task targets are dicts; -1: missing)."""
     return np.asarray([t if isinstance(t, int) else next(iter(t.values()), -1) for t in targets])
+
+
+def learning_curve(
+    model: torch.nn.Module,
+    raw: torch.Tensor,
+    targets: list,
+    val_x: torch.Tensor,
+    y_val: dict[str, torch.Tensor],
+    objective: Objective,
+    seed: int,
+    fractions: tuple[float, ...] = CURVE_FRACTIONS,
+) -> tuple[tuple[int, float], ...]:
+    """The cached probe's val accuracy trained on stratified ``fractions`` of the training
+    images (penalty by CV each time): still climbing at 100% means more capacity or data
+    will pay; flat means the frozen features say all this data can tell."""
+    from sklearn.model_selection import train_test_split
+
+    labels = first_task_labels(targets)
+    points = []
+    for fraction in fractions:
+        idx = np.arange(len(labels))
+        if fraction < 1.0:
+            idx, _ = train_test_split(idx, train_size=fraction, random_state=seed,
+                                      stratify=labels)  # fmt: skip
+        m = copy.deepcopy(model)
+        rows = torch.as_tensor(np.sort(idx))
+        fit_head_by_cv(m, None, raw[rows], [targets[i] for i in rows.tolist()], objective, seed)
+        points.append((len(idx), accuracy(m, val_x, y_val, objective)))
+    return tuple(points)
 
 
 def throughput(module: torch.nn.Module, size: int, batch: int, device: torch.device) -> float:
@@ -117,9 +155,12 @@ def backbone_evidence(
         {task: len(classes) for task, classes in split.tasks.items()}, 0.0, backbone.spec.family,
     )  # fmt: skip
     to_device(model, device)
-    choice, _, _ = fit_head_by_cv(model, None, raw.to(device), train.targets, objective, cfg.seed)  # type: ignore[attr-defined]
     y_val = {t: v.to(device) for t, v in target_tensors(val.targets).items()}  # type: ignore[attr-defined]
-    val_acc = accuracy(model, val.features[:, 0].to(device), y_val, objective)  # type: ignore[attr-defined]
+    val_x = val.features[:, 0].to(device)  # type: ignore[attr-defined]
+    curve = learning_curve(model, raw.to(device), list(train.targets), val_x, y_val, objective,  # type: ignore[attr-defined]
+                           cfg.seed, CURVE_FRACTIONS[:-1])  # fmt: skip
+    choice, _, _ = fit_head_by_cv(model, None, raw.to(device), train.targets, objective, cfg.seed)  # type: ignore[attr-defined]
+    val_acc = accuracy(model, val_x, y_val, objective)
     n_val = len(val)  # type: ignore[arg-type]
     size = backbone.preprocessing.input_size
     speed = throughput(backbone.module, size, cfg.optim.batch_size, device)
@@ -137,4 +178,5 @@ def backbone_evidence(
         n_val=n_val,
         images_per_s=speed,
         seconds=time.perf_counter() - start,
+        curve=(*curve, (len(labels), val_acc)),
     )

@@ -16,6 +16,8 @@ from pathlib import Path
 from headstart.recommend.evidence import BackboneEvidence
 from headstart.training.regularise import standard_error
 
+FINETUNE_EPOCHS = 10  # the default epoch budget, for the time estimate
+
 
 def held_out(e: BackboneEvidence) -> float:
     """The cached probe's held-out accuracy: CV on the training images pooled with val."""
@@ -37,6 +39,12 @@ class Recommendation:
 
     evidence: list[BackboneEvidence]
     skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def strategy(self) -> str:
+        """The strategy the evidence points to: finetune while the probe's curve climbs."""
+        pick = self.best
+        return "finetune" if pick.curve_gain > standard_error(pick.val_acc, pick.n_val) else "probe"
 
     @property
     def best(self) -> BackboneEvidence:
@@ -83,6 +91,21 @@ class Recommendation:
                 else f"  {second.backbone} is within one standard error ({se:.2%}) but "
                 f"{pick.images_per_s / second.images_per_s:.1f}x slower"
             )
+        if len(pick.curve) > 1:
+            points = ", ".join(f"{n} images {a:.2%}" for n, a in pick.curve)
+            se = standard_error(pick.val_acc, pick.n_val)
+            verdict = (
+                "still climbing (more than one standard error): more capacity will pay, so "
+                f"fine-tuning is likely to beat the probe (about "
+                f"{FINETUNE_EPOCHS * pick.finetune_epoch_seconds() / 60:.0f} min for "
+                f"{FINETUNE_EPOCHS} epochs here)"
+                if pick.curve_gain > se
+                else "flat (within one standard error): the frozen features already say what "
+                "this data can tell; fine-tuning is unlikely to pay"
+            )
+            lines.append(
+                f"  the probe's learning curve on the validation split: {points}: {verdict}"
+            )
         agree = self.agreement()
         if agree["logme"] is not None:
             lines.append(
@@ -114,6 +137,7 @@ class Recommendation:
         """For ``recommend.json``."""
         return {
             "pick": self.best.backbone,
+            "strategy": self.strategy,
             "reasons": self.reasons(),
             "agreement": self.agreement(),
             "candidates": [{**e.to_dict(), "held_out": held_out(e)} for e in self.evidence],
