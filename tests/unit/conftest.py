@@ -31,3 +31,11 @@ def trained_run(trained_run_once: tuple[Path, Path], tmp_path: Path) -> Path:
     copy = tmp_path / "run"
     shutil.copytree(trained_run_once[0], copy)
     return copy
+
+
+def train_cli(argv: list[str], out: Path, capsys: pytest.CaptureFixture) -> tuple[str, dict]:
+    """Run ``headstart`` with ``argv`` + ``--out out``; (what it printed, the run's manifest)."""
+    import json
+
+    assert main([*argv, "--out", str(out)]) == 0
+    return capsys.readouterr().out, json.loads((out / "manifest.json").read_text())

@@ -14,7 +14,7 @@ from headstart.config import DataConfig, StrategyConfig, TrainConfig, load_confi
 from headstart.finetune.scaling import MAX_LR, MIN_LR, scaled_lr
 from headstart.training.setup import resolve_config
 from headstart.training.train import finished_result
-from tests.unit.conftest import FAST
+from tests.unit.conftest import FAST, train_cli
 
 TRAIN = ["--no-progress", "train", *FAST[:-1], "--epochs", "1"]
 
@@ -42,10 +42,8 @@ def test_a_run_records_the_scaled_lr_and_its_config_keeps_the_rule(
     trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "run"
-    argv = [*TRAIN, str(trainval_dataset), "--strategy", "finetune", "--out", str(out)]
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
-    manifest = json.loads((out / "manifest.json").read_text())
+    argv = [*TRAIN, str(trainval_dataset), "--strategy", "finetune"]
+    printed, manifest = train_cli(argv, out, capsys)
     n = manifest["data"]["train"]
     assert manifest["strategy"]["lr"] == pytest.approx(scaled_lr(n))
     assert manifest["strategy"]["head_lr_mult"] == 10.0

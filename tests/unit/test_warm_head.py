@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from headstart.cli.main import main
 from headstart.training.verdict import below_probe
-from tests.unit.conftest import FAST
+from tests.unit.conftest import FAST, train_cli
 
 TRAIN = ["--no-progress", "train", *FAST[:-1], "--epochs", "1", "--lr", "0"]
 
@@ -22,10 +22,9 @@ def test_the_head_is_fitted_before_the_backbone_trains(
 ) -> None:
     # with --lr 0 nothing moves during training: the saved head is the warm start's
     out = tmp_path / "run"
-    argv = [*TRAIN, str(trainval_dataset), "--strategy", "finetune", "--out", str(out)]
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
-    manifest = json.loads((out / "manifest.json").read_text())
+    printed, manifest = train_cli(
+        [*TRAIN, str(trainval_dataset), "--strategy", "finetune"], out, capsys
+    )
     warm = manifest["warm_head"]
     assert "head: warm-started on the frozen backbone's features" in printed
     assert f"(probe {warm['probe_val_acc']:.4f})" in printed  # beside every epoch
