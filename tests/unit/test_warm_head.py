@@ -10,8 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from headstart.backbones import create_backbone
 from headstart.cli.main import main
+from headstart.training.device import seed_everything
 from headstart.training.verdict import below_probe
+from tests.conftest import TINY
 from tests.unit.conftest import FAST, train_cli
 
 TRAIN = ["--no-progress", "train", *FAST[:-1], "--epochs", "1", "--lr", "0"]
@@ -28,8 +31,14 @@ def test_the_head_is_fitted_before_the_backbone_trains(
     warm = manifest["warm_head"]
     assert "head: warm-started on the frozen backbone's features" in printed
     assert f"(probe {warm['probe_val_acc']:.4f})" in printed  # beside every epoch
-    head = load_file(str(out / "model.safetensors"))["heads.class.1.weight"]
+    saved = load_file(str(out / "model.safetensors"))
+    head = saved["heads.class.1.weight"]
     assert head.abs().sum() > 0  # a zero-initialised head, fitted
+    seed_everything(0)  # the backbone as the run created it: the warm start left it untouched
+    pretrained = create_backbone(TINY, "none").module.state_dict()
+    body = {k.removeprefix("backbone."): v for k, v in saved.items() if k.startswith("backbone.")}
+    assert body.keys() == pretrained.keys()
+    assert all(torch.equal(v, pretrained[k]) for k, v in body.items())
     # the run's validation accuracy at lr 0 is the warm probe's own
     assert manifest["metrics"]["val_acc"] == pytest.approx(warm["probe_val_acc"])
 
