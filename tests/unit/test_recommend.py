@@ -67,3 +67,18 @@ def test_recommend_ranks_the_candidates_with_weights_and_lists_the_rest(
         sizes = [n for n, _ in c["curve"]]
         assert len(sizes) == 3 and sizes == sorted(sizes) and sizes[-1] == c["n_train"]
         assert c["curve"][-1][1] == c["val_acc"]
+
+
+def test_train_strategy_auto_trains_the_pick_and_keeps_the_evidence(
+    trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "auto"
+    argv = ["--no-progress", "train", str(trainval_dataset), *FAST[:-1], "--strategy", "auto",
+            "--epochs", "1", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    rec = manifest["recommendation"]
+    assert rec["pick"] == TINY == manifest["backbone"]  # --backbone given: the only candidate
+    assert manifest["strategy"]["name"] == rec["strategy"] in ("probe", "finetune")
+    assert f"auto: training {TINY} with --strategy {rec['strategy']}" in printed

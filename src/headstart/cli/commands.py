@@ -46,7 +46,21 @@ def train(args: argparse.Namespace) -> int:
             )
         resume_run(args.resume, progress=not args.no_progress)
         return 0
-    run_training(config_from_args(args), overwrite=args.overwrite, progress=not args.no_progress)
+    cfg = config_from_args(args)
+    extra = None
+    if cfg.strategy.name == "auto":  # choose by evidence, then train the pick
+        from headstart.recommend.run import recommend as gather
+
+        progress = not args.no_progress
+        rec = gather(cfg, [args.backbone] if args.backbone else None, progress=progress)
+        for line in rec.reasons():
+            print(line)
+        print(f"auto: training {rec.best.backbone} with --strategy {rec.strategy}\n")
+        extra = {"recommendation": rec.to_dict()}
+        cfg = cfg.with_overrides(
+            {"strategy.name": rec.strategy, "model.backbone": rec.best.backbone}
+        )
+    run_training(cfg, overwrite=args.overwrite, progress=not args.no_progress, extra=extra)
     return 0
 
 
@@ -90,38 +104,11 @@ def recommend(args: argparse.Namespace) -> int:
     from datetime import datetime
     from pathlib import Path
 
-    from headstart.backbones.availability import offline_status
-    from headstart.backbones.registry import get_spec, list_backbones
-    from headstart.recommend.evidence import backbone_evidence
-    from headstart.recommend.ranking import Recommendation
-    from headstart.training.setup import prepare_data, resolve_config
+    from headstart.recommend.run import recommend as gather
 
-    cfg = resolve_config(config_from_args(args))
-    names = args.backbones or [s.name for s in list_backbones()]
-    skipped, usable = {}, []
-    for name in names:
-        spec = get_spec(name)  # an unknown name fails here, with the list
-        status = offline_status(spec)
-        given = cfg.model.weights not in (None, "default")
-        if status.startswith("yes") or given or spec.default_weights == "none":
-            usable.append(name)
-        else:
-            skipped[name] = f"no weights on this machine ({status})"
-    if not usable:
-        raise ConfigError(
-            "ConfigError: none of the candidate backbones has its weights on this machine; "
-            "`headstart backbones` says how to get them."
-        )
+    cfg = config_from_args(args)
     out = Path(args.out or f"runs/recommend-{datetime.now():%Y%m%d-%H%M%S}")
-    ready = prepare_data(cfg)
-    progress = not args.no_progress
-    evidence = []
-    for name in usable:
-        e = backbone_evidence(cfg, name, ready.split, ready.cache, ready.device, ready.generator,
-                              ready.objective, progress)  # fmt: skip
-        print(f"{name}: evidence in {e.seconds:.0f} s")
-        evidence.append(e)
-    rec = Recommendation(evidence, skipped)
+    rec = gather(cfg, args.backbones, progress=not args.no_progress)
     print()
     print(rec.table())
     print()
@@ -130,7 +117,7 @@ def recommend(args: argparse.Namespace) -> int:
     data = f"--labels {cfg.data.labels}" if cfg.data.labels else str(cfg.data.root)
     print(
         f"\ntrain it: headstart train {data} --backbone {rec.best.backbone} "
-        f"--strategy {rec.strategy}"
+        f"--strategy {rec.strategy}   (or --strategy auto)"
     )
     json_path, png_path = rec.write(out)
     print(f"wrote {json_path} and {png_path}")

@@ -218,7 +218,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         "train a classifier on a folder of images",
         "Train on DATA_DIR (train/ and val/ class folders, or class folders to split).",
     )
-    p.add_argument("--strategy", help=f"{' | '.join(STRATEGIES)} (default probe)")
+    p.add_argument(
+        "--strategy",
+        help=f"{' | '.join(STRATEGIES)} | auto (chosen by `recommend`'s evidence; default probe)",
+    )
     add_training_options(p)
     p.add_argument("--out", metavar="runs/NAME", help="run folder")
     p.add_argument(

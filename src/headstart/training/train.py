@@ -153,8 +153,10 @@ def train(
     split: DataSplit | None = None,
     plots: bool = True,
     resume: bool = False,
+    extra: dict | None = None,
 ) -> TrainResult:
     """Train a classifier as ``cfg`` says and save the run folder; returns the result.
+    ``extra`` joins the manifest (``train --strategy auto``: the recommendation).
     ``split`` replaces the one ``cfg`` describes (cross-validation passes each fold);
     ``plots=False`` skips ``curves.png`` (0.7 s a run, most of a warm fold's time).
 
@@ -258,6 +260,7 @@ def train(
                 "warm_head": warm.to_dict() if warm else None,
                 "lr_find": found.to_dict() if found else None,
                 "lr_rule": rule_line(len(split.train)) if scaled else None,
+                **(extra or {}),
                 "stages_read": taps.stages_used if taps is not None else None,
             },
         )

@@ -1,0 +1,54 @@
+"""Gather the evidence for a set of candidate backbones on the data a config describes:
+shared by ``headstart recommend`` and ``train --strategy auto``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from headstart.backbones.availability import offline_status
+from headstart.backbones.registry import get_spec, list_backbones
+from headstart.config import TrainConfig
+from headstart.errors import ConfigError
+from headstart.recommend.evidence import backbone_evidence
+from headstart.recommend.ranking import Recommendation
+
+
+def candidates(cfg: TrainConfig, names: Sequence[str] | None) -> tuple[list[str], dict[str, str]]:
+    """(usable backbones, skipped ones with the reason): those whose weights are here."""
+    skipped, usable = {}, []
+    for name in names or [s.name for s in list_backbones()]:
+        spec = get_spec(name)  # an unknown name fails here, with the list
+        status = offline_status(spec)
+        given = cfg.model.weights not in (None, "default")
+        if status.startswith("yes") or given or spec.default_weights == "none":
+            usable.append(name)
+        else:
+            skipped[name] = f"no weights on this machine ({status})"
+    if not usable:
+        raise ConfigError(
+            "ConfigError: none of the candidate backbones has its weights on this machine; "
+            "`headstart backbones` says how to get them."
+        )
+    return usable, skipped
+
+
+def recommend(
+    cfg: TrainConfig,
+    names: Sequence[str] | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> Recommendation:
+    """The evidence for ``names`` (default: every backbone with local weights) on ``cfg``'s
+    data, ranked (``cfg`` is resolved with the probe strategy)."""
+    from headstart.training.setup import prepare_data, resolve_config
+
+    cfg = resolve_config(cfg.with_overrides({"strategy.name": "probe"}))
+    usable, skipped = candidates(cfg, names)
+    ready = prepare_data(cfg, echo=echo)
+    evidence = []
+    for name in usable:
+        e = backbone_evidence(cfg, name, ready.split, ready.cache, ready.device, ready.generator,
+                              ready.objective, progress)  # fmt: skip
+        echo(f"{name}: evidence in {e.seconds:.0f} s")
+        evidence.append(e)
+    return Recommendation(evidence, skipped)
