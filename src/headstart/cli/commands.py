@@ -91,6 +91,7 @@ def lr_find(args: argparse.Namespace) -> int:
     test = find_lr(cfg, ready, built, progress=progress, out=out)
     (out / "lr_find.json").write_text(json.dumps(test.to_dict(), indent=1))
     data = f"--labels {cfg.data.labels}" if cfg.data.labels else str(cfg.data.root)
+    data += f" --tasks {','.join(cfg.data.tasks)}" if cfg.data.tasks else ""
     print(
         f"\ntrain with it (and the other options given here): headstart train {data} "
         f"--strategy {ready.plan.name} --lr {test.pick:.2g}   (or --lr auto)"
