@@ -37,6 +37,10 @@ def test_the_pick_is_the_fastest_within_one_standard_error_of_the_best() -> None
     flat = replace(close, curve=((250, 0.88), (500, 0.89), (1000, 0.895)))
     assert Recommendation([best, climbing]).strategy == "finetune"  # +5.5 points > 1 SE
     assert Recommendation([best, flat]).strategy == "probe"  # +0.5 points < 1 SE (2.7)
+    # climbing, but 10 epochs x 1000 images x 3 / 40 per s = 750 s over a 10-minute budget
+    tight = Recommendation([best, climbing], budget_s=600.0)
+    assert tight.strategy == "probe" and "over the budget of 10 min" in "\n".join(tight.reasons())
+    assert Recommendation([best, climbing], budget_s=900.0).strategy == "finetune"
     clear = Recommendation([_evidence("big", 0.95, 0.95, 10.0), close])
     assert clear.best.backbone == "big" and "more than one standard error" in clear.reasons()[1]
 
@@ -82,3 +86,6 @@ def test_train_strategy_auto_trains_the_pick_and_keeps_the_evidence(
     assert rec["pick"] == TINY == manifest["backbone"]  # --backbone given: the only candidate
     assert manifest["strategy"]["name"] == rec["strategy"] in ("probe", "finetune")
     assert f"auto: training {TINY} with --strategy {rec['strategy']}" in printed
+    argv = ["--no-progress", "train", str(trainval_dataset), *FAST[:-1], "--budget", "10m",
+            "--out", str(tmp_path / "no")]  # fmt: skip
+    assert main(argv) == 2 and "--budget applies to --strategy auto" in capsys.readouterr().err

@@ -48,11 +48,18 @@ def train(args: argparse.Namespace) -> int:
         return 0
     cfg = config_from_args(args)
     extra = None
+    if args.budget and cfg.strategy.name != "auto":
+        raise ConfigError(
+            "ConfigError: --budget applies to --strategy auto; add it or drop --budget."
+        )
     if cfg.strategy.name == "auto":  # choose by evidence, then train the pick
+        from headstart.recommend.run import parse_budget
         from headstart.recommend.run import recommend as gather
 
         progress = not args.no_progress
-        rec = gather(cfg, [args.backbone] if args.backbone else None, progress=progress)
+        budget = parse_budget(args.budget) if args.budget else None
+        names = [args.backbone] if args.backbone else None
+        rec = gather(cfg, names, progress=progress, budget_s=budget)
         for line in rec.reasons():
             print(line)
         print(f"auto: training {rec.best.backbone} with --strategy {rec.strategy}\n")
@@ -105,11 +112,13 @@ def recommend(args: argparse.Namespace) -> int:
     from datetime import datetime
     from pathlib import Path
 
+    from headstart.recommend.run import parse_budget
     from headstart.recommend.run import recommend as gather
 
     cfg = config_from_args(args)
     out = Path(args.out or f"runs/recommend-{datetime.now():%Y%m%d-%H%M%S}")
-    rec = gather(cfg, args.backbones, progress=not args.no_progress)
+    budget = parse_budget(args.budget) if args.budget else None
+    rec = gather(cfg, args.backbones, progress=not args.no_progress, budget_s=budget)
     print()
     print(rec.table())
     print()

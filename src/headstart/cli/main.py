@@ -223,6 +223,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         help=f"{' | '.join(STRATEGIES)} | auto (chosen by `recommend`'s evidence; default probe)",
     )
     add_training_options(p)
+    p.add_argument(
+        "--budget", metavar="TIME",
+        help="with --strategy auto: time a fine-tune may take (15m, 1h, 90s); over it, the probe",
+    )  # fmt: skip
     p.add_argument("--out", metavar="runs/NAME", help="run folder")
     p.add_argument(
         "--resume", metavar="RUN_DIR",
@@ -259,6 +263,10 @@ def _recommend_parser(sub: argparse._SubParsersAction) -> None:
         help="candidates (default: every registered backbone whose weights are on this machine)",
     )  # fmt: skip
     add_training_options(p)
+    p.add_argument(
+        "--budget", metavar="TIME",
+        help="time a fine-tune may take (15m, 1h, 90s); over it the probe is chosen",
+    )  # fmt: skip
     p.add_argument("--out", metavar="DIR", help="folder for recommend.json and recommend.png")
     p.set_defaults(func=commands.recommend, strategy="probe")
 

@@ -39,12 +39,23 @@ class Recommendation:
 
     evidence: list[BackboneEvidence]
     skipped: dict[str, str] = field(default_factory=dict)
+    budget_s: float | None = None  # the time a fine-tune may take; over it, the probe
+
+    def climbing(self) -> bool:
+        """Whether the pick's probe curve still climbs by more than one standard error."""
+        pick = self.best
+        return pick.curve_gain > standard_error(pick.val_acc, pick.n_val)
+
+    def over_budget(self) -> bool:
+        """Whether the pick's estimated fine-tune exceeds ``budget_s``."""
+        seconds = FINETUNE_EPOCHS * self.best.finetune_epoch_seconds()
+        return self.budget_s is not None and seconds > self.budget_s
 
     @property
     def strategy(self) -> str:
-        """The strategy the evidence points to: finetune while the probe's curve climbs."""
-        pick = self.best
-        return "finetune" if pick.curve_gain > standard_error(pick.val_acc, pick.n_val) else "probe"
+        """The strategy the evidence points to: finetune while the probe's curve climbs and
+        the fine-tune fits the budget, else the probe."""
+        return "finetune" if self.climbing() and not self.over_budget() else "probe"
 
     @property
     def best(self) -> BackboneEvidence:
@@ -106,6 +117,11 @@ class Recommendation:
             lines.append(
                 f"  the probe's learning curve on the validation split: {points}: {verdict}"
             )
+            if self.climbing() and self.over_budget():
+                lines.append(
+                    f"  but the fine-tune's estimate is over the budget of "
+                    f"{(self.budget_s or 0) / 60:.0f} min: the probe it is"
+                )
         agree = self.agreement()
         if agree["logme"] is not None:
             lines.append(
@@ -138,6 +154,7 @@ class Recommendation:
         return {
             "pick": self.best.backbone,
             "strategy": self.strategy,
+            "budget_s": self.budget_s,
             "reasons": self.reasons(),
             "agreement": self.agreement(),
             "candidates": [{**e.to_dict(), "held_out": held_out(e)} for e in self.evidence],

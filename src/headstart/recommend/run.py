@@ -13,6 +13,27 @@ from headstart.recommend.evidence import backbone_evidence
 from headstart.recommend.ranking import Recommendation
 
 
+def parse_budget(text: str) -> float:
+    """Seconds in ``90s``, ``15m``, ``1.5h`` or a bare number of minutes.
+
+    >>> parse_budget("15m"), parse_budget("1.5h"), parse_budget("90s"), parse_budget("20")
+    (900.0, 5400.0, 90.0, 1200.0)
+    """
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    text = text.strip().lower()
+    scale = units.get(text[-1:])
+    number = text[:-1] if scale else text
+    try:
+        value = float(number) * (scale or 60.0)
+    except ValueError:
+        raise ConfigError(
+            f"ConfigError: --budget {text!r}; expected a time such as 15m, 1h or 90s."
+        ) from None
+    if value <= 0:
+        raise ConfigError(f"ConfigError: --budget {text!r} must be more than zero.")
+    return value
+
+
 def candidates(cfg: TrainConfig, names: Sequence[str] | None) -> tuple[list[str], dict[str, str]]:
     """(usable backbones, skipped ones with the reason): those whose weights are here."""
     skipped, usable = {}, []
@@ -37,6 +58,7 @@ def recommend(
     names: Sequence[str] | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    budget_s: float | None = None,
 ) -> Recommendation:
     """The evidence for ``names`` (default: every backbone with local weights) on ``cfg``'s
     data, ranked (``cfg`` is resolved with the probe strategy)."""
@@ -51,4 +73,4 @@ def recommend(
                               ready.objective, progress)  # fmt: skip
         echo(f"{name}: evidence in {e.seconds:.0f} s")
         evidence.append(e)
-    return Recommendation(evidence, skipped)
+    return Recommendation(evidence, skipped, budget_s)
