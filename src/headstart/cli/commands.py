@@ -71,6 +71,12 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_args(cfg: TrainConfig) -> str:
+    """The data options of ``cfg`` as a command line would give them."""
+    data = f"--labels {cfg.data.labels}" if cfg.data.labels else str(cfg.data.root)
+    return data + (f" --tasks {','.join(cfg.data.tasks)}" if cfg.data.tasks else "")
+
+
 def lr_find(args: argparse.Namespace) -> int:
     """``headstart lr-find``: the range test's curve, pick and rule; no run is trained."""
     from datetime import datetime
@@ -97,10 +103,8 @@ def lr_find(args: argparse.Namespace) -> int:
     built = build_model(cfg, ready, progress=progress)
     test = find_lr(cfg, ready, built, progress=progress, out=out)
     (out / "lr_find.json").write_text(json.dumps(test.to_dict(), indent=1))
-    data = f"--labels {cfg.data.labels}" if cfg.data.labels else str(cfg.data.root)
-    data += f" --tasks {','.join(cfg.data.tasks)}" if cfg.data.tasks else ""
     print(
-        f"\ntrain with it (and the other options given here): headstart train {data} "
+        f"\ntrain with it (and the other options given here): headstart train {_data_args(cfg)} "
         f"--strategy {ready.plan.name} --lr {test.pick:.2g}   (or --lr auto)"
     )
     print(f"wrote {out / 'lr_find.png'} and {out / 'lr_find.json'}")
@@ -124,9 +128,8 @@ def recommend(args: argparse.Namespace) -> int:
     print()
     for line in rec.reasons():
         print(line)
-    data = f"--labels {cfg.data.labels}" if cfg.data.labels else str(cfg.data.root)
     print(
-        f"\ntrain it: headstart train {data} --backbone {rec.best.backbone} "
+        f"\ntrain it: headstart train {_data_args(cfg)} --backbone {rec.best.backbone} "
         f"--strategy {rec.strategy}   (or --strategy auto)"
     )
     json_path, png_path = rec.write(out)

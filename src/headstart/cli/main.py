@@ -202,6 +202,15 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
 RESUME_HELP = "keep the finished runs in --out, continue the interrupted one, start the rest"
 
 
+def add_budget_option(p: argparse.ArgumentParser) -> None:
+    """``--budget`` of ``recommend`` and ``train --strategy auto``."""
+    p.add_argument(
+        "--budget", metavar="TIME",
+        help="time a fine-tune may take (15m, 1h, 90s; train: with --strategy auto); over it, "
+        "the probe is chosen",
+    )  # fmt: skip
+
+
 def _data_command(
     sub: argparse._SubParsersAction, name: str, help: str, description: str
 ) -> argparse.ArgumentParser:
@@ -223,10 +232,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         help=f"{' | '.join(STRATEGIES)} | auto (chosen by `recommend`'s evidence; default probe)",
     )
     add_training_options(p)
-    p.add_argument(
-        "--budget", metavar="TIME",
-        help="with --strategy auto: time a fine-tune may take (15m, 1h, 90s); over it, the probe",
-    )  # fmt: skip
+    add_budget_option(p)
     p.add_argument("--out", metavar="runs/NAME", help="run folder")
     p.add_argument(
         "--resume", metavar="RUN_DIR",
@@ -263,10 +269,7 @@ def _recommend_parser(sub: argparse._SubParsersAction) -> None:
         help="candidates (default: every registered backbone whose weights are on this machine)",
     )  # fmt: skip
     add_training_options(p)
-    p.add_argument(
-        "--budget", metavar="TIME",
-        help="time a fine-tune may take (15m, 1h, 90s); over it the probe is chosen",
-    )  # fmt: skip
+    add_budget_option(p)
     p.add_argument("--out", metavar="DIR", help="folder for recommend.json and recommend.png")
     p.set_defaults(func=commands.recommend, strategy="probe")
 

@@ -37,10 +37,10 @@ def parse_budget(text: str) -> float:
 def candidates(cfg: TrainConfig, names: Sequence[str] | None) -> tuple[list[str], dict[str, str]]:
     """(usable backbones, skipped ones with the reason): those whose weights are here."""
     skipped, usable = {}, []
+    given = cfg.model.weights not in (None, "default")  # --weights names them for every one
     for name in names or [s.name for s in list_backbones()]:
         spec = get_spec(name)  # an unknown name fails here, with the list
         status = offline_status(spec)
-        given = cfg.model.weights not in (None, "default")
         if status.startswith("yes") or given or spec.default_weights == "none":
             usable.append(name)
         else:

@@ -142,10 +142,10 @@ def divergence_onset(lrs: list[float], smoothed: list[float]) -> float | None:
     for value in smoothed:
         low = min(low, value)
         above.append(value > RISE * low)
-    for i in range(len(smoothed)):
-        if all(above[i:]):
-            return lrs[i]
-    return None
+    start = len(above)
+    while start > 0 and above[start - 1]:  # the final run of steps above the line
+        start -= 1
+    return lrs[start] if start < len(above) else None
 
 
 def pick_lr(lrs: list[float], smoothed: list[float], default: float) -> tuple[float, float | None]:
