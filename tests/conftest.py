@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,8 +19,10 @@ TINY = "tiny_efficientnet"  # timm's 356k-parameter test_efficientnet (BatchNorm
 DATA_ROOT = Path(os.environ.get("HEADSTART_DATA", Path(__file__).parents[1] / "../shared/datasets"))
 HYMENOPTERA = DATA_ROOT / "hymenoptera"
 
-# Tests never touch the user's cache: one fresh cache folder per test session.
+# Tests never touch the user's cache: one fresh cache folder per test session, removed at
+# exit (a session's cache holds hundreds of MB of real-dataset features).
 os.environ["HEADSTART_CACHE"] = tempfile.mkdtemp(prefix="headstart-test-cache-")
+atexit.register(shutil.rmtree, os.environ["HEADSTART_CACHE"], ignore_errors=True)
 
 try:
     get_spec(TINY)

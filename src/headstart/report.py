@@ -31,6 +31,7 @@ SECTIONS = (
     "label-errors",
     "duplicates",
     "comparison",
+    "recommendation",
 )
 
 

@@ -12,6 +12,8 @@ import pytest
 from headstart.backbones import BackboneSpec, register
 from headstart.backbones.registry import UnknownBackbone, get_spec
 from headstart.cli.main import main
+from headstart.finetune.bn import BNShift
+from headstart.recommend.domain import DomainEvidence
 from headstart.recommend.evidence import BackboneEvidence
 from headstart.recommend.ranking import Recommendation, held_out
 from tests.conftest import TINY
@@ -45,6 +47,33 @@ def test_the_pick_is_the_fastest_within_one_standard_error_of_the_best() -> None
     assert clear.best.backbone == "big" and "more than one standard error" in clear.reasons()[1]
 
 
+def _domain(stages_read: int, last: float, multi: float) -> DomainEvidence:
+    return DomainEvidence("small", stages_read, 9, last, multi, 1000, multi, (0.0, 1.0), 250,
+                          BNShift(40, 0.8, 1.2, 256), 5.0)  # fmt: skip
+
+
+def test_far_from_imagenet_the_measured_multi_layer_probe_is_the_pick() -> None:
+    close = _evidence("small", 0.895, 0.895, 40.0)
+    climbing = replace(close, curve=((250, 0.80), (500, 0.84), (1000, 0.895)))
+    far = Recommendation([climbing], domain=_domain(5, 0.80, 0.86))
+    assert far.domain is not None and far.domain.far and far.domain.gap == pytest.approx(0.06)
+    assert (far.strategy, far.layers) == ("probe", "all")  # measured, though the curve climbs
+    assert far.train_args() == "--backbone small --strategy probe --layers all"
+    assert far.overrides()["model.layers"] == "all"
+    said = "\n".join(far.reasons())
+    assert "sits far from ImageNet" in said and "--strategy finetune" in said
+    assert "variances by a factor of 3.32" in said  # exp(1.2): shown, not acted on
+    assert (
+        [r for r in far.table().splitlines() if r.endswith("*")][-1]
+        .lstrip()
+        .startswith("probe --layers all")
+    )
+    near = Recommendation([climbing], domain=_domain(1, 0.895, 0.895))
+    assert (near.strategy, near.layers) == ("finetune", "last")  # earlier stages add noise
+    assert "suits this data" in "\n".join(near.reasons())
+    assert near.to_dict()["domain"]["far"] is False
+
+
 def test_recommend_ranks_the_candidates_with_weights_and_lists_the_rest(
     trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -71,6 +100,11 @@ def test_recommend_ranks_the_candidates_with_weights_and_lists_the_rest(
         sizes = [n for n, _ in c["curve"]]
         assert len(sizes) == 3 and sizes == sorted(sizes) and sizes[-1] == c["n_train"]
         assert c["curve"][-1][1] == c["val_acc"]
+    domain = found["domain"]  # the pick's multi-layer probe and BatchNorm shift
+    assert domain["backbone"] == found["pick"] and 1 <= domain["stages_read"] <= domain["stages"]
+    assert 0.0 <= domain["last_cv"] <= domain["multi_cv"] + 1e-9 <= 1.0 + 1e-9
+    assert domain["bn_mean_shift"] > 0 and "multi-layer probe" in printed
+    assert found["train_args"] in printed
 
 
 def test_train_strategy_auto_trains_the_pick_and_keeps_the_evidence(
@@ -85,7 +119,12 @@ def test_train_strategy_auto_trains_the_pick_and_keeps_the_evidence(
     rec = manifest["recommendation"]
     assert rec["pick"] == TINY == manifest["backbone"]  # --backbone given: the only candidate
     assert manifest["strategy"]["name"] == rec["strategy"] in ("probe", "finetune")
-    assert f"auto: training {TINY} with --strategy {rec['strategy']}" in printed
+    assert f"auto: training with {rec['train_args']}" in printed
+    assert manifest["layers"] == rec["layers"]
+    from headstart.report import write_report
+
+    html = write_report(out, progress=False).read_text()  # the report shows the decision
+    assert f"<code>{rec['train_args']}</code>" in html and "multi-layer probe: CV" in html
     argv = ["--no-progress", "train", str(trainval_dataset), *FAST[:-1], "--budget", "10m",
             "--out", str(tmp_path / "no")]  # fmt: skip
     assert main(argv) == 2 and "--budget applies to --strategy auto" in capsys.readouterr().err

@@ -62,11 +62,9 @@ def train(args: argparse.Namespace) -> int:
         rec = gather(cfg, names, progress=progress, budget_s=budget)
         for line in rec.reasons():
             print(line)
-        print(f"auto: training {rec.best.backbone} with --strategy {rec.strategy}\n")
+        print(f"auto: training with {rec.train_args()}\n")
         extra = {"recommendation": rec.to_dict()}
-        cfg = cfg.with_overrides(
-            {"strategy.name": rec.strategy, "model.backbone": rec.best.backbone}
-        )
+        cfg = cfg.with_overrides(rec.overrides())
     run_training(cfg, overwrite=args.overwrite, progress=not args.no_progress, extra=extra)
     return 0
 
@@ -129,8 +127,7 @@ def recommend(args: argparse.Namespace) -> int:
     for line in rec.reasons():
         print(line)
     print(
-        f"\ntrain it: headstart train {_data_args(cfg)} --backbone {rec.best.backbone} "
-        f"--strategy {rec.strategy}   (or --strategy auto)"
+        f"\ntrain it: headstart train {_data_args(cfg)} {rec.train_args()}   (or --strategy auto)"
     )
     json_path, png_path = rec.write(out)
     print(f"wrote {json_path} and {png_path}")

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from headstart.backbones import count_parameters, create_backbone
+from headstart.backbones import Backbone, count_parameters, create_backbone
 from headstart.backbones.stages import HEAD
 from headstart.cache import Cache
 from headstart.config import TrainConfig
@@ -124,6 +124,16 @@ def throughput(module: torch.nn.Module, size: int, batch: int, device: torch.dev
     return batch / best
 
 
+def build_backbone(cfg: TrainConfig) -> Backbone:
+    """``cfg``'s backbone with its weights, at ``--image-size`` / ``--crop-pct`` if given."""
+    backbone = create_backbone(cfg.model.backbone, cfg.model.weights)
+    if cfg.model.image_size or cfg.model.crop_pct:
+        backbone.preprocessing = backbone.preprocessing.at_size(
+            cfg.model.image_size or backbone.preprocessing.input_size, cfg.model.crop_pct
+        )
+    return backbone
+
+
 def backbone_evidence(
     cfg: TrainConfig,
     name: str,
@@ -137,11 +147,7 @@ def backbone_evidence(
     """Evidence for backbone ``name`` on ``split`` (features from the cache when there)."""
     start = time.perf_counter()
     cfg = replace(cfg, model=replace(cfg.model, backbone=name))
-    backbone = create_backbone(name, cfg.model.weights)
-    if cfg.model.image_size or cfg.model.crop_pct:
-        backbone.preprocessing = backbone.preprocessing.at_size(
-            cfg.model.image_size or backbone.preprocessing.input_size, cfg.model.crop_pct
-        )
+    backbone = build_backbone(cfg)
     probe = Plan("probe", [Phase(0, {HEAD: 1.0})], "frozen")
     clean = replace(cfg, data=replace(cfg.data, cached_views=0))
     inputs = make_inputs(clean, backbone, probe, split, device, generator, cache, progress)

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from headstart.recommend.domain import DomainEvidence
 from headstart.recommend.evidence import BackboneEvidence
 from headstart.training.regularise import standard_error
 
@@ -40,6 +41,7 @@ class Recommendation:
     evidence: list[BackboneEvidence]
     skipped: dict[str, str] = field(default_factory=dict)
     budget_s: float | None = None  # the time a fine-tune may take; over it, the probe
+    domain: DomainEvidence | None = None  # the pick's multi-layer probe and BatchNorm shift
 
     def climbing(self) -> bool:
         """Whether the pick's probe curve still climbs by more than one standard error."""
@@ -52,10 +54,31 @@ class Recommendation:
         return self.budget_s is not None and seconds > self.budget_s
 
     @property
+    def layers(self) -> str:
+        """``all`` when earlier stages beat the last alone by more than noise, else ``last``."""
+        return "all" if self.domain is not None and self.domain.far else "last"
+
+    @property
     def strategy(self) -> str:
-        """The strategy the evidence points to: finetune while the probe's curve climbs and
-        the fine-tune fits the budget, else the probe."""
+        """The strategy the evidence points to: the multi-layer probe where the data sits far
+        from ImageNet (a measured accuracy, for one pass over the images); otherwise finetune
+        while the probe's curve climbs and the fine-tune fits the budget, else the probe."""
+        if self.layers == "all":
+            return "probe"
         return "finetune" if self.climbing() and not self.over_budget() else "probe"
+
+    def train_args(self) -> str:
+        """The pick as ``headstart train`` options."""
+        args = f"--backbone {self.best.backbone} --strategy {self.strategy}"
+        return args + (" --layers all" if self.layers == "all" else "")
+
+    def overrides(self) -> dict[str, str]:
+        """The pick as config overrides (``train --strategy auto``)."""
+        return {
+            "strategy.name": self.strategy,
+            "model.backbone": self.best.backbone,
+            "model.layers": self.layers,
+        }
 
     @property
     def best(self) -> BackboneEvidence:
@@ -117,10 +140,20 @@ class Recommendation:
             lines.append(
                 f"  the probe's learning curve on the validation split: {points}: {verdict}"
             )
-            if self.climbing() and self.over_budget():
+            if self.climbing() and self.over_budget() and self.layers == "last":
                 lines.append(
                     f"  but the fine-tune's estimate is over the budget of "
                     f"{(self.budget_s or 0) / 60:.0f} min: the probe it is"
+                )
+        if self.domain is not None:
+            lines += self.domain.lines()
+            if self.layers == "all":
+                lines.append(
+                    f"  so: the multi-layer probe ({self.domain.held_out:.2%} held out, one pass "
+                    "over the images); fine-tuning costs about "
+                    f"{FINETUNE_EPOCHS * pick.finetune_epoch_seconds() / 60:.0f} min here and its "
+                    "accuracy is not measured: try it with --strategy finetune when that time "
+                    "is worth a point or two"
                 )
         agree = self.agreement()
         if agree["logme"] is not None:
@@ -147,7 +180,27 @@ class Recommendation:
                 f"{e.finetune_epoch_seconds():>8.0f}{mark}"
             )
         rows += [f"{name:<22} skipped: {why}" for name, why in self.skipped.items()]
-        return "\n".join(rows)
+        return "\n".join([*rows, "", *self.strategy_table()])
+
+    def strategy_table(self) -> list[str]:
+        """The pick's strategies: expected accuracy (measured where it can be) and time."""
+        pick, d = self.best, self.domain
+        ft = FINETUNE_EPOCHS * pick.finetune_epoch_seconds()
+        rows = [("probe", f"{held_out(pick):.2%}", pick.probe_seconds(), "measured")]
+        if d is not None:
+            rows.append(("probe --layers all", f"{d.held_out:.2%}", pick.probe_seconds(),
+                         f"measured (reads {d.stages_read} of {d.stages} stages)"))  # fmt: skip
+        rows.append(("finetune", "?", ft, f"not measured: the probe's curve gains "
+                     f"{pick.curve_gain:+.2%} from half the images to all"))  # fmt: skip
+        chosen = self.strategy + (" --layers all" if self.layers == "all" else "")
+        return [
+            f"strategies for {pick.backbone}: expected accuracy (held out) and time here",
+            *(
+                f"  {name:<20} {acc:>8} {seconds:>7.0f} s  {note}"
+                + ("  *" if name == chosen else "")
+                for name, acc, seconds, note in rows
+            ),
+        ]
 
     def to_dict(self) -> dict:
         """For ``recommend.json``."""
@@ -156,7 +209,10 @@ class Recommendation:
             "strategy": self.strategy,
             "budget_s": self.budget_s,
             "reasons": self.reasons(),
+            "layers": self.layers,
+            "train_args": self.train_args(),
             "agreement": self.agreement(),
+            "domain": self.domain.to_dict() if self.domain else None,
             "candidates": [{**e.to_dict(), "held_out": held_out(e)} for e in self.evidence],
             "skipped": self.skipped,
         }

@@ -9,7 +9,8 @@ from headstart.backbones.availability import offline_status
 from headstart.backbones.registry import get_spec, list_backbones
 from headstart.config import TrainConfig
 from headstart.errors import ConfigError
-from headstart.recommend.evidence import backbone_evidence
+from headstart.recommend.domain import domain_evidence
+from headstart.recommend.evidence import backbone_evidence, build_backbone
 from headstart.recommend.ranking import Recommendation
 
 
@@ -73,4 +74,13 @@ def recommend(
                               ready.objective, progress)  # fmt: skip
         echo(f"{name}: evidence in {e.seconds:.0f} s")
         evidence.append(e)
-    return Recommendation(evidence, skipped, budget_s)
+    rec = Recommendation(evidence, skipped, budget_s)
+    pick = cfg.with_overrides({"model.backbone": rec.best.backbone})
+    rec.domain = domain_evidence(
+        pick, build_backbone(pick), ready.split, ready.cache, ready.device, ready.generator,
+        ready.objective, progress,
+    )  # fmt: skip
+    if rec.domain is not None:
+        echo(f"{rec.best.backbone}: multi-layer and BatchNorm evidence in "
+             f"{rec.domain.seconds:.0f} s")  # fmt: skip
+    return rec
