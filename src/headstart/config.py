@@ -99,6 +99,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # fp32 | bf16 | fp16 | auto (see training.precision)
     out: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

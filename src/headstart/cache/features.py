@@ -12,6 +12,7 @@ digest and the view's key: the same view every time, whichever run computes it f
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,12 +36,13 @@ class FeatureSource:
     weights_digest: str
     preprocessing: dict[str, Any]
     boundary: str
+    precision: str = "fp32"  # the forward pass's (training.precision); bf16 features differ
 
     def key(self, view: Any) -> str:
-        """Store key for one view (``"clean"`` or ``["aug", i, recipe]``)."""
-        return digest_of(
-            [self.backbone, self.weights_digest, self.preprocessing, self.boundary, view]
-        )
+        """Store key for one view (``"clean"`` or ``["aug", i, recipe]``); fp32 keeps the key
+        it always had."""
+        parts = [self.backbone, self.weights_digest, self.preprocessing, self.boundary, view]
+        return digest_of(parts if self.precision == "fp32" else [*parts, self.precision])
 
 
 class _Missing(Dataset):
@@ -80,6 +82,7 @@ def cached_features(
     num_workers: int = 0,
     progress: bool = True,
     to_input: Callable[[torch.Tensor, torch.device], torch.Tensor] = lambda x, d: x.to(d),
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> tuple[torch.Tensor, int]:
     """Outputs of ``prefix`` for every sample and view: a tensor (N, V, ...) on the CPU, and
     how many entries had to be computed (the rest came from the cache).
@@ -87,7 +90,8 @@ def cached_features(
     ``transforms[v]`` makes the input of view ``v``; ``views[v]`` names it in the key, and
     every view but ``"clean"`` is drawn with a generator seeded by its key and the image's
     digest. Only missing entries run through ``prefix``, in eval mode and
-    inference mode; each is stored as soon as its batch is done.
+    inference mode (under ``autocast()``: the precision the source names); each is stored
+    as soon as its batch is done.
     """
     digests = [cache.digest(s.path) for s in samples]
     keys = [source.key(v) for v in views]
@@ -110,7 +114,7 @@ def cached_features(
             pin_memory=device.type == "cuda",
         )
         bar = tqdm(total=len(jobs), desc="features", unit="img", disable=not progress or None)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             for images, index in loader:
                 out = prefix(to_input(images, device)).float().cpu().numpy()
                 for row, j in zip(out, index.tolist()):

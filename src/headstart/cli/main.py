@@ -52,6 +52,7 @@ TRAIN_OPTIONS: dict[str, str] = {
     "monitor": "optim.monitor",
     "seed": "seed",
     "device": "device",
+    "precision": "precision",
     "out": "out",
 }
 
@@ -196,6 +197,11 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto | cpu | cuda | mps")
+    p.add_argument(
+        "--precision",
+        help="auto | fp32 | bf16 | fp16: autocast of forward and backward passes (auto: bf16 "
+        "on GPUs and on CPUs with native bfloat16, fp16 on older GPUs, else fp32)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace finished runs in --out")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 from scipy.special import logsumexp
 from torch.utils.data import DataLoader
@@ -43,6 +44,7 @@ from headstart.stats import wilson_interval
 from headstart.training import LoadedRun, collect_logits, load_run
 from headstart.training.checkpoint import read_json
 from headstart.training.device import resolve_device, to_device
+from headstart.training.precision import Precision, resolve_precision
 
 Probabilities = dict[str, np.ndarray]
 
@@ -233,11 +235,21 @@ def _logits(
     device: Any,
     batch_size: int,
     progress: bool,
+    precision: Precision | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Logits (as the model gives them, temperature included) and targets per task."""
     loader = DataLoader(ImageDataset(samples, transform, read), batch_size=batch_size)
-    logits, targets = collect_logits(model, loader, device, progress=progress)
+    logits, targets = collect_logits(model, loader, device, progress, precision)
     return {t: v.numpy() for t, v in logits.items()}, {t: v.numpy() for t, v in targets.items()}
+
+
+def run_precision(manifest: dict[str, Any], device: torch.device) -> Precision:
+    """The precision a run was trained (and validated) in, where ``device`` supports it,
+    else fp32; runs from before ``--precision`` were fp32 on a CPU."""
+    try:
+        return resolve_precision(manifest.get("precision", "fp32"), device)
+    except ConfigError:
+        return resolve_precision("fp32", device)
 
 
 def _display(path: Path, root: Path | None) -> str:
@@ -275,7 +287,8 @@ def evaluate_run(
     read = image_reader(run.preprocessing)
     split = _read_split(run)
     root = Path(split["root"]) if split else None
-    kw = {"device": dev, "batch_size": batch_size, "progress": progress}
+    kw = {"device": dev, "batch_size": batch_size, "progress": progress,
+          "precision": run_precision(run.manifest, dev)}  # fmt: skip
     prep = run.preprocessing
     probs, targets = _probabilities(model, samples, eval_transform(prep), read, **kw)
     plain = None

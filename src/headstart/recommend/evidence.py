@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -20,7 +22,7 @@ from headstart.finetune import Phase, Plan
 from headstart.model import Classifier
 from headstart.recommend.transferability import knn_loo_accuracy, logme
 from headstart.stats import wilson_interval
-from headstart.training.device import to_device
+from headstart.training.device import images_to, to_device
 from headstart.training.inputs import make_inputs
 from headstart.training.lbfgs import accuracy, target_tensors
 from headstart.training.objective import Objective
@@ -107,21 +109,34 @@ def learning_curve(
     return tuple(points)
 
 
-def throughput(module: torch.nn.Module, size: int, batch: int, device: torch.device) -> float:
-    """Forward images per second of ``module`` at ``size`` px in eval mode (one warm-up batch,
-    then the best of three timed batches: the machine is shared)."""
-    module.eval()
-    x = torch.randn(batch, 3, size, size, device=device)
-    best = float("inf")
-    with torch.inference_mode():
-        module(x)
-        for _ in range(3):
-            start = time.perf_counter()
-            module(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
-    return batch / best
+def throughput(
+    backbones: dict[str, Backbone],
+    batch: int,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager],
+    rounds: int = 3,
+) -> dict[str, float]:
+    """Forward images per second of each backbone at its input size, in eval mode and the
+    run's precision: one warm-up batch each, then ``rounds`` rounds that time every backbone
+    in turn, best of the rounds. Interleaved, because the machine is shared: timed one after
+    the other, a busy minute would make one candidate look slow."""
+    inputs = {}
+    for name, b in backbones.items():
+        size = b.preprocessing.input_size
+        inputs[name] = images_to(torch.randn(batch, 3, size, size), device)
+        to_device(b.module, device).eval()
+    best = dict.fromkeys(backbones, float("inf"))
+    with torch.inference_mode(), autocast():
+        for name, b in backbones.items():
+            b.module(inputs[name])
+        for _ in range(rounds):
+            for name, b in backbones.items():
+                start = time.perf_counter()
+                b.module(inputs[name])
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                best[name] = min(best[name], time.perf_counter() - start)
+    return {name: batch / seconds for name, seconds in best.items()}
 
 
 def build_backbone(cfg: TrainConfig) -> Backbone:
@@ -136,7 +151,7 @@ def build_backbone(cfg: TrainConfig) -> Backbone:
 
 def backbone_evidence(
     cfg: TrainConfig,
-    name: str,
+    backbone: Backbone,
     split: DataSplit,
     cache: Cache | None,
     device: torch.device,
@@ -144,10 +159,11 @@ def backbone_evidence(
     objective: Objective,
     progress: bool = True,
 ) -> BackboneEvidence:
-    """Evidence for backbone ``name`` on ``split`` (features from the cache when there)."""
+    """Evidence for ``backbone`` (built by :func:`build_backbone`) on ``split``, features
+    from the cache when there; its throughput is :func:`throughput`'s to fill in."""
     start = time.perf_counter()
+    name = backbone.spec.name
     cfg = replace(cfg, model=replace(cfg.model, backbone=name))
-    backbone = build_backbone(cfg)
     probe = Plan("probe", [Phase(0, {HEAD: 1.0})], "frozen")
     clean = replace(cfg, data=replace(cfg.data, cached_views=0))
     inputs = make_inputs(clean, backbone, probe, split, device, generator, cache, progress)
@@ -169,7 +185,6 @@ def backbone_evidence(
     val_acc = accuracy(model, val_x, y_val, objective)
     n_val = len(val)  # type: ignore[arg-type]
     size = backbone.preprocessing.input_size
-    speed = throughput(backbone.module, size, cfg.optim.batch_size, device)
     return BackboneEvidence(
         backbone=name,
         params=count_parameters(backbone.module),
@@ -182,7 +197,7 @@ def backbone_evidence(
         val_ci=wilson_interval(round(val_acc * n_val), n_val),
         n_train=len(labels),
         n_val=n_val,
-        images_per_s=speed,
+        images_per_s=0.0,
         seconds=time.perf_counter() - start,
         curve=(*curve, (len(labels), val_acc)),
     )

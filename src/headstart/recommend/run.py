@@ -4,13 +4,14 @@ shared by ``headstart recommend`` and ``train --strategy auto``."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from headstart.backbones.availability import offline_status
 from headstart.backbones.registry import get_spec, list_backbones
 from headstart.config import TrainConfig
 from headstart.errors import ConfigError
 from headstart.recommend.domain import domain_evidence
-from headstart.recommend.evidence import backbone_evidence, build_backbone
+from headstart.recommend.evidence import backbone_evidence, build_backbone, throughput
 from headstart.recommend.ranking import Recommendation
 
 
@@ -68,16 +69,19 @@ def recommend(
     cfg = resolve_config(cfg.with_overrides({"strategy.name": "probe"}))
     usable, skipped = candidates(cfg, names)
     ready = prepare_data(cfg, echo=echo)
-    evidence = []
+    evidence, built = [], {}
     for name in usable:
-        e = backbone_evidence(cfg, name, ready.split, ready.cache, ready.device, ready.generator,
-                              ready.objective, progress)  # fmt: skip
+        built[name] = build_backbone(cfg.with_overrides({"model.backbone": name}))
+        e = backbone_evidence(cfg, built[name], ready.split, ready.cache, ready.device,
+                              ready.generator, ready.objective, progress)  # fmt: skip
         echo(f"{name}: evidence in {e.seconds:.0f} s")
         evidence.append(e)
+    speed = throughput(built, cfg.optim.batch_size, ready.device, ready.precision.autocast)
+    evidence = [replace(e, images_per_s=speed[e.backbone]) for e in evidence]
     rec = Recommendation(evidence, skipped, budget_s)
     pick = cfg.with_overrides({"model.backbone": rec.best.backbone})
     rec.domain = domain_evidence(
-        pick, build_backbone(pick), ready.split, ready.cache, ready.device, ready.generator,
+        pick, built[rec.best.backbone], ready.split, ready.cache, ready.device, ready.generator,
         ready.objective, progress,
     )  # fmt: skip
     if rec.domain is not None:

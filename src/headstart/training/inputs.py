@@ -39,6 +39,7 @@ from headstart.training.device import (
     to_device,
 )
 from headstart.training.order import SeededOrder, balanced_weights
+from headstart.training.precision import resolve_precision
 
 
 @dataclass
@@ -111,9 +112,11 @@ def make_inputs(
         if need > FEATURE_MEMORY_LIMIT:
             cut, why = None, f"they would take {need / 1e9:.1f} GB of memory (limit 2 GB)"
     if cache is not None and cut is not None:
+        precision = resolve_precision(cfg.precision, device)
         source = FeatureSource(
-            cfg.model.backbone, module_digest(backbone.module), prep.to_dict(), cut.boundary
-        )
+            cfg.model.backbone, module_digest(backbone.module), prep.to_dict(), cut.boundary,
+            precision.name,
+        )  # fmt: skip
         recipe = {"scale": SCALES.get(cfg.data.augment), "color_jitter": cfg.data.color_jitter}
         if cfg.data.augment != "photo":  # photo's recipe keeps the key it always had
             recipe["preset"] = cfg.data.augment
@@ -134,6 +137,7 @@ def make_inputs(
                 num_workers=_pass_workers(cfg),
                 progress=progress,
                 to_input=images_to,
+                autocast=precision.autocast,
             )
             stats["computed"] += computed
             stats["reused"] += len(samples) * len(names) - computed

@@ -38,6 +38,7 @@ from headstart.training.device import images_to, to_device
 from headstart.training.early_stopping import EarlyStopping
 from headstart.training.history import EpochStats, FitResult
 from headstart.training.objective import Objective
+from headstart.training.precision import Precision, resolve_precision
 from headstart.training.schedule import set_group_lrs
 from headstart.training.state import LoopState, SavedState
 
@@ -62,14 +63,20 @@ def forward_views(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Ten
 
 
 def collect_logits(
-    model: nn.Module, loader: DataLoader, device: torch.device, progress: bool = False
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    progress: bool = False,
+    precision: Precision | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Run ``model`` in eval mode over ``loader``; concatenated logits and targets per task."""
+    """Run ``model`` in eval mode over ``loader``; concatenated logits and targets per task
+    (``precision``: default ``auto`` on ``device``)."""
+    precision = precision or resolve_precision("auto", device)
     model.eval()
     logits: dict[str, list[torch.Tensor]] = {}
     targets: dict[str, list[torch.Tensor]] = {}
     for images, target in tqdm(loader, desc="eval", leave=False, disable=not progress or None):
-        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+        with precision.autocast():
             out = forward_views(model, images_to(images, device))
         for task, t in _as_targets(target).items():
             logits.setdefault(task, []).append(out[task].float().cpu())
@@ -150,6 +157,7 @@ def fit(
     progress: bool = True,
     objective: Objective | None = None,
     checkpoints: Checkpoints | None = None,
+    precision: Precision | None = None,
 ) -> FitResult:
     """Train ``model`` by ``plan``; restore and return the best epoch by validation accuracy
     (``objective.monitor``: the mean task accuracy, or one task's).
@@ -157,11 +165,14 @@ def fit(
     With ``checkpoints``, the loop's whole state is saved after every epoch and when Ctrl-C
     stops it after the current step (then :class:`Interrupted` is raised), and a saved
     state is resumed first: on a CPU the final weights are bit-identical to a run that was
-    never stopped (the data order and augmentations follow ``train_loader.generator``)."""
+    never stopped (the data order and augmentations follow ``train_loader.generator``).
+
+    ``precision`` (default ``auto`` on ``device``): autocast of the forward pass and loss,
+    with loss scaling in fp16 (:mod:`headstart.training.precision`)."""
     objective = objective or Objective(smoothing=optim.label_smoothing)
+    precision = precision or resolve_precision("auto", device)
     to_device(model, device)
-    amp = device.type == "cuda"  # float16 autocast + loss scaling on GPUs; fp32 elsewhere
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    scaler = precision.scaler()
     steps_per_epoch = len(train_loader)
     total = optim.epochs * steps_per_epoch
     warmup = round(optim.warmup_epochs * steps_per_epoch)
@@ -221,7 +232,7 @@ def fit(
                 targets = {
                     k: v.to(device, non_blocking=True) for k, v in _as_targets(target).items()
                 }
-                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                with precision.autocast():
                     out = model(images)
                     loss = objective.loss(out, targets)
                 for task, c in objective.counts(out, targets).items():
@@ -254,7 +265,7 @@ def fit(
             stats = validation_stats(
                 model, val_loader, device, objective, epoch + 1,
                 float(st.loss_sum) / max(st.seen, 1),
-                float(np.mean(list(_accuracy(st.counts).values()))),
+                float(np.mean(list(_accuracy(st.counts).values()))), precision,
             )  # fmt: skip
             stats = replace(
                 stats,
@@ -291,12 +302,13 @@ def validation_stats(
     epoch: int,
     train_loss: float,
     train_acc: float,
+    precision: Precision | None = None,
 ) -> EpochStats:
     """An epoch's figures: the given training figures and a pass over the validation
     images (loss without class weights or smoothing, accuracy with its Wilson interval when
     it is one task's, recall per class); timing and LR are the caller's to fill in."""
     plain = replace(objective, class_weights={}, smoothing=0.0)
-    logits, targets = collect_logits(model, val_loader, device)
+    logits, targets = collect_logits(model, val_loader, device, precision=precision)
     val_counts = objective.counts(logits, targets)
     val_acc = _accuracy(val_counts)
     one = objective.monitor if objective.monitor in val_counts else None

@@ -39,6 +39,7 @@ from headstart.finetune import Plan, apply_bn_policy, apply_phase, param_groups
 from headstart.model import DEFAULT_TASK
 from headstart.training.device import images_to, to_device
 from headstart.training.objective import Objective
+from headstart.training.precision import Precision, resolve_precision
 
 BELOW = 100.0  # the sweep starts at the default LR / BELOW ...
 ABOVE = 1e4  # ... and ends at the default x ABOVE: six decades around what the rule can pick
@@ -172,6 +173,7 @@ def range_test(
     seed: int = 0,
     progress: bool = True,
     max_steps: int = MAX_STEPS,
+    precision: Precision | None = None,
 ) -> RangeTest:
     """Run the range test on ``model`` with ``plan``'s last phase (every stage the strategy
     ever trains, at its multipliers) over ``loader``'s dataset and pick below ``default``
@@ -192,6 +194,8 @@ def range_test(
     losses: list[float] = []
     start_lr, end_lr = default / BELOW, default * ABOVE
     stopped = f"reached {end_lr:g}"
+    precision = precision or resolve_precision("auto", device)
+    scaler = precision.scaler()
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
@@ -219,10 +223,12 @@ def range_test(
                 g["lr"] = lr * m
             targets = target if isinstance(target, dict) else {DEFAULT_TASK: target}
             targets = {k: v.to(device) for k, v in targets.items()}
-            loss = objective.loss(model(images_to(images, device)), targets)
+            with precision.autocast():
+                loss = objective.loss(model(images_to(images, device)), targets)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             value = float(loss.detach())
             lrs.append(lr)
             losses.append(value)

@@ -36,6 +36,7 @@ from headstart.training.device import resolve_device, seed_everything
 from headstart.training.inputs import Inputs, adapt_backbone, make_inputs
 from headstart.training.lr_find import RangeTest, range_test
 from headstart.training.objective import Objective, balanced_class_weights, check_monitor
+from headstart.training.precision import Precision, resolve_precision
 from headstart.training.warm_head import STRATEGIES as WARM_STRATEGIES
 from headstart.training.warm_head import WarmHead, warm_start
 
@@ -52,6 +53,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"ConfigError: --bn {s.bn!r}; expected one of {', '.join(BN_POLICIES)}.")
     if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1:
         raise ConfigError("ConfigError: --epochs and --batch-size must be at least 1.")
+    resolve_precision(cfg.precision, resolve_device(cfg.device))  # fails before any work
     if cfg.model.layers not in ("last", "all"):
         raise ConfigError(f"ConfigError: --layers {cfg.model.layers!r}; expected last or all.")
     if cfg.model.layers == "all" and (s.name != "probe" or not cfg.data.cache):
@@ -183,6 +185,7 @@ class Ready:
     objective: Objective
     device: torch.device
     generator: torch.Generator
+    precision: Precision
 
 
 def prepare_data(
@@ -204,7 +207,9 @@ def prepare_data(
     if grey and grey not in split.notes:
         split.notes.append(grey)
     echo(split.summary())
-    return Ready(backbone, plan, cache, split, objective, resolve_device(cfg.device), gen)
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    return Ready(backbone, plan, cache, split, objective, device, gen, precision)
 
 
 @dataclass
@@ -241,7 +246,8 @@ def build_model(
         f"model: {cfg.model.backbone} (weights: {backbone.weights}), strategy {plan.name}, "
         f"trains {per_phase[0]:,}{later} of {total:,} parameters, lr {lr_text(cfg)}, "
         f"bn {plan.bn}, input {backbone.preprocessing.input_size} px "
-        f"(resized to {backbone.preprocessing.resize_size}), device {device}"
+        f"(resized to {backbone.preprocessing.resize_size}), device {device}, precision "
+        f"{ready.precision.name}"
         + (
             "; heads " + ", ".join(f"{t} ({len(c)} classes)" for t, c in split.tasks.items())
             if split.multitask
@@ -311,7 +317,8 @@ def find_lr(
     default = float(lr) if isinstance(lr, (int, float)) else default_lr(cfg, ready.split)
     with built.model.reading_features(built.inputs.tail) if built.inputs.tail else nullcontext():
         test = range_test(built.model, ready.plan, built.inputs.train, weight_decay,
-                          ready.device, ready.objective, default, cfg.seed, progress)  # fmt: skip
+                          ready.device, ready.objective, default, cfg.seed, progress,
+                          precision=ready.precision)  # fmt: skip
     echo(test.line())
     for note in test.notes:
         echo(f"  note: {note}")

@@ -223,7 +223,7 @@ def train(
     if taps is not None and inputs.tail is not None:  # a multi-layer probe: seconds, no epochs
         result, choice = fit_probe_head(
             model, taps, inputs.train.dataset, inputs.val, inputs.tail,  # type: ignore[arg-type]
-            objective, device, cfg.seed,
+            objective, device, cfg.seed, precision=ready.precision,
         )  # fmt: skip
         echo(choice.line())
         on_epoch(result.history[0], 1)
@@ -242,6 +242,7 @@ def train(
                     progress=progress,
                     objective=objective,
                     checkpoints=Checkpoints(save, saved),
+                    precision=ready.precision,
                 )
             except Interrupted as e:
                 hint = f"{e}; saved in {run_dir}. Continue with: {resume_hint(final)}"
@@ -256,6 +257,7 @@ def train(
                     cfg, model, backbone, split, plan, result, per_phase, total, inputs, objective
                 ),
                 "weight_decay": None if choice else cfg.optim.weight_decay,
+                "precision": ready.precision.name,
                 "head_cv": choice.to_dict() if choice else None,
                 "warm_head": warm.to_dict() if warm else None,
                 "lr_find": found.to_dict() if found else None,

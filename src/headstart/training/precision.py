@@ -1,0 +1,103 @@
+"""Numeric precision of the forward and backward passes: ``--precision fp32|bf16|fp16|auto``.
+
+Mixed precision runs the matrix multiplications and convolutions in a 16-bit format under
+``torch.autocast`` while the weights, the optimizer and the loss stay in float32. bfloat16
+keeps float32's exponent range, so it needs no loss scaling; float16 does (a GradScaler), and
+has fast kernels only on GPUs.
+
+``auto`` is a rule from measurements (``benchmarks/train_throughput.py``), not a guess: on a
+CUDA GPU with bfloat16 (Ampere and later) bf16, on an older one fp16; on a CPU with native
+bfloat16 instructions (AVX-512 BF16 or AMX) bf16, where a fine-tuning step of
+EfficientNet-Lite0 ran 2.0x and a forward pass 2.5x as fast as float32 on this project's
+CPU; elsewhere (other CPUs, Apple MPS) float32, where no faster path was measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from headstart.errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (AVX-512 BF16 or AMX tiles)."""
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A resolved precision on a device type."""
+
+    name: str  # fp32 | bf16 | fp16
+    device_type: str  # cpu | cuda | mps
+
+    @property
+    def mixed(self) -> bool:
+        """Whether autocast runs (anything but fp32)."""
+        return self.name != "fp32"
+
+    @property
+    def scaled(self) -> bool:
+        """Whether the loss needs a GradScaler (float16's narrow exponent range)."""
+        return self.name == "fp16"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context for a forward pass (a no-op in fp32)."""
+        if not self.mixed:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=_DTYPES[self.name])
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """A GradScaler, enabled only where the precision needs one."""
+        return torch.amp.GradScaler(self.device_type, enabled=self.scaled)
+
+
+FP32 = Precision("fp32", "cpu")
+
+
+def auto_precision(device: torch.device) -> str:
+    """The precision ``auto`` picks on ``device`` (see the module docstring).
+
+    >>> auto_precision(torch.device("mps"))
+    'fp32'
+    """
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and cpu_has_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    """``name`` on ``device``, checked: fp16 needs a GPU, bf16 on a CPU its instructions.
+
+    >>> resolve_precision("fp32", torch.device("cpu"))
+    Precision(name='fp32', device_type='cpu')
+    """
+    if name not in PRECISIONS:
+        raise ConfigError(
+            f"ConfigError: --precision {name!r}; expected one of {', '.join(PRECISIONS)}."
+        )
+    if name == "auto":
+        name = auto_precision(device)
+    if name == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            f"ConfigError: --precision fp16 needs a CUDA GPU (float16 has no fast kernels on "
+            f"{device.type}, and its gradients need loss scaling); use bf16, fp32 or auto."
+        )
+    if name == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        raise ConfigError(
+            "ConfigError: --precision bf16, but this CPU has no native bfloat16 instructions "
+            "(AVX-512 BF16 or AMX), so it would be slower than fp32; use fp32 or auto."
+        )
+    if name == "bf16" and device.type == "mps":
+        raise ConfigError("ConfigError: --precision bf16 is not measured on MPS; use fp32.")
+    return Precision(name, device.type)

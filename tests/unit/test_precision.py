@@ -1,0 +1,77 @@
+"""``--precision``: the rule ``auto`` follows, the refusals, and a bf16 run end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from headstart.cache.features import FeatureSource
+from headstart.cli.main import main
+from headstart.errors import ConfigError
+from headstart.training import precision as prec
+from headstart.training.precision import resolve_precision
+from tests.unit.conftest import FAST, train_cli
+
+CPU = torch.device("cpu")
+needs_bf16 = pytest.mark.skipif(not prec.cpu_has_bf16(), reason="no native bf16 on this CPU")
+
+
+def test_auto_is_bf16_only_on_cpus_with_native_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prec, "cpu_has_bf16", lambda: True)
+    assert resolve_precision("auto", CPU).name == "bf16"
+    monkeypatch.setattr(prec, "cpu_has_bf16", lambda: False)
+    assert resolve_precision("auto", CPU).name == "fp32"
+    with pytest.raises(ConfigError, match="no native bfloat16"):
+        resolve_precision("bf16", CPU)  # it would be slower than fp32 there
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+        resolve_precision("fp16", CPU)
+    with pytest.raises(ConfigError, match="expected one of auto, fp32, bf16, fp16"):
+        resolve_precision("int8", CPU)
+    fp32 = resolve_precision("fp32", CPU)
+    assert not fp32.mixed and not fp32.scaled and not fp32.scaler().is_enabled()
+
+
+@needs_bf16
+def test_bf16_autocast_runs_convolutions_in_bfloat16() -> None:
+    conv = torch.nn.Conv2d(3, 4, 3)
+    with resolve_precision("bf16", CPU).autocast():
+        assert conv(torch.randn(1, 3, 8, 8)).dtype == torch.bfloat16
+    with resolve_precision("fp32", CPU).autocast():
+        assert conv(torch.randn(1, 3, 8, 8)).dtype == torch.float32
+
+
+def test_features_of_another_precision_are_cached_apart() -> None:
+    fp32 = FeatureSource("b", "w", {"size": 224}, "pooled")
+    assert fp32.key("clean") == FeatureSource("b", "w", {"size": 224}, "pooled", "fp32").key(
+        "clean"
+    )  # the key fp32 features always had
+    assert fp32.key("clean") != FeatureSource("b", "w", {"size": 224}, "pooled", "bf16").key(
+        "clean"
+    )
+
+
+def test_fp16_on_a_cpu_is_refused_before_any_work(
+    trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["--no-progress", "train", str(trainval_dataset), *FAST[:-1], "--precision", "fp16",
+            "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main(argv) == 2
+    assert "fp16 needs a CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@needs_bf16
+def test_a_bf16_fine_tune_trains_and_records_its_precision(
+    trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["--no-progress", "train", str(trainval_dataset), *FAST[:-1], "--strategy",
+            "finetune", "--epochs", "2", "--precision", "bf16"]  # fmt: skip
+    printed, manifest = train_cli(argv, tmp_path / "bf16", capsys)
+    assert "precision bf16" in printed and manifest["precision"] == "bf16"
+    assert manifest["metrics"]["val_acc"] > 0.5  # two colour classes: it learns in bf16
+    weights = (tmp_path / "bf16" / "model.safetensors").read_bytes()
+    assert len(weights) > 0
+    evaluated = main(["--no-progress", "evaluate", str(tmp_path / "bf16"), "--no-analysis"])
+    assert evaluated == 0 and "accuracy" in capsys.readouterr().out
