@@ -1,5 +1,6 @@
 """Fine-tune throughput: headstart's training pipeline against the model's raw
-forward+backward on tensors already in memory, same model and batch size, one process.
+forward+backward on tensors already in memory, same model and batch size, one process; in
+fp32 and bf16 (where the CPU has native bfloat16), and with ``torch.compile``.
 
 Pipeline: the loaders `headstart train DATA --strategy finetune` builds (images from the
 decoded-image cache, augmented) driven by the training loop (`fit`: AdamW groups, schedule,
@@ -7,7 +8,8 @@ clipping, BatchNorm policy, early-stopping bookkeeping). The first epoch decodes
 into the cache; later epochs read it. Images per second count the training part of an epoch
 (validation excluded). Raw: the same model, optimizer groups, BatchNorm policy, clipping and
 batch size, looping forward + loss + backward + step over the training images preprocessed
-into memory. Pipeline and raw epochs alternate, so both see the same machine conditions.
+into memory, under the same autocast. Every variant runs once per round, in turn, so all
+see the same machine conditions; compile's one-time compilation is timed apart.
 
     .venv/bin/python benchmarks/train_throughput.py [--data ../shared/datasets/hymenoptera]
 """
@@ -38,7 +40,8 @@ from headstart.model import DEFAULT_TASK, Classifier
 from headstart.training.device import images_to
 from headstart.training.inputs import make_inputs
 from headstart.training.loop import enter_phase, fit
-from headstart.training.train import plan_for, resolve_config
+from headstart.training.precision import cpu_has_bf16, resolve_precision
+from headstart.training.setup import default_lr, plan_for, resolve_config
 
 DEFAULT_DATA = Path(__file__).parents[1] / "../shared/datasets/hymenoptera"
 
@@ -56,18 +59,20 @@ def main() -> None:
     bb = create_backbone(cfg.model.backbone, cfg.model.weights)
     plan = plan_for(cfg, bb)
     split = load_split(cfg.data.root, cache=cache)
+    cfg = cfg.with_overrides({"strategy.lr": default_lr(cfg, split)})  # the data-scaled default
     n = len(split.train)
     model = Classifier(bb.module, bb.num_features, {DEFAULT_TASK: len(split.classes)},
                        family=bb.spec.family)  # fmt: skip
     print(f"data {cfg.data.root}, finetune, batch {cfg.optim.batch_size}, {n} training images, "
           f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores")  # fmt: skip
 
-    def pipeline_epoch(use_cache: bool) -> float:
+    def pipeline_epoch(use_cache: bool, precision: str, compiled: bool = False) -> float:
         gen = torch.Generator().manual_seed(0)
         inputs = make_inputs(cfg, bb, plan, split, device, gen, cache if use_cache else None, False)
         one = replace(cfg.optim, epochs=1, patience=None)
         result = fit(model, plan, inputs.train, inputs.val, one, cfg.strategy.lr, device,
-                     progress=False)  # fmt: skip
+                     progress=False, precision=resolve_precision(precision, device),
+                     compile=compiled)  # fmt: skip
         return n / result.history[0].train_seconds
 
     # raw: the training images preprocessed into memory, the same optimizer groups
@@ -79,33 +84,58 @@ def main() -> None:
                for i in range(0, n, bs)]  # fmt: skip
     optimizer = enter_phase(model, None, plan.phases[0], cfg.strategy.lr, 0.01, 0)
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    compiled_model = torch.compile(model)
 
-    def raw_epoch() -> float:
+    def raw_epoch(precision: str, compiled: bool = False) -> float:
+        net = compiled_model if compiled else model
+        autocast = resolve_precision(precision, device).autocast
         model.train()
         apply_bn_policy(model, plan.bn)
         start = time.perf_counter()
         for x, y in batches:
-            loss = nn.functional.cross_entropy(model(x)[DEFAULT_TASK], y)
+            with autocast():
+                loss = nn.functional.cross_entropy(net(x)[DEFAULT_TASK], y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
         return n / (time.perf_counter() - start)
 
+    precisions = ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
+    best = precisions[-1]
     reset_peak()
-    print(f"pipeline, epoch 1 (decoding into the cache)   {pipeline_epoch(True):6.2f} img/s")
-    raw_epoch()  # warm-up of the raw loop's optimizer state
-    pipe, raw = [], []
+    first = pipeline_epoch(True, "fp32")
+    print(f"pipeline, epoch 1 (decoding into the cache)   {first:6.2f} img/s")
+    for p in precisions:
+        raw_epoch(p)  # warm-up of the raw loop's optimizer state and autocast
+    start = time.perf_counter()
+    raw_epoch(best, compiled=True)
+    print(f"raw {best} compiled: first epoch (compiling) {time.perf_counter() - start:.0f} s")
+    pipeline_epoch(True, best, compiled=True)  # the pipeline's own compilation
+    variants = [*(f"pipeline {p}" for p in precisions), *(f"raw {p}" for p in precisions),
+                f"pipeline {best} compiled", f"raw {best} compiled"]  # fmt: skip
+    got: dict[str, list[float]] = {v: [] for v in variants}
     for r in range(args.rounds):
-        pipe.append(pipeline_epoch(True))
-        raw.append(raw_epoch())
-        print(f"round {r + 1}: pipeline (decoded-image cache) {pipe[-1]:6.2f} img/s, "
-              f"raw {raw[-1]:6.2f} img/s", flush=True)  # fmt: skip
-    print(f"pipeline, --no-cache (JPEG decode each epoch) {pipeline_epoch(False):6.2f} img/s")
+        for v in variants:
+            kind, p, *rest = v.split()
+            fn = pipeline_epoch if kind == "pipeline" else raw_epoch
+            args_ = (True, p) if kind == "pipeline" else (p,)
+            got[v].append(fn(*args_, compiled=bool(rest)))  # type: ignore[operator]
+        print(f"round {r + 1}: " + ", ".join(f"{v} {got[v][-1]:.2f}" for v in variants),
+              flush=True)  # fmt: skip
+    print(f"pipeline, --no-cache (JPEG decode each epoch) {pipeline_epoch(False, best):6.2f} img/s")
     print(f"peak RSS {peak_mb():.0f} MB (main process); "
           f"DataLoader workers' largest {children_peak_mb():.0f} MB")  # fmt: skip
-    p, q = statistics.mean(pipe), statistics.mean(raw)
-    print(f"mean pipeline {p:.2f} img/s, mean raw {q:.2f} img/s, ratio pipeline/raw {p / q:.2f}")
+    mean = {v: statistics.mean(x) for v, x in got.items()}
+    for v in variants:
+        print(f"mean {v:<28} {mean[v]:6.2f} img/s")
+    ratios = {f"pipeline/raw {p}": mean[f"pipeline {p}"] / mean[f"raw {p}"] for p in precisions}
+    if best != "fp32":
+        ratios[f"{best}/fp32 pipeline"] = mean[f"pipeline {best}"] / mean["pipeline fp32"]
+        ratios[f"{best}/fp32 raw"] = mean[f"raw {best}"] / mean["raw fp32"]
+    ratios["compile/eager pipeline"] = mean[f"pipeline {best} compiled"] / mean[f"pipeline {best}"]
+    ratios["compile/eager raw"] = mean[f"raw {best} compiled"] / mean[f"raw {best}"]
+    print("ratios: " + "  ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
 
 
 if __name__ == "__main__":

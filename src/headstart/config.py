@@ -100,6 +100,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"  # fp32 | bf16 | fp16 | auto (see training.precision)
+    compile: bool = False  # torch.compile the training forward pass (see training.loop.fit)
     out: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
 
 from headstart.cli import commands
-from headstart.errors import HeadstartError, Interrupted
+from headstart.errors import ConfigError, HeadstartError, Interrupted
 from headstart.finetune.plans import STRATEGIES
 
 # option dest -> dotted TrainConfig key
@@ -53,6 +54,7 @@ TRAIN_OPTIONS: dict[str, str] = {
     "seed": "seed",
     "device": "device",
     "precision": "precision",
+    "compile": "compile",
     "out": "out",
 }
 
@@ -201,6 +203,12 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "--precision",
         help="auto | fp32 | bf16 | fp16: autocast of forward and backward passes (auto: bf16 "
         "on GPUs and on CPUs with native bfloat16, fp16 on older GPUs, else fp32)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_const",
+        const=True,
+        help="torch.compile the training step (off by default: see docs on when it pays)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace finished runs in --out")
 
@@ -425,18 +433,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
+    say = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for all
     try:
-        return int(args.func(args) or 0)
+        return int(_run(args) or 0)
     except Interrupted as e:  # Ctrl-C during training: saved, and says how to resume
-        print(f"\n{e}", file=sys.stderr)
+        if say:
+            print(f"\n{e}", file=sys.stderr)
         return 130
     except HeadstartError as e:
         message = textwrap.fill(str(e), width=100, break_long_words=False, break_on_hyphens=False)
-        print(f"error: {message}", file=sys.stderr)
+        if say:
+            print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        if say:
+            print("interrupted", file=sys.stderr)
         return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command; under ``torchrun`` (``WORLD_SIZE`` > 1) ``train`` joins the process
+    group first, and the other commands refuse."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return args.func(args)
+    if args.func is not commands.train:
+        raise ConfigError(
+            "ConfigError: only `headstart train` runs under torchrun; run this command as one "
+            "process."
+        )
+    from headstart.training.distributed import init_from_env, shutdown
+
+    init_from_env()
+    try:
+        return args.func(args)
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,13 @@ from headstart.errors import ConfigError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU; explicit names are checked."""
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; explicit names are checked. Under
+    ``torchrun`` each process takes the GPU of its local rank."""
+    local = (
+        int(os.environ.get("LOCAL_RANK", "0")) if os.environ.get("WORLD_SIZE", "1") != "1" else None
+    )
+    if name in ("auto", "cuda") and torch.cuda.is_available() and local is not None:
+        return torch.device("cuda", local)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

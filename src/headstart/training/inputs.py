@@ -38,6 +38,13 @@ from headstart.training.device import (
     images_to,
     to_device,
 )
+from headstart.training.distributed import (
+    ShardSampler,
+    barrier,
+    per_process_batch,
+    shard,
+    world,
+)
 from headstart.training.order import SeededOrder, balanced_weights
 from headstart.training.precision import resolve_precision
 
@@ -125,7 +132,17 @@ def make_inputs(
         stats = {"computed": 0, "reused": 0}
 
         def features(samples: list, transforms: list, names: list) -> torch.Tensor:
-            out, computed = cached_features(
+            computed = 0
+            if world().active:  # each process fills its shard of the cache, then reads all
+                _, computed = fill(shard(samples), transforms, names)
+                barrier()
+            out, more = fill(samples, transforms, names)
+            stats["computed"] += computed + more
+            stats["reused"] += len(samples) * len(names) - computed - more
+            return out
+
+        def fill(samples: list, transforms: list, names: list) -> tuple[torch.Tensor, int]:
+            return cached_features(
                 cache,
                 source,
                 cut.prefix,
@@ -139,9 +156,6 @@ def make_inputs(
                 to_input=images_to,
                 autocast=precision.autocast,
             )
-            stats["computed"] += computed
-            stats["reused"] += len(samples) * len(names) - computed
-            return out
 
         n = len(split.train)
         clean = features(split.train + split.val, [eval_transform(prep)], ["clean"])  # one pass
@@ -243,10 +257,13 @@ def _loader(
         monitor = cfg.optim.monitor if cfg.optim.monitor != "mean" else None
         targets = getattr(ds, "targets", None) or [s.target for s in ds.samples]  # type: ignore[attr-defined]
         weights = balanced_weights(targets, monitor)
+    sampler = SeededOrder(len(ds), gen, weights) if shuffle else None
+    if not shuffle and world().active:
+        sampler = ShardSampler(len(ds))  # type: ignore[assignment]
     return DataLoader(
         ds,
-        batch_size=cfg.optim.batch_size,
-        sampler=SeededOrder(len(ds), gen, weights) if shuffle else None,  # type: ignore[arg-type]
+        batch_size=per_process_batch(cfg.optim.batch_size),
+        sampler=sampler,  # type: ignore[arg-type]
         num_workers=workers,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,

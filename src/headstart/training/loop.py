@@ -35,6 +35,15 @@ from headstart.finetune import (
 from headstart.model import DEFAULT_TASK
 from headstart.stats import wilson_interval
 from headstart.training.device import images_to, to_device
+from headstart.training.distributed import (
+    ShardSampler,
+    all_sum,
+    any_process,
+    gather_rows,
+    sync_batchnorm,
+    world,
+    wrap,
+)
 from headstart.training.early_stopping import EarlyStopping
 from headstart.training.history import EpochStats, FitResult
 from headstart.training.objective import Objective
@@ -81,10 +90,15 @@ def collect_logits(
         for task, t in _as_targets(target).items():
             logits.setdefault(task, []).append(out[task].float().cpu())
             targets.setdefault(task, []).append(t)
-    return (
-        {k: torch.cat(v) for k, v in logits.items()},
-        {k: torch.cat(v) for k, v in targets.items()},
-    )
+    out_logits = {k: torch.cat(v) for k, v in logits.items()}
+    out_targets = {k: torch.cat(v) for k, v in targets.items()}
+    if isinstance(loader.sampler, ShardSampler):  # torchrun: every shard, each image once
+        rows = gather_rows({**{f"l:{k}": v for k, v in out_logits.items()},
+                            **{f"t:{k}": v for k, v in out_targets.items()}},
+                           loader.sampler.indices)  # fmt: skip
+        out_logits = {k: rows[f"l:{k}"] for k in out_logits}
+        out_targets = {k: rows[f"t:{k}"] for k in out_targets}
+    return out_logits, out_targets
 
 
 def _accuracy(counts: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -158,6 +172,7 @@ def fit(
     objective: Objective | None = None,
     checkpoints: Checkpoints | None = None,
     precision: Precision | None = None,
+    compile: bool = False,
 ) -> FitResult:
     """Train ``model`` by ``plan``; restore and return the best epoch by validation accuracy
     (``objective.monitor``: the mean task accuracy, or one task's).
@@ -168,7 +183,9 @@ def fit(
     never stopped (the data order and augmentations follow ``train_loader.generator``).
 
     ``precision`` (default ``auto`` on ``device``): autocast of the forward pass and loss,
-    with loss scaling in fp16 (:mod:`headstart.training.precision`)."""
+    with loss scaling in fp16 (:mod:`headstart.training.precision`). ``compile``: the training
+    forward pass runs through ``torch.compile`` (the same parameters; validation stays eager,
+    so the compiled graph sees one mode)."""
     objective = objective or Objective(smoothing=optim.label_smoothing)
     precision = precision or resolve_precision("auto", device)
     to_device(model, device)
@@ -194,6 +211,8 @@ def fit(
         st = saved.restore(model, optimizer, scaler, changing, optim.patience)
     n_train = len(train_loader.dataset)  # type: ignore[arg-type]
     stop = _StopOnInterrupt()
+    forward, wrapped_phase = model, -1
+    sync_batchnorm(model, plan.bn)
 
     with stop:
         for epoch in range(st.epoch, optim.epochs):
@@ -206,6 +225,9 @@ def fit(
                 )
             assert optimizer is not None
             trainable = [p for g in optimizer.param_groups for p in g["params"]]
+            if wrapped_phase != st.phase:  # DDP syncs what trains when it is built: re-wrap
+                forward, wrapped_phase = wrap(model, device), st.phase
+                forward = torch.compile(forward) if compile else forward
             if generator is not None:
                 if st.loader_rng is None:
                     st.loader_rng = generator.get_state()
@@ -233,7 +255,7 @@ def fit(
                     k: v.to(device, non_blocking=True) for k, v in _as_targets(target).items()
                 }
                 with precision.autocast():
-                    out = model(images)
+                    out = forward(images)
                     loss = objective.loss(out, targets)
                 for task, c in objective.counts(out, targets).items():
                     st.counts[task] = st.counts[task] + c if task in st.counts else c
@@ -251,7 +273,7 @@ def fit(
                 st.loss_sum = st.loss_sum + loss.detach() * n  # on the device: no sync per batch
                 st.seen += n
                 bar.update(n)
-                if stop.requested and st.batch < steps_per_epoch:
+                if any_process(stop.requested) and st.batch < steps_per_epoch:
                     bar.close()
                     st.seconds += time.perf_counter() - start
                     if checkpoints is not None:
@@ -261,6 +283,10 @@ def fit(
                     )
             bar.close()
             train_seconds = st.seconds + time.perf_counter() - start
+            if world().active:  # the epoch's training figures over every process's shard
+                st.loss_sum, seen = all_sum(st.loss_sum), all_sum(torch.tensor(st.seen))
+                st.seen = int(seen)
+                st.counts = {t: all_sum(c) for t, c in st.counts.items()}
 
             stats = validation_stats(
                 model, val_loader, device, objective, epoch + 1,
@@ -287,7 +313,7 @@ def fit(
             st.done = st.done or st.epoch == optim.epochs
             if checkpoints is not None:
                 checkpoints.save(st, model, optimizer, scaler)
-            if stop.requested and not st.done:
+            if any_process(stop.requested) and not st.done:
                 raise Interrupted(f"interrupted after epoch {epoch + 1}/{optim.epochs}")
 
     model.load_state_dict(st.best_state, strict=False)

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Sampler
 
 from headstart.data import MISSING
+from headstart.training.distributed import shard, world
 
 
 def balanced_weights(
@@ -41,7 +42,10 @@ class SeededOrder(Sampler[tuple[int, int]]):
     first ``skip`` items of the next epoch are left out (then ``skip`` resets to 0).
 
     With ``weights`` (a balanced sampler) an epoch is ``n`` draws with replacement, item
-    ``i`` drawn with probability proportional to ``weights[i]``."""
+    ``i`` drawn with probability proportional to ``weights[i]``.
+
+    Under ``torchrun`` every process draws the same order from an identically seeded
+    generator and keeps its strided, padded shard (``distributed.shard``)."""
 
     def __init__(
         self, n: int, generator: torch.Generator, weights: torch.Tensor | None = None
@@ -50,9 +54,10 @@ class SeededOrder(Sampler[tuple[int, int]]):
         self.generator = generator
         self.weights = weights
         self.skip = 0
+        self.world = world()
 
     def __len__(self) -> int:
-        return self.n
+        return -(-self.n // self.world.size)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.weights is None:
@@ -63,4 +68,4 @@ class SeededOrder(Sampler[tuple[int, int]]):
             ).tolist()
         seeds = torch.randint(0, 2**SEED_BITS, (self.n,), generator=self.generator).tolist()
         skip, self.skip = self.skip, 0
-        return iter(list(zip(order, seeds))[skip:])
+        return iter(shard(list(zip(order, seeds)), self.world)[skip:])

@@ -247,7 +247,7 @@ def build_model(
         f"trains {per_phase[0]:,}{later} of {total:,} parameters, lr {lr_text(cfg)}, "
         f"bn {plan.bn}, input {backbone.preprocessing.input_size} px "
         f"(resized to {backbone.preprocessing.resize_size}), device {device}, precision "
-        f"{ready.precision.name}"
+        f"{ready.precision.name}{', compiled' if cfg.compile else ''}"
         + (
             "; heads " + ", ".join(f"{t} ({len(c)} classes)" for t, c in split.tasks.items())
             if split.multitask

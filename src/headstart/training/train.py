@@ -23,6 +23,7 @@ from headstart.finetune.scaling import rule_line
 from headstart.model import Classifier
 from headstart.plots import plot_training_curves
 from headstart.training.checkpoint import MANIFEST, read_manifest, save_checkpoint
+from headstart.training.distributed import barrier, world
 from headstart.training.history import EpochStats, FitResult
 from headstart.training.inputs import Inputs
 from headstart.training.loop import Checkpoints, fit
@@ -162,14 +163,21 @@ def train(
 
     ``resume=True`` (``compare``/``cv --resume``, and :func:`resume_run`): an unfinished run
     meant for ``cfg.out`` continues from its saved state, else a finished one with this
-    config is returned as it is, and only a missing one starts afresh."""
+    config is returned as it is, and only a missing one starts afresh.
+
+    Under ``torchrun`` every process trains its shard (:mod:`headstart.training.distributed`)
+    and only rank 0 prints, shows progress and writes."""
     cfg = resolve_config(cfg)
     final = Path(cfg.out)  # type: ignore[arg-type]
+    w = world()
+    if not w.main:
+        echo, progress, plots = _quiet, False, False
     saved_dir = _resumable(final) if resume and not overwrite else None
     if saved_dir is None and resume and not overwrite and (final / MANIFEST).exists():
         return finished_result(final, cfg, split, echo)
     if saved_dir is None:
         check_run_dir(final, overwrite)  # before the data scan: refuse at once
+    barrier()  # every process has looked before rank 0 creates anything
     ready = prepare_data(cfg, split, echo)
     backbone, plan, cache, split, objective, device = (
         ready.backbone,
@@ -186,10 +194,12 @@ def train(
         saved = load_state(run_dir)
         assert saved is not None
         _check_same(saved.fingerprint, fingerprint, run_dir, _saved_config(run_dir), cfg)
-    else:
+    elif w.main:
         run_dir = prepare_run_dir(final, overwrite, echo)
         save_config(cfg, run_dir / "config.yaml")
         split.save(run_dir / "split.json")
+    else:
+        run_dir = final  # never written by this process
 
     scaled = cfg.strategy.lr is None
     cfg = scale_lr(cfg, split, echo)
@@ -200,10 +210,13 @@ def train(
     if cfg.strategy.lr == AUTO:  # the range test, on what the run trains on; nothing moves
         found = find_lr(cfg, ready, built, echo, progress, run_dir if plots else None)
         cfg = cfg.with_overrides({"strategy.lr": found.pick})
+    if w.active:
+        echo(w.describe(cfg.optim.batch_size, plan.bn))
     metrics_path = run_dir / "metrics.jsonl"
     if saved is not None:  # the saved history, not lines written after the state was saved
         history = saved.info["history"]
-        metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+        if w.main:
+            metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
         echo(
             f"resuming {run_dir}: {saved.info['epoch']} of {cfg.optim.epochs} epochs done"
             + (f", {saved.info['batch']} step(s) into the next" if saved.info["batch"] else "")
@@ -212,12 +225,14 @@ def train(
             echo(EpochStats.from_dict(h).line(cfg.optim.epochs))
 
     def on_epoch(stats: EpochStats, epochs: int = cfg.optim.epochs) -> None:
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(stats.to_dict()) + "\n")
+        if w.main:
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(stats.to_dict()) + "\n")
         echo(stats.line(epochs) + (f"  (probe {warm.val_acc:.4f})" if warm else ""))
 
     def save(st: LoopState, model: nn.Module, optimizer: Any, scaler: Any) -> None:
-        save_state(run_dir, st, model, optimizer, scaler, fingerprint)
+        if w.main:
+            save_state(run_dir, st, model, optimizer, scaler, fingerprint)
 
     choice = None
     if taps is not None and inputs.tail is not None:  # a multi-layer probe: seconds, no epochs
@@ -243,35 +258,48 @@ def train(
                     objective=objective,
                     checkpoints=Checkpoints(save, saved),
                     precision=ready.precision,
+                    compile=cfg.compile,
                 )
             except Interrupted as e:
                 hint = f"{e}; saved in {run_dir}. Continue with: {resume_hint(final)}"
                 raise Interrupted(hint) from None
     model.cpu()
-    try:
-        save_checkpoint(
-            run_dir,
-            model,
-            {
-                **_manifest(
-                    cfg, model, backbone, split, plan, result, per_phase, total, inputs, objective
-                ),
-                "weight_decay": None if choice else cfg.optim.weight_decay,
-                "precision": ready.precision.name,
-                "head_cv": choice.to_dict() if choice else None,
-                "warm_head": warm.to_dict() if warm else None,
-                "lr_find": found.to_dict() if found else None,
-                "lr_rule": rule_line(len(split.train)) if scaled else None,
-                **(extra or {}),
-                "stages_read": taps.stages_used if taps is not None else None,
-            },
-        )
-    except CheckpointError as e:
-        raise CheckpointError(
-            f"{e} The trained state is kept in {run_dir / STATE_DIR}: once there is room, "
-            f"`{resume_hint(final)}` saves the model without training again."
-        ) from None
-    run_dir = publish(run_dir, final)
+    if w.main:  # under torchrun, rank 0 writes; the others wait for it
+        try:
+            save_checkpoint(
+                run_dir,
+                model,
+                {
+                    **_manifest(
+                        cfg,
+                        model,
+                        backbone,
+                        split,
+                        plan,
+                        result,
+                        per_phase,
+                        total,
+                        inputs,
+                        objective,
+                    ),
+                    "weight_decay": None if choice else cfg.optim.weight_decay,
+                    "precision": ready.precision.name,
+                    "distributed": w.to_dict(cfg.optim.batch_size) if w.active else None,
+                    "head_cv": choice.to_dict() if choice else None,
+                    "warm_head": warm.to_dict() if warm else None,
+                    "lr_find": found.to_dict() if found else None,
+                    "lr_rule": rule_line(len(split.train)) if scaled else None,
+                    **(extra or {}),
+                    "stages_read": taps.stages_used if taps is not None else None,
+                },
+            )
+        except CheckpointError as e:
+            raise CheckpointError(
+                f"{e} The trained state is kept in {run_dir / STATE_DIR}: once there is room, "
+                f"`{resume_hint(final)}` saves the model without training again."
+            ) from None
+        run_dir = publish(run_dir, final)
+    barrier()
     if plots:
         plot_training_curves(
             [h.to_dict() for h in result.history],
@@ -293,6 +321,10 @@ def train(
         for line in lines:
             echo(line)
     return TrainResult(run_dir, cfg, split, result, per_phase, total)
+
+
+def _quiet(line: str) -> None:
+    """The echo of processes other than rank 0."""
 
 
 def recall_line(recall: dict[str, list[float | None]], tasks: dict[str, list[str]]) -> str:
