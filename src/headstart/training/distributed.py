@@ -21,6 +21,7 @@ group (gloo on CPUs, NCCL on CUDA GPUs, one GPU per process). Then:
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -208,4 +209,8 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    # buffers (BatchNorm statistics) are not re-sent before every forward: frozen and eval
+    # BatchNorm never change them, and SyncBatchNorm keeps them equal itself
+    newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    quiet = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
+    return DistributedDataParallel(model, device_ids=ids, **quiet)
