@@ -1,8 +1,11 @@
-"""Export speed: ONNX Runtime against PyTorch eager on the CPU, same model, same batches.
+"""Export speed: PyTorch eager, the float32 ONNX export and its static int8 quantization
+(and the dynamic one) in ONNX Runtime on the CPU: same model, same batches.
 
-Both engines get the same preprocessed batches of the run's validation images; rounds
-alternate between them so drift on a shared machine hits both. Prints images/second of each
-and the ratio, and the max logit difference.
+Every engine gets the same preprocessed batches of the run's validation images; rounds
+alternate between them so drift on a shared machine hits all alike. Prints images/second
+and accuracy of each, the max logit difference of the float32 export, and the ratios. The
+int8 models are written beside the run as `headstart export --quantize` writes them, but
+kept here even when slower (to measure them).
 
     .venv/bin/python benchmarks/export_speed.py [RUN_DIR] [--rounds 3] [--batch 32]
 """
@@ -10,6 +13,7 @@ and the ratio, and the max logit difference.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,11 +21,21 @@ import numpy as np
 
 from headstart.data import eval_transform
 from headstart.evaluation.evaluate import eval_samples, image_reader
-from headstart.export import export_run, load_engine
+from headstart.export import calibration_batches, export_run, load_engine
 from headstart.export.runtime import TorchEngine
+from headstart.export.write import quantize_onnx
+
+
+def accuracy(engine, batches: list[np.ndarray], labels: np.ndarray) -> float:
+    """Top-1 accuracy of the first task over the labelled images."""
+    task = engine.meta["outputs"][0]
+    pred = np.concatenate([engine.logits(b)[task].argmax(1) for b in batches])
+    known = labels >= 0
+    return float((pred[known] == labels[known]).mean())
 
 
 def main() -> None:
+    """Time every engine in alternating rounds; print rates, accuracies and ratios."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", nargs="?", default="runs/demo")
     p.add_argument("--rounds", type=int, default=3)
@@ -30,32 +44,57 @@ def main() -> None:
     onnx_path = Path(args.run) / "model.onnx"
     if not onnx_path.is_file():
         export_run(args.run, progress=False)
-    torch_engine, onnx_engine = TorchEngine(args.run), load_engine(onnx_path)
+    torch_engine = TorchEngine(args.run)
+    tmp = Path(tempfile.mkdtemp(prefix="export-speed-"))
+    calibration = calibration_batches(torch_engine.run)
+    static = quantize_onnx(onnx_path, tmp / "static.onnx", "static", calibration)
+    dynamic = quantize_onnx(onnx_path, tmp / "dynamic.onnx", "dynamic")
+    engines = {
+        "pytorch": torch_engine,
+        "onnx fp32": load_engine(onnx_path),
+        "onnx int8 static": load_engine(static),
+        "onnx int8 dynamic": load_engine(dynamic),
+    }
     prep = torch_engine.run.preprocessing
     samples = eval_samples(torch_engine.run, None)[0]
     read, transform = image_reader(prep), eval_transform(prep)
     images = np.stack([transform(read(s.path)).numpy() for s in samples]).astype(np.float32)
+    labels = np.array([s.target if isinstance(s.target, int) else -1 for s in samples])
     batches = [images[i : i + args.batch] for i in range(0, len(images), args.batch)]
-    seconds = {"pytorch": 0.0, "onnxruntime": 0.0}
-    diff = 0.0
-    for engine in (torch_engine, onnx_engine):  # warm-up
+    seconds = dict.fromkeys(engines, 0.0)
+    for engine in engines.values():  # warm-up
         engine.logits(batches[0])
     for _ in range(args.rounds):
-        for engine in (torch_engine, onnx_engine):
+        for name, engine in engines.items():
             t0 = time.perf_counter()
-            outs = [engine.logits(b) for b in batches]
-            seconds[engine.name] += time.perf_counter() - t0
-            if engine is onnx_engine:
-                ref = [torch_engine.logits(b) for b in batches[:1]]
-                task = engine.meta["outputs"][0]
-                diff = max(diff, float(np.abs(ref[0][task] - outs[0][task]).max()))
+            for b in batches:
+                engine.logits(b)
+            seconds[name] += time.perf_counter() - t0
+    task = torch_engine.meta["outputs"][0]
+    diff = max(
+        float(np.abs(torch_engine.logits(b)[task] - engines["onnx fp32"].logits(b)[task]).max())
+        for b in batches[:2]
+    )
     n = len(images) * args.rounds
     rate = {k: n / v for k, v in seconds.items()}
+    acc = {k: accuracy(e, batches, labels) for k, e in engines.items()}
     print(f"{args.run}: {len(images)} images x {args.rounds} rounds, batch {args.batch}, CPU")
     for name, r in rate.items():
-        print(f"  {name:12s} {r:7.1f} images/s  ({1000 / r:.1f} ms/image)")
-    print(f"  onnxruntime / pytorch: {rate['onnxruntime'] / rate['pytorch']:.2f}x; "
-          f"max |logit diff| {diff:.1e}")  # fmt: skip
+        size = (
+            ""
+            if name == "pytorch"
+            else f"  {Path(engines[name].path).stat().st_size / 1e6:5.1f} MB"
+        )  # type: ignore[attr-defined]
+        print(f"  {name:18s} {r:7.1f} images/s  ({1000 / r:6.1f} ms/image)  accuracy "
+              f"{acc[name]:.2%}{size}")  # fmt: skip
+    print(f"  max |logit diff| pytorch vs onnx fp32: {diff:.1e}")
+    print(
+        f"ratios: ort/torch {rate['onnx fp32'] / rate['pytorch']:.2f}x  "
+        f"int8 static/fp32 {rate['onnx int8 static'] / rate['onnx fp32']:.2f}x "
+        f"(accuracy {100 * (acc['onnx int8 static'] - acc['onnx fp32']):+.2f} points)  "
+        f"int8 dynamic/fp32 {rate['onnx int8 dynamic'] / rate['onnx fp32']:.2f}x "
+        f"(accuracy {100 * (acc['onnx int8 dynamic'] - acc['onnx fp32']):+.2f} points)"
+    )
 
 
 if __name__ == "__main__":

@@ -78,11 +78,39 @@ def test_a_failed_verification_keeps_nothing_and_says_the_numbers(
     assert not list(trained_run.glob(".model*"))  # no temporary left behind
 
 
-def test_quantized_export_reports_size_and_agreement(trained_run: Path) -> None:
-    base, q = export_run(trained_run, quantize="dynamic", progress=False)
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_quantized_export_reports_size_agreement_and_speed(
+    trained_run: Path, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import headstart.export as export
+
+    monkeypatch.setattr(export, "relative_speed", lambda *a: 2.5)  # the tiny model's own
+    base, q = export_run(trained_run, quantize=mode, progress=False)  # speed is noise
     assert q.path.name == "model.int8.onnx" and q.verification.tolerance is None
-    assert q.megabytes < base.megabytes
-    assert "quantization" in load_engine(q.path).meta
+    assert q.megabytes < base.megabytes and q.verification.speedup == 2.5
+    meta = load_engine(q.path).meta
+    assert meta["quantization"].startswith(mode)
+    if mode == "static":  # calibrated on the run's training images, QDQ nodes in the graph
+        import onnx
+
+        assert "calibrated by min/max on 32 training images" in meta["quantization"]
+        ops = {n.op_type for n in onnx.load(str(q.path)).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    sidecar = json.loads(q.sidecar.read_text())
+    assert sidecar["verification"]["speedup"] == 2.5
+
+
+def test_an_int8_model_slower_than_float32_is_not_kept(
+    trained_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import headstart.export as export
+
+    monkeypatch.setattr(export, "relative_speed", lambda *a: 0.11)
+    with pytest.raises(ExportError, match=r"ran at 0.11x the float32 ONNX model's speed"):
+        export_run(trained_run, quantize="dynamic", progress=False)
+    assert (trained_run / "model.onnx").is_file()  # the float32 export is kept
+    assert not (trained_run / "model.int8.onnx").exists()
+    assert not (trained_run / "model.int8.onnx.json").exists()
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,37 @@ def test_a_multilayer_probe_trains_saves_loads_and_exports(
     assert main(["--no-progress", "export", str(out)]) == 0  # verified against PyTorch
 
 
+def test_a_multilayer_probe_trains_on_every_cached_view_with_folds_by_image(
+    trainval_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from headstart.training import regularise
+
+    seen = {}
+    real = regularise.choose_head
+
+    def spy(model, taps, raw, targets, *args, **kwargs):
+        seen["rows"], seen["groups"] = len(raw), kwargs.get("groups")
+        return real(model, taps, raw, targets, *args, **kwargs)
+
+    monkeypatch.setattr(regularise, "choose_head", spy)
+    out = tmp_path / "views"
+    argv = [*TRAIN, str(trainval_dataset), "--layers", "all", "--cached-views", "2", "--augment",
+            "texture", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    n = 32  # training images of trainval_dataset
+    assert seen["rows"] == 3 * n and sorted(set(seen["groups"])) == list(range(n))
+    cv = json.loads((out / "manifest.json").read_text())["head_cv"]
+    assert cv["standard_error"] == pytest.approx(  # counts images, not views
+        float(
+            np.sqrt(
+                max(c["accuracy"] for c in cv["scores"])
+                * (1 - max(c["accuracy"] for c in cv["scores"]))
+                / n
+            )
+        )
+    )
+
+
 def test_use_top_zeroes_the_features_of_the_stages_not_read() -> None:
     bb = create_backbone(TINY, "none")
     taps = StageTaps(bb.module, bb.spec.family).eval()

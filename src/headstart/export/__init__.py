@@ -4,8 +4,11 @@ they match PyTorch before they are handed over."""
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from headstart.data import MISSING, Sample
 from headstart.errors import ConfigError, ExportError
@@ -13,6 +16,7 @@ from headstart.export.graph import Exportable, export_metadata
 from headstart.export.runtime import Engine, OnnxEngine, ProgramEngine, TorchEngine, load_engine
 from headstart.export.verify import TOLERANCE, Verification, verify
 from headstart.export.write import quantize_onnx, write_onnx, write_program, write_sidecar
+from headstart.training.checkpoint import LoadedRun
 
 FORMATS = {"onnx": ".onnx", "torch-export": ".pt2"}
 
@@ -86,10 +90,12 @@ def export_run(
     """Export a run and verify it (and its int8 quantization, when asked) on real images."""
     if fmt not in FORMATS:
         raise ConfigError(f"ConfigError: --format {fmt!r}; choose one of {', '.join(FORMATS)}.")
-    if quantize not in (None, "dynamic"):
-        raise ConfigError(f"ConfigError: --quantize {quantize!r}; the only mode is 'dynamic'.")
+    if quantize not in (None, *QUANTIZE):
+        raise ConfigError(
+            f"ConfigError: --quantize {quantize!r}; choose one of {', '.join(QUANTIZE)}."
+        )
     if quantize and fmt != "onnx":
-        raise ConfigError("ConfigError: --quantize dynamic needs --format onnx.")
+        raise ConfigError(f"ConfigError: --quantize {quantize} needs --format onnx.")
     run_dir = Path(run_dir)
     reference = TorchEngine(run_dir)
     samples = verification_samples(run_dir, images)
@@ -113,9 +119,66 @@ def export_run(
     if quantize:
         q_final = final.with_name(f"{final.stem}.int8{final.suffix}")
         q_tmp = q_final.with_name(f".{q_final.stem}.tmp{q_final.suffix}")
-        quantize_onnx(final, q_tmp)
-        results.append(_write_verified(reference, q_tmp, q_final, samples, None, progress))
+        batches = calibration_batches(reference.run) if quantize == "static" else None
+        quantize_onnx(final, q_tmp, quantize, batches)
+        quantized = _write_verified(reference, q_tmp, q_final, samples, None, progress)
+        speed = relative_speed(OnnxEngine(final), OnnxEngine(q_final), batches or [])
+        quantized.verification.speedup = speed
+        meta = OnnxEngine(q_final).meta
+        write_sidecar(q_final, {**meta, "verification": quantized.verification.to_dict()})
+        if speed <= 1.0:  # kept only when it pays
+            q_final.unlink(missing_ok=True)
+            quantized.sidecar.unlink(missing_ok=True)
+            raise ExportError(
+                f"ExportError: the {quantize} int8 model ran at {speed:.2f}x the float32 ONNX "
+                f"model's speed on this machine, so it was not kept ({final} was). Use "
+                "--quantize static (fast int8 kernels need it), or serve the float32 model."
+            )
+        results.append(quantized)
     return results
+
+
+QUANTIZE = ("static", "dynamic")
+CALIBRATION_IMAGES = 128
+
+
+def calibration_batches(run: LoadedRun, batch: int = 32) -> list[np.ndarray]:
+    """Up to ``CALIBRATION_IMAGES`` training images of the run (a seeded sample),
+    preprocessed as the export expects, in batches: what static quantization calibrates
+    its activation ranges on (never the validation images it is then verified on)."""
+    from headstart.data import eval_transform
+    from headstart.evaluation.evaluate import _read_split, _split_samples, image_reader
+
+    split = _read_split(run)
+    if not split or not split.get("train"):
+        raise ConfigError(
+            f"ConfigError: {run.run_dir} has no training images in split.json to calibrate "
+            "static int8 on; use --quantize dynamic."
+        )
+    samples = _split_samples(split, "train", Path(split.get("root", "")))
+    rng = np.random.default_rng(0)
+    chosen = rng.permutation(len(samples))[:CALIBRATION_IMAGES]
+    read, transform = image_reader(run.preprocessing), eval_transform(run.preprocessing)
+    images = np.stack([transform(read(samples[i].path)).numpy() for i in sorted(chosen)])
+    return [images[i : i + batch].astype(np.float32) for i in range(0, len(images), batch)]
+
+
+def relative_speed(base: Engine, other: Engine, batches: list[np.ndarray]) -> float:
+    """How many times as fast ``other`` runs as ``base`` on ``batches`` (best of three
+    alternating rounds, after a warm-up; one grey batch of 32 when none are given)."""
+    if not batches:
+        size = base.meta["preprocessing"]["input_size"]
+        batches = [np.zeros((32, 3, size, size), dtype=np.float32)]
+    best = {id(base): float("inf"), id(other): float("inf")}
+    for engine in (base, other):
+        engine.logits(batches[0])
+    for _ in range(3):
+        for engine in (base, other):
+            start = time.perf_counter()
+            for b in batches:
+                engine.logits(b)
+            best[id(engine)] = min(best[id(engine)], time.perf_counter() - start)
+    return best[id(base)] / best[id(other)]
 
 
 __all__ = [

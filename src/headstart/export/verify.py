@@ -31,6 +31,7 @@ class Verification:
     accuracy: dict[str, tuple[float, float]]  # task -> (pytorch, exported)
     seconds: dict[str, float] = field(default_factory=dict)  # engine -> inference seconds
     tolerance: float | None = TOLERANCE  # None: report only (a quantized model)
+    speedup: float | None = None  # a quantized model: its speed / the float32 export's
 
     @property
     def passed(self) -> bool:
@@ -51,6 +52,8 @@ class Verification:
                 torch_acc, exp_acc = self.accuracy[task]
                 line += f"; accuracy pytorch {torch_acc:.4f}, exported {exp_acc:.4f}"
             out.append(line)
+        if self.speedup is not None:
+            out.append(f"  {self.speedup:.2f}x the float32 ONNX model's speed on this machine")
         if len(self.seconds) == 2:
             (a, ta), (b, tb) = self.seconds.items()
             out.append(
@@ -69,6 +72,7 @@ class Verification:
             "accuracy": {t: {"pytorch": a, "exported": b} for t, (a, b) in self.accuracy.items()},
             "seconds": self.seconds,
             "passed": self.passed,
+            "speedup": self.speedup,
         }
 
 

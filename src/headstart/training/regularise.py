@@ -128,16 +128,24 @@ def choose_head(
     seed: int,
     penalties: tuple[float, ...] = PENALTIES,
     folds: int = FOLDS,
+    groups: Sequence[int] | None = None,
 ) -> Choice:
     """Cross-validate stage sets x ``penalties`` on the raw training features ``raw``
     (N, D; standardised by ``taps``) with copies of ``model``'s heads fitted by L-BFGS;
     leaves ``taps`` reading the chosen stages. Without ``taps`` (the last layer's pooled
-    features, as the backbone gives them) only the penalty is chosen."""
-    from sklearn.model_selection import StratifiedKFold
+    features, as the backbone gives them) only the penalty is chosen. ``groups``: the image
+    each row comes from, when rows are augmented views; folds keep an image's views
+    together, and the standard error counts images, not views."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     first = [t if isinstance(t, int) else next(iter(t.values()), 0) for t in targets]
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    splits = list(splitter.split(np.zeros(len(first)), first))
+    images = len(first) if groups is None else len(set(groups))
+    if groups is None:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = list(splitter.split(np.zeros(len(first)), first))
+    else:  # an image's augmented views stay in one fold: no view leaks into its own test
+        grouped = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = list(grouped.split(np.zeros(len(first)), first, groups))
     y = target_tensors(targets)
     scores: dict[tuple[int, float], float] = {}
     names = tuple(taps.stage_names) if taps is not None else ("pooled",)
@@ -156,10 +164,10 @@ def choose_head(
                 accs[l2].append(accuracy(m, x[va_t], {t: v[va_t] for t, v in y.items()}, objective))
         for l2 in penalties:
             scores[(stages, l2)] = float(np.mean(accs[l2]))
-    stages, l2 = pick(scores, len(first))
+    stages, l2 = pick(scores, images)
     if taps is not None:
         taps.use_top(stages)
-    return Choice(stages, l2, scores, folds, len(first), names)
+    return Choice(stages, l2, scores, folds, images, names)
 
 
 def fit_head_by_cv(
@@ -170,11 +178,12 @@ def fit_head_by_cv(
     objective: Objective,
     seed: int,
     penalties: tuple[float, ...] = PENALTIES,
+    groups: Sequence[int] | None = None,
 ) -> tuple[Choice, float, float]:
     """:func:`choose_head`, then ``model``'s heads fitted on every training row (``raw``,
     on the model's device) along the same path of penalties; returns the choice, the
     training loss and the training accuracy."""
-    choice = choose_head(model, taps, raw, targets, objective, seed, penalties)
+    choice = choose_head(model, taps, raw, targets, objective, seed, penalties, groups=groups)
     y = {t: v.to(raw.device) for t, v in target_tensors(targets).items()}
     with torch.no_grad():
         x = taps.normalize(raw) if taps is not None else raw
@@ -199,13 +208,17 @@ def fit_probe_head(
     precision: Precision | None = None,
 ) -> tuple[FitResult, Choice]:
     """The multi-layer probe's training: stages and penalty chosen by :func:`choose_head`,
-    then the heads fitted by L-BFGS on every training image (the clean view) and scored on
-    ``val``; one "epoch" in the history."""
+    then the heads fitted by L-BFGS on every training image and scored on ``val``; one
+    "epoch" in the history. With cached augmented views (``--cached-views K``) every view is
+    a training row of its own (feature-space augmentation), folds grouped by image."""
     start = time.perf_counter()
     to_device(model, device)
-    raw = train.features[:, 0].to(device)
-    choice, loss, train_acc = fit_head_by_cv(model, taps, raw, train.targets, objective, seed,
-                                             penalties)  # fmt: skip
+    n, views = train.features.shape[:2]
+    raw = train.features.flatten(0, 1).to(device)
+    targets = [t for t in train.targets for _ in range(views)]
+    groups = [i for i in range(n) for _ in range(views)] if views > 1 else None
+    choice, loss, train_acc = fit_head_by_cv(model, taps, raw, targets, objective, seed,
+                                             penalties, groups)  # fmt: skip
     fitted = time.perf_counter() - start
     with model.reading_features(tail):  # type: ignore[operator]
         stats = validation_stats(model, val, device, objective, 1, loss, train_acc, precision)
