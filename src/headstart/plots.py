@@ -198,3 +198,41 @@ def plot_recommendation(points: list[tuple[str, float, float, float, bool]], pat
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_benchmark(rows: Sequence[Any], runs: list[tuple[str, float, float]], path: Path) -> Path:
+    """``benchmark``: batch-1 p50 latency of each backbone per runtime and precision
+    (against its GFLOPs); beside it, when runs were given, their accuracy against the
+    latency of their backbone."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2 if runs else 1, figsize=(12 if runs else 7, 4.5))
+    ax = axes[0] if runs else axes
+    smallest = min(r.batch for r in rows)
+    kinds = sorted({(r.runtime, r.precision) for r in rows})
+    for i, (runtime, precision) in enumerate(kinds):
+        pts = [r for r in rows if (r.runtime, r.precision) == (runtime, precision)
+               and r.batch == smallest]  # fmt: skip
+        ax.scatter([r.gflops for r in pts], [r.p50_ms for r in pts], color=f"C{i}",
+                   label=f"{runtime} {precision}")  # fmt: skip
+        for r in pts:
+            ax.annotate(r.backbone, (r.gflops, r.p50_ms), xytext=(4, 4),
+                        textcoords="offset points", fontsize=7, color=f"C{i}")  # fmt: skip
+    ax.set_xlabel("GFLOPs per image")
+    ax.set_ylabel(f"p50 latency, batch {smallest} (ms)")
+    ax.set_title("latency on this machine", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if runs:
+        ax2 = axes[1]
+        for name, latency, acc in runs:
+            ax2.scatter(latency, acc, color="C3")
+            ax2.annotate(Path(name).name, (latency, acc), xytext=(4, 4),
+                         textcoords="offset points", fontsize=7)  # fmt: skip
+        ax2.set_xlabel(f"p50 latency of its backbone, batch {smallest} (ms, fastest runtime)")
+        ax2.set_ylabel("validation accuracy")
+        ax2.set_title("runs: accuracy against latency", fontsize=10)
+        ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

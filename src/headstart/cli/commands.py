@@ -109,6 +109,38 @@ def lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def benchmark(args: argparse.Namespace) -> int:
+    """``headstart benchmark``: the table, benchmark.json and benchmark.png."""
+    from datetime import datetime
+    from pathlib import Path
+
+    from headstart.backbones.availability import offline_status
+    from headstart.backbones.registry import list_backbones
+    from headstart.benchmark import run_benchmark
+
+    def items(text: str) -> list[str]:
+        return [t.strip() for t in text.split(",") if t.strip()]
+
+    try:
+        batches = [int(b) for b in items(args.batch_sizes)]
+    except ValueError:
+        raise ConfigError(
+            f"ConfigError: --batch-sizes {args.batch_sizes!r}; expected numbers such as 1,32."
+        ) from None
+    names = args.backbones or (
+        [] if args.runs else
+        [s.name for s in list_backbones() if offline_status(s).startswith("yes")]
+    )  # fmt: skip
+    result = run_benchmark(names, items(args.runtimes), items(args.precision), batches,
+                           args.runs)  # fmt: skip
+    print()
+    print(result.table())
+    out = Path(args.out or f"runs/benchmark-{datetime.now():%Y%m%d-%H%M%S}")
+    json_path, png_path = result.write(out)
+    print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
 def recommend(args: argparse.Namespace) -> int:
     """``headstart recommend``: the candidates' evidence, the pick and its reasons."""
     from datetime import datetime

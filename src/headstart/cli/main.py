@@ -429,7 +429,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backbones", help="list backbones and whether their weights are offline")
     p.set_defaults(func=commands.backbones)
+    _benchmark_parser(sub)
     return parser
+
+
+def _benchmark_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        help="latency, throughput, FLOPs and memory of backbones on this machine",
+        description="Times each backbone per runtime, precision and batch size (random "
+        "weights where its weights are not here: latency does not depend on them); with "
+        "--runs, plots their accuracy against latency. Writes benchmark.json and "
+        "benchmark.png into --out.",
+    )
+    p.add_argument("backbones", nargs="*", metavar="BACKBONE",
+                   help="default: the backbones with weights on this machine")  # fmt: skip
+    p.add_argument("--batch-sizes", default="1,32", metavar="B1,B2")
+    p.add_argument("--runtimes", default="torch,onnx", metavar="R1,R2", help="torch, onnx")
+    p.add_argument("--precision", default="fp32", metavar="P1,P2",
+                   help="fp32, bf16 (torch), int8 (onnx, static)")  # fmt: skip
+    p.add_argument("--runs", nargs="+", default=[], metavar="RUN",
+                   help="run folders or compare folders: accuracy against latency")  # fmt: skip
+    p.add_argument("--out", metavar="DIR", help="folder for benchmark.json and benchmark.png")
+    p.set_defaults(func=commands.benchmark)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
