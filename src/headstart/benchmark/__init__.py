@@ -39,13 +39,12 @@ class Benchmark:
             lines.append(f"timed with random weights (not on this machine): {', '.join(random)}")
         for run in self.runs:
             lat = self.fastest(run["backbone"])
+            where = (
+                f", {lat.p50_ms:.1f} ms/image ({lat.runtime} {lat.precision}, batch " if lat else ""
+            )
             lines.append(
                 f"run {run['run']}: {run['backbone']}, val_acc {run['val_acc']:.2%}"
-                + (
-                    f", {lat.p50_ms:.1f} ms/image ({lat.runtime} {lat.precision}, batch {lat.batch})"
-                    if lat
-                    else ""
-                )
+                + (f"{where}{lat.batch})" if lat else "")
             )
         return "\n".join(lines)
 

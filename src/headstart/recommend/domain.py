@@ -13,6 +13,7 @@ the far-domain guide), so it describes the data rather than choosing for it.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, replace
 
@@ -91,7 +92,7 @@ class DomainEvidence:
             lines.append(
                 f"  BatchNorm statistics re-estimated on {self.bn.images} training images move "
                 f"the means by {self.bn.mean_shift:.2f} std and the variances by a factor of "
-                f"{torch.tensor(self.bn.log_var_ratio).exp():.2f} on average (shown, not acted "
+                f"{math.exp(self.bn.log_var_ratio):.2f} on average (shown, not acted "
                 "on: --bn adapt can hurt; see the far-domain guide)"
             )
         return lines
