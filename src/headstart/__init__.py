@@ -7,8 +7,6 @@
 
 __version__ = "0.1.0"
 
-from headstart.backbones import create_backbone, list_backbones
-from headstart.config import TrainConfig, load_config
 from headstart.errors import (
     CheckpointError,
     ConfigError,
@@ -17,8 +15,28 @@ from headstart.errors import (
     UnknownBackbone,
     WeightsUnavailable,
 )
-from headstart.model import Classifier
-from headstart.training import load_run, train
+
+# The rest imports torch: loaded on first use (PEP 562), so the torch-free runtime
+# (headstart.runtime: predict and serve an ONNX export) can import headstart without it.
+_LAZY = {
+    "create_backbone": "headstart.backbones",
+    "list_backbones": "headstart.backbones",
+    "TrainConfig": "headstart.config",
+    "load_config": "headstart.config",
+    "Classifier": "headstart.model",
+    "load_run": "headstart.training",
+    "train": "headstart.training",
+}
+
+
+def __getattr__(name: str) -> object:
+    """``headstart.train`` and the other torch-backed names, imported when first used."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'headstart' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_LAZY[name]), name)
+
 
 __all__ = [
     "CheckpointError",

@@ -15,8 +15,8 @@ from torchvision.transforms import functional as F
 
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.cache import Cache, digest_of
-from headstart.data.images import load_rgb
 from headstart.data.transforms import interpolation_mode
+from headstart.imaging import load_rgb
 
 
 class DecodedImages:

@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from headstart.cache import Cache, digest_of
-from headstart.data.images import load_rgb
 from headstart.data.scan import Sample
 from headstart.data.transforms import Transform
+from headstart.imaging import load_rgb
 
 
 @dataclass(frozen=True)

@@ -429,14 +429,28 @@ def serve(args: argparse.Namespace) -> int:
 
 def predict(args: argparse.Namespace) -> int:
     """``headstart predict``; exit code 1 if any input could not be read."""
-    from headstart.serve import Predictor, expand_inputs
+    from pathlib import Path
+
+    from headstart.runtime.predictions import expand_inputs
     from headstart.text import display
 
     if args.top_k < 1:
         raise ConfigError("ConfigError: --top-k must be at least 1.")
     paths = expand_inputs(args.inputs)
-    predictor = Predictor.from_run(args.run, device=args.device)
-    results = predictor.predict_paths(paths, top_k=args.top_k, tta=args.tta)
+    if Path(args.run).suffix == ".onnx":  # the torch-free runtime: nothing imports torch
+        from headstart.runtime.predictor import OnnxPredictor
+
+        if args.tta:
+            raise ConfigError(
+                "ConfigError: --tta needs the run folder (PyTorch); an ONNX export predicts "
+                "one view per image. Drop --tta, or pass the run folder."
+            )
+        results = OnnxPredictor(args.run).predict_paths(paths, top_k=args.top_k)
+    else:
+        from headstart.serve import Predictor
+
+        predictor = Predictor.from_run(args.run, device=args.device)
+        results = predictor.predict_paths(paths, top_k=args.top_k, tta=args.tta)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:

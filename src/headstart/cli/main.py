@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from headstart.cli import commands
 from headstart.errors import ConfigError, HeadstartError, Interrupted
-from headstart.finetune.plans import STRATEGIES
+from headstart.strategies import STRATEGIES
 
 # option dest -> dotted TrainConfig key
 TRAIN_OPTIONS: dict[str, str] = {
@@ -419,7 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.report)
 
     p = sub.add_parser("predict", help="top-k labels for images or folders of images")
-    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument(
+        "run", metavar="RUN_DIR_OR_ONNX", help="a run folder, or an .onnx export (needs no torch)"
+    )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")

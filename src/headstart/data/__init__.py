@@ -2,11 +2,11 @@
 
 from headstart.data.augment import PRESETS, TTA_VIEWS, train_transform, tta_transform
 from headstart.data.dataset import ImageDataset
-from headstart.data.images import load_rgb, to_rgb
 from headstart.data.scan import FolderScan, Sample, audit_image, scan_folder
 from headstart.data.split import DataSplit, load_split, load_table_split, stratified_split
 from headstart.data.table import DEFAULT_TASK, MISSING, LabelTable, read_labels_csv
 from headstart.data.transforms import eval_transform
+from headstart.imaging import load_rgb, to_rgb
 
 __all__ = [
     "DEFAULT_TASK",

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from headstart.data.images import load_rgb
 from headstart.data.scan import Sample
 from headstart.data.transforms import Transform
+from headstart.imaging import load_rgb
 
 
 class ImageDataset(Dataset):

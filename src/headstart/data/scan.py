@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from headstart.cache import Cache
-from headstart.data.images import IMAGE_EXTENSIONS, shape_problem
 from headstart.errors import DataError
+from headstart.imaging import IMAGE_EXTENSIONS, shape_problem
 
 # Names that image scrapers give the stand-in they save when the real photo is gone.
 _PLACEHOLDER_NAME = re.compile(

@@ -118,7 +118,7 @@ def checked(split: DataSplit, cache: Cache | None) -> DataSplit:
 
 def grayscale_note(split: DataSplit, sample: int = 32) -> str | None:
     """A note when the training images (``sample`` of them, evenly spaced) are grayscale."""
-    from headstart.data.images import is_grayscale
+    from headstart.imaging import is_grayscale
 
     step = max(1, len(split.train) // sample)
     picked = split.train[::step][:sample]

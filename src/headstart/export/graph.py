@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from headstart.model import Classifier, head_key
+from headstart.runtime.onnx import INPUT
 from headstart.training import LoadedRun
 
-INPUT = "images"
 METADATA_FORMAT = "headstart-export/1"
 
 

@@ -11,28 +11,17 @@ program is verified from memory as it is written, and served files are ONNX or r
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from headstart.errors import CheckpointError, ExportError
-from headstart.export.graph import INPUT, Exportable, export_metadata
+from headstart.export.graph import Exportable, export_metadata
+from headstart.runtime.onnx import Engine, OnnxEngine
 
 SIDECAR = ".json"  # model.onnx -> model.onnx.json
-
-
-class Engine(Protocol):
-    """Batch in, logits per task out."""
-
-    meta: dict[str, Any]
-    name: str
-
-    def logits(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Logits per task for a preprocessed float32 (N, 3, H, W) batch."""
-        ...
 
 
 class TorchEngine:
@@ -54,37 +43,6 @@ class TorchEngine:
         return {task: o.float().numpy() for task, o in zip(self.meta["outputs"], out)}
 
 
-class OnnxEngine:
-    """An exported ONNX file in ONNX Runtime (CPU)."""
-
-    name = "onnxruntime"
-
-    def __init__(self, path: str | Path) -> None:
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        try:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise ExportError(
-                f"ExportError: {path} cannot be loaded by ONNX Runtime ({e}). Export it again "
-                "with `headstart export RUN`."
-            ) from None
-        props = self.session.get_modelmeta().custom_metadata_map
-        if "headstart" not in props:
-            raise ExportError(
-                f"ExportError: {path} has no headstart metadata (preprocessing, tasks, classes); "
-                "only files written by `headstart export` can be served or verified."
-            )
-        self.meta = export_meta(props["headstart"], self.path)
-        check_finite_outputs(self, self.path)
-
-    def logits(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Logits per task."""
-        out = self.session.run(self.meta["outputs"], {INPUT: batch})
-        return dict(zip(self.meta["outputs"], out))
-
-
 class ProgramEngine:
     """A torch.export program in memory (the one being written to ``.pt2``)."""
 
@@ -99,45 +57,6 @@ class ProgramEngine:
         """Logits per task."""
         out = self.module(torch.from_numpy(batch))
         return {task: o.float().numpy() for task, o in zip(self.meta["outputs"], out)}
-
-
-def export_meta(text: str, path: Path) -> dict[str, Any]:
-    """An export's metadata JSON, checked like a manifest (tasks, preprocessing) plus its
-    ``outputs`` and ``model_id``; an ExportError names the bad field."""
-    from headstart.errors import CheckpointError
-    from headstart.training.manifest import validate_manifest
-
-    try:
-        meta = json.loads(text)
-        shared = ("format", "backbone", "tasks", "preprocessing")  # fields a manifest has too
-        validate_manifest({"num_features": 1, **{k: meta.get(k) for k in shared}}, path)
-    except (json.JSONDecodeError, CheckpointError) as e:
-        why = str(e).removeprefix("CheckpointError: ")
-        raise ExportError(
-            f"ExportError: {path}: the headstart metadata is unusable ({why[:300]}). Export "
-            "the run again with `headstart export RUN`."
-        ) from None
-    outputs, model_id = meta.get("outputs"), meta.get("model_id")
-    if outputs != list(meta["tasks"]) or not isinstance(model_id, str):
-        raise ExportError(
-            f"ExportError: {path}: the metadata's 'outputs' ({outputs!r}) must list its tasks "
-            f"({list(meta['tasks'])}) and 'model_id' must be a string. Export the run again."
-        )
-    return meta
-
-
-def check_finite_outputs(engine: Engine, origin: Path) -> None:
-    """Run one grey image through ``engine``; ExportError if any logit is NaN or infinite
-    (weights holding NaN answer NaN for every image, which must never be served)."""
-    size = engine.meta["preprocessing"]["input_size"]
-    out = engine.logits(np.zeros((1, 3, size, size), dtype=np.float32))
-    bad = [task for task, v in out.items() if not np.isfinite(v).all()]
-    if bad:
-        raise ExportError(
-            f"ExportError: {origin} answers NaN or infinity for task(s) {', '.join(bad)} on a "
-            "plain grey image: its weights are not finite. Train again (a diverging run needs "
-            "a lower --lr) and export the new run."
-        )
 
 
 def load_engine(path: str | Path) -> Engine:

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from headstart.errors import ExportError
-from headstart.export.graph import INPUT, Exportable
+from headstart.export.graph import Exportable
+from headstart.runtime.onnx import INPUT
 
 MAX_BATCH = 4096  # upper bound of the dynamic batch axis for torch.export
 

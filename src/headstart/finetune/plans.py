@@ -20,8 +20,7 @@ from headstart.backbones.stages import HEAD, group_by_stage
 from headstart.errors import ConfigError
 from headstart.finetune.freeze import BNPolicy
 from headstart.finetune.scaling import head_mult
-
-STRATEGIES: tuple[str, ...] = ("probe", "partial", "finetune", "gradual", "lp-ft", "scratch")
+from headstart.strategies import STRATEGIES
 
 
 @dataclass(frozen=True)

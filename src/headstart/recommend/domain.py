@@ -26,10 +26,10 @@ from headstart.backbones.stages import HEAD
 from headstart.cache import Cache
 from headstart.config import TrainConfig
 from headstart.data import DataSplit, ImageDataset, eval_transform
-from headstart.data.images import load_rgb
 from headstart.errors import ConfigError
 from headstart.finetune import Phase, Plan
 from headstart.finetune.bn import BNShift, adapt_batchnorm, batchnorms, shift, statistics
+from headstart.imaging import load_rgb
 from headstart.model import Classifier
 from headstart.stats import wilson_interval
 from headstart.training.device import images_to, to_device

@@ -29,8 +29,8 @@ from starlette.exceptions import HTTPException
 
 from headstart.backbones import Preprocessing
 from headstart.data import eval_transform
-from headstart.data.images import ImageRefused, open_rgb
 from headstart.export.runtime import Engine, load_engine
+from headstart.imaging import ImageRefused, open_rgb
 from headstart.serve.batcher import MicroBatcher
 from headstart.serve.predictor import top_labels
 

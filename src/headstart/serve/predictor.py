@@ -2,62 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
 from headstart.data import eval_transform, load_rgb, tta_transform
-from headstart.data.images import IMAGE_EXTENSIONS, ImageRefused
-from headstart.errors import DataError
-from headstart.text import display
+from headstart.imaging import ImageRefused
+from headstart.runtime.predictions import Prediction, expand_inputs, top_labels
 from headstart.training import LoadedRun, load_run
 from headstart.training.device import images_to, resolve_device, to_device
 from headstart.training.loop import forward_views
-
-
-@dataclass
-class Prediction:
-    """Top-k (label, probability) per task for one input, or the error that stopped it."""
-
-    source: str
-    top: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form: ``{"source", "predictions": {task: [{"label", "probability"}]}}``; the
-        source is printable (undecodable bytes of a file name as ``\\xNN``)."""
-        if self.error is not None:
-            return {"source": display(self.source), "error": display(self.error)}
-        return {
-            "source": display(self.source),
-            "predictions": {
-                task: [{"label": lbl, "probability": round(p, 6)} for lbl, p in pairs]
-                for task, pairs in self.top.items()
-            },
-        }
-
-
-def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders expanded to the image files below them, sorted."""
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            paths += sorted(
-                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-            )
-        elif p.is_file():
-            paths.append(p)
-        else:
-            raise DataError(
-                f"DataError: {p} does not exist. Pass image files or folders of images."
-            )
-    return paths
 
 
 class Predictor:
@@ -123,7 +79,4 @@ class Predictor:
         return {task: top_labels(p.numpy(), self.run.tasks[task], k) for task, p in probs.items()}
 
 
-def top_labels(probs: np.ndarray, classes: Sequence[str], k: int) -> list[tuple[str, float]]:
-    """The ``k`` most probable (label, probability) pairs of one image's probabilities."""
-    order = np.argsort(-probs, kind="stable")[: min(k, len(classes))]
-    return [(classes[i], float(probs[i])) for i in order]
+__all__ = ["Prediction", "Predictor", "expand_inputs", "top_labels"]

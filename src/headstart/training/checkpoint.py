@@ -17,9 +17,9 @@ import torch
 
 from headstart.backbones import Preprocessing, create_backbone
 from headstart.errors import CheckpointError, HeadstartError
+from headstart.manifest import validate_manifest
 from headstart.model import Classifier
 from headstart.training.files import sha256_file, write_atomic, write_file_atomic
-from headstart.training.manifest import validate_manifest
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"

@@ -25,12 +25,12 @@ from headstart.cache.features import FeatureSource, FeatureViews, cached_feature
 from headstart.config import TrainConfig
 from headstart.data import DataSplit, ImageDataset, eval_transform, train_transform
 from headstart.data.augment import SCALES
-from headstart.data.images import load_rgb
 from headstart.errors import ConfigError
 from headstart.finetune import Plan
 from headstart.finetune.bn import BNShift, adapt_batchnorm, load_statistics
 from headstart.finetune.bn import shift as bn_shift
 from headstart.finetune.bn import statistics as bn_statistics
+from headstart.imaging import load_rgb
 from headstart.multilayer import StageTaps
 from headstart.training.device import (
     default_num_workers,
