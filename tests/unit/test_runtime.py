@@ -81,3 +81,31 @@ def test_onnx_predict_refuses_tta(trained_run: Path, capsys: pytest.CaptureFixtu
     export_run(trained_run, progress=False)
     assert main(["predict", str(trained_run / "model.onnx"), str(trained_run), "--tta"]) == 2
     assert "--tta needs the run folder" in capsys.readouterr().err
+
+
+SERVE_NO_TORCH = """
+import sys, json
+sys.modules['torch'] = None; sys.modules['torchvision'] = None
+from fastapi.testclient import TestClient
+from headstart.serve.app import ServeConfig, create_app
+with TestClient(create_app(ServeConfig(model=sys.argv[1]))) as client:
+    with open(sys.argv[2], 'rb') as f:
+        r = client.post('/predict', files={'file': ('x.png', f.read())})
+    bad = client.post('/predict', files={'file': ('x.png', b'not an image')})
+assert not [m for m in sys.modules if m.startswith('torch') and sys.modules[m]]
+print(json.dumps({'ok': r.status_code, 'bad': bad.status_code, 'body': r.json()}))
+"""
+
+
+def test_serving_an_onnx_export_never_imports_torch(
+    trained_run: Path, trainval_dataset: Path
+) -> None:
+    export_run(trained_run, progress=False)
+    image = sorted((trainval_dataset / "val" / "red").glob("*.png"))[0]
+    cmd = [sys.executable, "-c", SERVE_NO_TORCH, str(trained_run / "model.onnx"), str(image)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["ok"] == 200 and out["bad"] == 400
+    labels = [p["label"] for p in out["body"]["results"][0]["predictions"]["class"]]
+    assert sorted(labels) == ["blue", "red"]

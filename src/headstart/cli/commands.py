@@ -408,7 +408,7 @@ def export(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     """``headstart serve``: the prediction server, until interrupted."""
     require("serve", "fastapi", "uvicorn", "multipart", "onnxruntime")
-    from headstart.export.runtime import load_engine
+    from headstart.runtime.engines import load_engine
     from headstart.serve.app import ServeConfig, serve
 
     engine = load_engine(args.model)  # a bad path or file fails here, before anything listens

@@ -13,9 +13,11 @@ import numpy as np
 from headstart.data import MISSING, Sample
 from headstart.errors import ConfigError, ExportError
 from headstart.export.graph import Exportable, export_metadata
-from headstart.export.runtime import Engine, OnnxEngine, ProgramEngine, TorchEngine, load_engine
+from headstart.export.runtime import ProgramEngine, TorchEngine
 from headstart.export.verify import TOLERANCE, Verification, verify
 from headstart.export.write import quantize_onnx, write_onnx, write_program, write_sidecar
+from headstart.runtime.engines import load_engine
+from headstart.runtime.onnx import Engine, OnnxEngine
 from headstart.training.checkpoint import LoadedRun
 
 FORMATS = {"onnx": ".onnx", "torch-export": ".pt2"}

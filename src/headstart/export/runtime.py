@@ -17,9 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from headstart.errors import CheckpointError, ExportError
 from headstart.export.graph import Exportable, export_metadata
-from headstart.runtime.onnx import Engine, OnnxEngine
 
 SIDECAR = ".json"  # model.onnx -> model.onnx.json
 
@@ -57,26 +55,3 @@ class ProgramEngine:
         """Logits per task."""
         out = self.module(torch.from_numpy(batch))
         return {task: o.float().numpy() for task, o in zip(self.meta["outputs"], out)}
-
-
-def load_engine(path: str | Path) -> Engine:
-    """A run folder or an ``.onnx`` file as an engine (``.pt2`` is refused: loading one can
-    run code)."""
-    path = Path(path)
-    if path.is_dir():
-        return TorchEngine(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"CheckpointError: {path} does not exist. Pass a run folder (the --out of "
-            "`headstart train`) or a file written by `headstart export`."
-        )
-    if path.suffix == ".onnx":
-        return OnnxEngine(path)
-    if path.suffix == ".pt2":
-        raise ExportError(
-            f"ExportError: headstart does not load {path}: loading a torch.export archive can "
-            "run code hidden in it (torch.export.load falls back to unpickling). Serve the run "
-            "folder itself, or its ONNX export (`headstart export RUN`, then serve "
-            "RUN/model.onnx)."
-        )
-    raise CheckpointError(f"CheckpointError: {path} is neither a run folder nor an .onnx export.")

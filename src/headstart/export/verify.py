@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from headstart.data import MISSING, Sample, eval_transform
-from headstart.export.runtime import Engine
+from headstart.runtime.onnx import Engine
 
 TOLERANCE = 1e-4  # float32 logits, as the issue asks
 

@@ -27,12 +27,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from headstart.backbones import Preprocessing
-from headstart.data import eval_transform
-from headstart.export.runtime import Engine, load_engine
 from headstart.imaging import ImageRefused, open_rgb
+from headstart.runtime.engines import load_engine
+from headstart.runtime.onnx import Engine
+from headstart.runtime.predictions import top_labels
+from headstart.runtime.preprocess import preprocess
 from headstart.serve.batcher import MicroBatcher
-from headstart.serve.predictor import top_labels
 
 ENV_CONFIG = "HEADSTART_SERVE_CONFIG"  # how `--workers N` hands the settings to each worker
 
@@ -100,13 +100,13 @@ class Service:
         self.config = config
         self.engine = engine or load_engine(config.model)
         self.meta = self.engine.meta
-        self.transform = eval_transform(Preprocessing.from_dict(self.meta["preprocessing"]))
         self.batcher = MicroBatcher(self.engine, config.max_batch, config.max_wait_ms)
 
     def preprocess(self, uploads: list[tuple[str, bytes]]) -> np.ndarray:
         """Decode and preprocess every upload (runs in a worker thread)."""
         images = [decode_image(data, name, self.config.max_pixels) for name, data in uploads]
-        return np.stack([self.transform(im).numpy() for im in images]).astype(np.float32)
+        prep = self.meta["preprocessing"]  # NumPy and Pillow: no torch in an ONNX server
+        return np.stack([preprocess(im, prep) for im in images])
 
     def top(self, logits: dict[str, np.ndarray], k: int) -> list[dict[str, Any]]:
         """Top-k labels and probabilities per task, per image."""

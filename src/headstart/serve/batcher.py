@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from headstart.export.runtime import Engine
+from headstart.runtime.onnx import Engine
 
 
 @dataclass
