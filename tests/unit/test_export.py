@@ -85,7 +85,8 @@ def test_quantized_export_reports_size_agreement_and_speed(
     import headstart.export as export
 
     monkeypatch.setattr(export, "relative_speed", lambda *a: 2.5)  # the tiny model's own
-    base, q = export_run(trained_run, quantize=mode, progress=False)  # speed is noise
+    monkeypatch.setattr(export, "accuracy_lost", lambda v: 0.0)  # speed and accuracy: noise
+    base, q = export_run(trained_run, quantize=mode, progress=False)
     assert q.path.name == "model.int8.onnx" and q.verification.tolerance is None
     assert q.megabytes < base.megabytes and q.verification.speedup == 2.5
     meta = load_engine(q.path).meta
@@ -111,6 +112,20 @@ def test_an_int8_model_slower_than_float32_is_not_kept(
     assert (trained_run / "model.onnx").is_file()  # the float32 export is kept
     assert not (trained_run / "model.int8.onnx").exists()
     assert not (trained_run / "model.int8.onnx.json").exists()
+    monkeypatch.setattr(export, "relative_speed", lambda *a: 2.0)  # fast, but inaccurate
+    monkeypatch.setattr(export, "accuracy_lost", lambda v: 0.09)
+    with pytest.raises(ExportError, match=r"lost 9.0 points of accuracy \(limit 1\)"):
+        export_run(trained_run, quantize="static", progress=False)
+    assert not (trained_run / "model.int8.onnx").exists()
+
+
+def test_accuracy_lost_reads_labels_or_agreement() -> None:
+    from headstart.export import Verification, accuracy_lost
+
+    labelled = Verification(100, 0.1, {"a": 97, "b": 100}, {"a": (0.9, 0.88), "b": (0.8, 0.81)})
+    assert accuracy_lost(labelled) == pytest.approx(0.02)
+    unlabelled = Verification(100, 0.1, {"a": 97}, {})
+    assert accuracy_lost(unlabelled) == pytest.approx(0.03)
 
 
 @pytest.mark.parametrize(

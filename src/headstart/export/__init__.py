@@ -128,19 +128,39 @@ def export_run(
         quantized.verification.speedup = speed
         meta = OnnxEngine(q_final).meta
         write_sidecar(q_final, {**meta, "verification": quantized.verification.to_dict()})
-        if speed <= 1.0:  # kept only when it pays
+        lost = accuracy_lost(quantized.verification)
+        why = (
+            f"ran at {speed:.2f}x the float32 ONNX model's speed on this machine"
+            if speed <= 1.0
+            else f"lost {100 * lost:.1f} points of accuracy (limit {100 * MAX_INT8_LOSS:.0f})"
+            if lost > MAX_INT8_LOSS
+            else None
+        )
+        if why:  # kept only when it pays, and costs no more than a point
             q_final.unlink(missing_ok=True)
             quantized.sidecar.unlink(missing_ok=True)
             raise ExportError(
-                f"ExportError: the {quantize} int8 model ran at {speed:.2f}x the float32 ONNX "
-                f"model's speed on this machine, so it was not kept ({final} was). Use "
-                "--quantize static (fast int8 kernels need it), or serve the float32 model."
-            )
+                f"ExportError: the {quantize} int8 model {why}, so it was not kept ({final} "
+                "was).\n" + "\n".join(quantized.verification.lines())
+                + "\nServe the float32 model" + (", or try --quantize static."
+                if quantize == "dynamic" else ".")
+            )  # fmt: skip
         results.append(quantized)
     return results
 
 
 QUANTIZE = ("static", "dynamic")
+MAX_INT8_LOSS = 0.01  # accuracy an int8 model may lose against PyTorch and still be kept
+
+
+def accuracy_lost(v: Verification) -> float:
+    """The most accuracy any task lost against PyTorch on the labelled verification images;
+    without labels, the share of images whose top-1 changed."""
+    if v.accuracy:
+        return max(torch_acc - exported for torch_acc, exported in v.accuracy.values())
+    return max(1 - agree / max(v.images, 1) for agree in v.top1_agree.values())
+
+
 CALIBRATION_IMAGES = 128
 
 
