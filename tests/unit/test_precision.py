@@ -75,3 +75,14 @@ def test_a_bf16_fine_tune_trains_and_records_its_precision(
     assert len(weights) > 0
     evaluated = main(["--no-progress", "evaluate", str(tmp_path / "bf16"), "--no-analysis"])
     assert evaluated == 0 and "accuracy" in capsys.readouterr().out
+
+
+@needs_bf16
+def test_auto_keeps_the_multi_layer_probe_in_fp32(
+    trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["--no-progress", "train", str(trainval_dataset), *FAST[:-1], "--layers", "all"]
+    _, auto = train_cli(argv, tmp_path / "auto", capsys)
+    assert auto["precision"] == "fp32"  # bf16 cost it 2.7 points on elpv
+    _, asked = train_cli([*argv, "--precision", "bf16"], tmp_path / "bf16", capsys)
+    assert asked["precision"] == "bf16"  # an explicit choice is kept

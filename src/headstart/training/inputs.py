@@ -46,7 +46,7 @@ from headstart.training.distributed import (
     world,
 )
 from headstart.training.order import SeededOrder, balanced_weights
-from headstart.training.precision import resolve_precision
+from headstart.training.precision import for_layers, resolve_precision
 
 
 @dataclass
@@ -119,7 +119,7 @@ def make_inputs(
         if need > FEATURE_MEMORY_LIMIT:
             cut, why = None, f"they would take {need / 1e9:.1f} GB of memory (limit 2 GB)"
     if cache is not None and cut is not None:
-        precision = resolve_precision(cfg.precision, device)
+        precision = resolve_precision(for_layers(cfg.precision, "all" if taps else "last"), device)
         source = FeatureSource(
             cfg.model.backbone, module_digest(backbone.module), prep.to_dict(), cut.boundary,
             precision.name,

@@ -36,7 +36,7 @@ from headstart.training.device import resolve_device, seed_everything
 from headstart.training.inputs import Inputs, adapt_backbone, make_inputs
 from headstart.training.lr_find import RangeTest, range_test
 from headstart.training.objective import Objective, balanced_class_weights, check_monitor
-from headstart.training.precision import Precision, resolve_precision
+from headstart.training.precision import Precision, for_layers, resolve_precision
 from headstart.training.warm_head import STRATEGIES as WARM_STRATEGIES
 from headstart.training.warm_head import WarmHead, warm_start
 
@@ -208,7 +208,7 @@ def prepare_data(
         split.notes.append(grey)
     echo(split.summary())
     device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
+    precision = resolve_precision(for_layers(cfg.precision, cfg.model.layers), device)
     return Ready(backbone, plan, cache, split, objective, device, gen, precision)
 
 
