@@ -41,8 +41,8 @@ def _dumping_fit(original):
     return fit
 
 
-if os.environ.get("HEADSTART_TEST_DUMP"):
-    runner = sys.modules["headstart.training.train"]
-    runner.fit = _dumping_fit(runner.fit)  # type: ignore[attr-defined]  # the name train() calls
-
-sys.exit(main())
+if __name__ == "__main__":  # run as a program (collecting doctests imports it too)
+    if os.environ.get("HEADSTART_TEST_DUMP"):
+        runner = sys.modules["headstart.training.train"]
+        runner.fit = _dumping_fit(runner.fit)  # type: ignore[attr-defined]  # what train() calls
+    sys.exit(main())
