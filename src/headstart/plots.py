@@ -228,7 +228,7 @@ def plot_benchmark(rows: Sequence[Any], runs: list[tuple[str, float, float]], pa
             ax2.scatter(latency, acc, color="C3")
             ax2.annotate(Path(name).name, (latency, acc), xytext=(4, 4),
                          textcoords="offset points", fontsize=7)  # fmt: skip
-        ax2.set_xlabel(f"p50 latency of its backbone, batch {smallest} (ms, fastest runtime)")
+        ax2.set_xlabel(f"p50 latency of its backbone in fp32, batch {smallest} (ms)")
         ax2.set_ylabel("validation accuracy")
         ax2.set_title("runs: accuracy against latency", fontsize=10)
         ax2.grid(alpha=0.3)

@@ -49,9 +49,11 @@ class Benchmark:
         return "\n".join(lines)
 
     def fastest(self, backbone: str) -> Measurement | None:
-        """The lowest batch-1 p50 latency measured for ``backbone`` (any runtime)."""
-        ones = [r for r in self.rows if r.backbone == backbone and r.batch == min(
-            m.batch for m in self.rows)]  # fmt: skip
+        """The lowest smallest-batch p50 latency measured for ``backbone`` in fp32 (any
+        runtime): the precision a run's accuracy was measured in (int8 can cost points)."""
+        smallest = min(m.batch for m in self.rows)
+        ones = [r for r in self.rows if r.backbone == backbone and r.batch == smallest
+                and r.precision == "fp32"]  # fmt: skip
         return min(ones, key=lambda r: r.p50_ms) if ones else None
 
     def write(self, out: Path) -> tuple[Path, Path]:
