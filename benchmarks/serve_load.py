@@ -126,6 +126,7 @@ def main() -> None:
     print(f"offline batch throughput (decode + preprocess + inference, batch 32): "
           f"{offline:.1f} images/s")  # fmt: skip
     print(f"served / offline: {served / offline:.2f} (target >= 0.70)")
+    print(f"ratios: served/offline {served / offline:.2f}x")
 
 
 if __name__ == "__main__":
