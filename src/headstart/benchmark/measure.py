@@ -56,22 +56,29 @@ class Measurement:
         return asdict(self)
 
 
-def rss_mb() -> float:
-    """This process's resident memory now, in MB (Linux; 0 elsewhere)."""
+def _status_mb(field: str) -> float | None:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in MB; None off Linux."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-    return 0.0
+    return None
+
+
+def rss_mb() -> float:
+    """This process's resident memory now, in MB (0 where it cannot be read)."""
+    return _status_mb("VmRSS") or 0.0
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory since :func:`reset_peak`, in MB (Linux; 0 elsewhere)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    """Peak resident memory since :func:`reset_peak`, in MB (off Linux: the process-wide
+    peak ``getrusage`` reports)."""
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
+    import resource  # POSIX only
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def reset_peak() -> None:

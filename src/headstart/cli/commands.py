@@ -118,11 +118,8 @@ def benchmark(args: argparse.Namespace) -> int:
     from headstart.backbones.registry import list_backbones
     from headstart.benchmark import run_benchmark
 
-    def items(text: str) -> list[str]:
-        return [t.strip() for t in text.split(",") if t.strip()]
-
     try:
-        batches = [int(b) for b in items(args.batch_sizes)]
+        batches = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     except ValueError:
         raise ConfigError(
             f"ConfigError: --batch-sizes {args.batch_sizes!r}; expected numbers such as 1,32."
@@ -131,8 +128,7 @@ def benchmark(args: argparse.Namespace) -> int:
         [] if args.runs else
         [s.name for s in list_backbones() if offline_status(s).startswith("yes")]
     )  # fmt: skip
-    result = run_benchmark(names, items(args.runtimes), items(args.precision), batches,
-                           args.runs)  # fmt: skip
+    result = run_benchmark(names, args.runtimes, args.precision, batches, args.runs)
     print()
     print(result.table())
     out = Path(args.out or f"runs/benchmark-{datetime.now():%Y%m%d-%H%M%S}")

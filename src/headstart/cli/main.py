@@ -96,12 +96,20 @@ def lr_arg(text: str) -> float | str:
     return value
 
 
-def tasks_arg(text: str) -> list[str]:
-    """Parse ``type,defect`` into a list of task names (argparse type)."""
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("expected TASK[,TASK...], e.g. type,defect")
-    return names
+def names_arg(form: str, example: str) -> Callable[[str], list[str]]:
+    """An argparse type parsing ``a,b`` into a list of names; ``form``/``example`` go in
+    errors."""
+
+    def parse(text: str) -> list[str]:
+        names = [t.strip() for t in text.split(",") if t.strip()]
+        if not names:
+            raise argparse.ArgumentTypeError(f"expected {form}[,{form}...], e.g. {example}")
+        return names
+
+    return parse
+
+
+tasks_arg = names_arg("TASK", "type,defect")
 
 
 def add_strategy_options(p: argparse.ArgumentParser) -> None:
@@ -279,7 +287,8 @@ def _recommend_parser(sub: argparse._SubParsersAction) -> None:
         "recommend.png into --out.",
     )
     p.add_argument(
-        "--backbones", type=lambda s: [b for b in s.split(",") if b], metavar="A,B,...",
+        "--backbones", type=names_arg("BACKBONE", "tf_efficientnet_lite0,resnet18"),
+        metavar="A,B,...",
         help="candidates (default: every registered backbone whose weights are on this machine)",
     )  # fmt: skip
     add_training_options(p)
@@ -447,9 +456,10 @@ def _benchmark_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("backbones", nargs="*", metavar="BACKBONE",
                    help="default: the backbones with weights on this machine")  # fmt: skip
     p.add_argument("--batch-sizes", default="1,32", metavar="B1,B2")
-    p.add_argument("--runtimes", default="torch,onnx", metavar="R1,R2", help="torch, onnx")
-    p.add_argument("--precision", default="fp32", metavar="P1,P2",
-                   help="fp32, bf16 (torch), int8 (onnx, static)")  # fmt: skip
+    p.add_argument("--runtimes", type=names_arg("RUNTIME", "torch,onnx"),
+                   default=["torch", "onnx"], metavar="R1,R2", help="torch, onnx")  # fmt: skip
+    p.add_argument("--precision", type=names_arg("PRECISION", "fp32,int8"), default=["fp32"],
+                   metavar="P1,P2", help="fp32, bf16 (torch), int8 (onnx, static)")  # fmt: skip
     p.add_argument("--runs", nargs="+", default=[], metavar="RUN",
                    help="run folders or compare folders: accuracy against latency")  # fmt: skip
     p.add_argument("--out", metavar="DIR", help="folder for benchmark.json and benchmark.png")

@@ -22,18 +22,16 @@ from torch.utils.data import DataLoader
 
 from headstart.backbones import Backbone
 from headstart.backbones.preprocessing import Preprocessing
-from headstart.backbones.stages import HEAD
 from headstart.cache import Cache
 from headstart.config import TrainConfig
 from headstart.data import DataSplit, ImageDataset, eval_transform
 from headstart.errors import ConfigError
-from headstart.finetune import Phase, Plan
 from headstart.finetune.bn import BNShift, adapt_batchnorm, batchnorms, shift, statistics
 from headstart.imaging import load_rgb
 from headstart.model import Classifier
 from headstart.stats import wilson_interval
 from headstart.training.device import images_to, to_device
-from headstart.training.inputs import make_inputs
+from headstart.training.inputs import frozen_inputs
 from headstart.training.lbfgs import accuracy, target_tensors
 from headstart.training.objective import Objective
 from headstart.training.regularise import fit_head_by_cv, standard_error
@@ -158,10 +156,7 @@ def domain_evidence(
     except ConfigError:  # a backbone whose stages cannot be tapped: no such evidence
         return None
     to_device(model, device)
-    probe = Plan("probe", [Phase(0, {HEAD: 1.0})], "frozen")
-    clean = replace(cfg, data=replace(cfg.data, cached_views=0))
-    inputs = make_inputs(clean, backbone, probe, split, device, generator, cache, progress,
-                         model.taps)  # fmt: skip
+    inputs = frozen_inputs(cfg, backbone, split, device, generator, cache, progress, model.taps)
     train, val = inputs.train.dataset, inputs.val.dataset
     raw = train.features[:, 0].to(device)  # type: ignore[attr-defined]
     choice, _, _ = fit_head_by_cv(model, model.taps, raw, train.targets, objective, cfg.seed)  # type: ignore[attr-defined]

@@ -13,17 +13,15 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from headstart.backbones import Backbone, count_parameters, create_backbone
-from headstart.backbones.stages import HEAD
+from headstart.backbones import Backbone, count_parameters
 from headstart.cache import Cache
 from headstart.config import TrainConfig
 from headstart.data import DataSplit
-from headstart.finetune import Phase, Plan
 from headstart.model import Classifier
 from headstart.recommend.transferability import knn_loo_accuracy, logme
 from headstart.stats import wilson_interval
 from headstart.training.device import images_to, to_device
-from headstart.training.inputs import make_inputs
+from headstart.training.inputs import frozen_inputs
 from headstart.training.lbfgs import accuracy, target_tensors
 from headstart.training.objective import Objective
 from headstart.training.regularise import fit_head_by_cv
@@ -139,16 +137,6 @@ def throughput(
     return {name: batch / seconds for name, seconds in best.items()}
 
 
-def build_backbone(cfg: TrainConfig) -> Backbone:
-    """``cfg``'s backbone with its weights, at ``--image-size`` / ``--crop-pct`` if given."""
-    backbone = create_backbone(cfg.model.backbone, cfg.model.weights)
-    if cfg.model.image_size or cfg.model.crop_pct:
-        backbone.preprocessing = backbone.preprocessing.at_size(
-            cfg.model.image_size or backbone.preprocessing.input_size, cfg.model.crop_pct
-        )
-    return backbone
-
-
 def backbone_evidence(
     cfg: TrainConfig,
     backbone: Backbone,
@@ -159,14 +147,13 @@ def backbone_evidence(
     objective: Objective,
     progress: bool = True,
 ) -> BackboneEvidence:
-    """Evidence for ``backbone`` (built by :func:`build_backbone`) on ``split``, features
-    from the cache when there; its throughput is :func:`throughput`'s to fill in."""
+    """Evidence for ``backbone`` (as ``training.setup.build_backbone`` builds it) on
+    ``split``, features from the cache when there; its throughput is :func:`throughput`'s
+    to fill in."""
     start = time.perf_counter()
     name = backbone.spec.name
     cfg = replace(cfg, model=replace(cfg.model, backbone=name))
-    probe = Plan("probe", [Phase(0, {HEAD: 1.0})], "frozen")
-    clean = replace(cfg, data=replace(cfg.data, cached_views=0))
-    inputs = make_inputs(clean, backbone, probe, split, device, generator, cache, progress)
+    inputs = frozen_inputs(cfg, backbone, split, device, generator, cache, progress)
     train, val = inputs.train.dataset, inputs.val.dataset
     raw = train.features[:, 0]  # type: ignore[attr-defined]
     labels = first_task_labels(train.targets)  # type: ignore[attr-defined]

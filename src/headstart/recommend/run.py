@@ -11,7 +11,7 @@ from headstart.backbones.registry import get_spec, list_backbones
 from headstart.config import TrainConfig
 from headstart.errors import ConfigError
 from headstart.recommend.domain import domain_evidence
-from headstart.recommend.evidence import backbone_evidence, build_backbone, throughput
+from headstart.recommend.evidence import backbone_evidence, throughput
 from headstart.recommend.ranking import Recommendation
 
 
@@ -64,7 +64,7 @@ def recommend(
 ) -> Recommendation:
     """The evidence for ``names`` (default: every backbone with local weights) on ``cfg``'s
     data, ranked (``cfg`` is resolved with the probe strategy)."""
-    from headstart.training.setup import prepare_data, resolve_config
+    from headstart.training.setup import build_backbone, prepare_data, resolve_config
 
     cfg = resolve_config(cfg.with_overrides({"strategy.name": "probe"}))
     usable, skipped = candidates(cfg, names)

@@ -26,7 +26,7 @@ from headstart.config import TrainConfig
 from headstart.data import DataSplit, ImageDataset, eval_transform, train_transform
 from headstart.data.augment import SCALES
 from headstart.errors import ConfigError
-from headstart.finetune import Plan
+from headstart.finetune import Phase, Plan
 from headstart.finetune.bn import BNShift, adapt_batchnorm, load_statistics
 from headstart.finetune.bn import shift as bn_shift
 from headstart.finetune.bn import statistics as bn_statistics
@@ -227,6 +227,23 @@ def adapt_backbone(
     if cache is not None and key is not None:
         cache.store("bn").put(key, bn_statistics(backbone.module).numpy())
     return replace(bn_shift(before, backbone.module), images=len(split.train))
+
+
+def frozen_inputs(
+    cfg: TrainConfig,
+    backbone: Backbone,
+    split: DataSplit,
+    device: torch.device,
+    generator: torch.Generator,
+    cache: Cache | None,
+    progress: bool = True,
+    taps: StageTaps | None = None,
+) -> Inputs:
+    """The frozen backbone's cached features of the clean images, as a probe reads them (no
+    augmented views): what the warm head and ``recommend``'s evidence are fitted on."""
+    probe = Plan("probe", [Phase(0, {HEAD: 1.0})], "frozen")
+    clean = replace(cfg, data=replace(cfg.data, cached_views=0))
+    return make_inputs(clean, backbone, probe, split, device, generator, cache, progress, taps)
 
 
 MULTI = "all stages (mean, std)"  # the boundary name of a multi-layer probe's features

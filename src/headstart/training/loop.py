@@ -90,15 +90,12 @@ def collect_logits(
         for task, t in _as_targets(target).items():
             logits.setdefault(task, []).append(out[task].float().cpu())
             targets.setdefault(task, []).append(t)
-    out_logits = {k: torch.cat(v) for k, v in logits.items()}
-    out_targets = {k: torch.cat(v) for k, v in targets.items()}
+    out = {k: torch.cat(v) for k, v in logits.items()}
+    truth = {k: torch.cat(v) for k, v in targets.items()}
     if isinstance(loader.sampler, ShardSampler):  # torchrun: every shard, each image once
-        rows = gather_rows({**{f"l:{k}": v for k, v in out_logits.items()},
-                            **{f"t:{k}": v for k, v in out_targets.items()}},
-                           loader.sampler.indices)  # fmt: skip
-        out_logits = {k: rows[f"l:{k}"] for k in out_logits}
-        out_targets = {k: rows[f"t:{k}"] for k in out_targets}
-    return out_logits, out_targets
+        indices = loader.sampler.indices
+        out, truth = gather_rows(out, indices), gather_rows(truth, indices)
+    return out, truth
 
 
 def _accuracy(counts: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -188,17 +188,23 @@ class Ready:
     precision: Precision
 
 
+def build_backbone(cfg: TrainConfig) -> Backbone:
+    """``cfg``'s backbone with its weights, at ``--image-size`` / ``--crop-pct`` if given."""
+    backbone = create_backbone(cfg.model.backbone, cfg.model.weights)
+    if cfg.model.image_size or cfg.model.crop_pct:
+        backbone.preprocessing = backbone.preprocessing.at_size(
+            cfg.model.image_size or backbone.preprocessing.input_size, cfg.model.crop_pct
+        )
+    return backbone
+
+
 def prepare_data(
     cfg: TrainConfig, split: DataSplit | None = None, echo: Callable[[str], None] = print
 ) -> Ready:
     """Seed everything, create the backbone at the configured input size, make the plan,
     load and describe the split (``split`` replaces the one ``cfg`` describes)."""
     gen = seed_everything(cfg.seed)
-    backbone = create_backbone(cfg.model.backbone, cfg.model.weights)  # fails fast on a bad name
-    if cfg.model.image_size or cfg.model.crop_pct:
-        backbone.preprocessing = backbone.preprocessing.at_size(
-            cfg.model.image_size or backbone.preprocessing.input_size, cfg.model.crop_pct
-        )
+    backbone = build_backbone(cfg)  # fails fast on a bad name
     plan = plan_for(cfg, backbone)  # and on bad strategy options
     cache = Cache(cfg.data.cache_dir) if cfg.data.cache else None
     split = split or load_data(cfg, cache)

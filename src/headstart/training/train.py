@@ -264,41 +264,20 @@ def train(
                 hint = f"{e}; saved in {run_dir}. Continue with: {resume_hint(final)}"
                 raise Interrupted(hint) from None
     model.cpu()
+    manifest = {
+        **_manifest(cfg, model, backbone, split, plan, result, per_phase, total, inputs, objective),
+        "weight_decay": None if choice else cfg.optim.weight_decay,
+        "precision": ready.precision.name,
+        "distributed": w.to_dict(cfg.optim.batch_size) if w.active else None,
+        "head_cv": choice.to_dict() if choice else None,
+        "warm_head": warm.to_dict() if warm else None,
+        "lr_find": found.to_dict() if found else None,
+        "lr_rule": rule_line(len(split.train)) if scaled else None,
+        **(extra or {}),
+        "stages_read": taps.stages_used if taps is not None else None,
+    }
     if w.main:  # under torchrun, rank 0 writes; the others wait for it
-        try:
-            save_checkpoint(
-                run_dir,
-                model,
-                {
-                    **_manifest(
-                        cfg,
-                        model,
-                        backbone,
-                        split,
-                        plan,
-                        result,
-                        per_phase,
-                        total,
-                        inputs,
-                        objective,
-                    ),
-                    "weight_decay": None if choice else cfg.optim.weight_decay,
-                    "precision": ready.precision.name,
-                    "distributed": w.to_dict(cfg.optim.batch_size) if w.active else None,
-                    "head_cv": choice.to_dict() if choice else None,
-                    "warm_head": warm.to_dict() if warm else None,
-                    "lr_find": found.to_dict() if found else None,
-                    "lr_rule": rule_line(len(split.train)) if scaled else None,
-                    **(extra or {}),
-                    "stages_read": taps.stages_used if taps is not None else None,
-                },
-            )
-        except CheckpointError as e:
-            raise CheckpointError(
-                f"{e} The trained state is kept in {run_dir / STATE_DIR}: once there is room, "
-                f"`{resume_hint(final)}` saves the model without training again."
-            ) from None
-        run_dir = publish(run_dir, final)
+        run_dir = _write_run(run_dir, final, model, manifest)
     barrier()
     if plots:
         plot_training_curves(
@@ -321,6 +300,19 @@ def train(
         for line in lines:
             echo(line)
     return TrainResult(run_dir, cfg, split, result, per_phase, total)
+
+
+def _write_run(run_dir: Path, final: Path, model: nn.Module, manifest: dict) -> Path:
+    """Save the trained model and its manifest, then publish the run at ``final``; a full
+    disk keeps the trained state and says how to save it without training again."""
+    try:
+        save_checkpoint(run_dir, model, manifest)
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"{e} The trained state is kept in {run_dir / STATE_DIR}: once there is room, "
+            f"`{resume_hint(final)}` saves the model without training again."
+        ) from None
+    return publish(run_dir, final)
 
 
 def _quiet(line: str) -> None:

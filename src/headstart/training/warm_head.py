@@ -11,19 +11,17 @@ beside every epoch, and a run that ends below it says so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from headstart.backbones import Backbone
-from headstart.backbones.stages import HEAD
 from headstart.cache import Cache
 from headstart.config import TrainConfig
 from headstart.data import DataSplit
-from headstart.finetune import Phase, Plan
 from headstart.training.device import to_device
-from headstart.training.inputs import make_inputs
+from headstart.training.inputs import frozen_inputs
 from headstart.training.lbfgs import accuracy, target_tensors
 from headstart.training.objective import Objective
 from headstart.training.regularise import fit_head_by_cv
@@ -67,9 +65,7 @@ def warm_start(
 ) -> WarmHead:
     """Fit ``model``'s heads by L-BFGS on the pooled features of the backbone as it is now
     (pretrained, BatchNorm statistics as the run will start), penalty by 3-fold CV."""
-    probe = Plan("probe", [Phase(0, {HEAD: 1.0})], "frozen")
-    clean = replace(cfg, data=replace(cfg.data, cached_views=0))
-    inputs = make_inputs(clean, backbone, probe, split, device, generator, cache, progress)
+    inputs = frozen_inputs(cfg, backbone, split, device, generator, cache, progress)
     train = inputs.train.dataset
     val = inputs.val.dataset
     to_device(model, device)
