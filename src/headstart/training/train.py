@@ -48,6 +48,7 @@ from headstart.training.setup import (
     scale_lr,
 )
 from headstart.training.state import STATE_DIR, LoopState, load_state, save_state
+from headstart.training.tensorboard import TB_DIR, TensorBoardLog, log_final
 from headstart.training.verdict import below_probe
 
 
@@ -224,10 +225,17 @@ def train(
         for h in history:
             echo(EpochStats.from_dict(h).line(cfg.optim.epochs))
 
+    tb = None
+    if cfg.log == "tensorboard" and w.main:
+        done = saved.info["epoch"] if saved is not None else None
+        tb = TensorBoardLog(run_dir, resume_from=None if done is None else done + 1)
+
     def on_epoch(stats: EpochStats, epochs: int = cfg.optim.epochs) -> None:
         if w.main:
             with metrics_path.open("a") as f:
                 f.write(json.dumps(stats.to_dict()) + "\n")
+        if tb is not None:
+            tb.epoch(stats)
         echo(stats.line(epochs) + (f"  (probe {warm.val_acc:.4f})" if warm else ""))
 
     def save(st: LoopState, model: nn.Module, optimizer: Any, scaler: Any) -> None:
@@ -263,6 +271,9 @@ def train(
             except Interrupted as e:
                 hint = f"{e}; saved in {run_dir}. Continue with: {resume_hint(final)}"
                 raise Interrupted(hint) from None
+            finally:
+                if tb is not None:
+                    tb.close()
     model.cpu()
     manifest = {
         **_manifest(cfg, model, backbone, split, plan, result, per_phase, total, inputs, objective),
@@ -275,6 +286,7 @@ def train(
         "lr_rule": rule_line(len(split.train)) if scaled else None,
         **(extra or {}),
         "stages_read": taps.stages_used if taps is not None else None,
+        "tensorboard": TB_DIR if tb is not None else None,
     }
     if w.main:  # under torchrun, rank 0 writes; the others wait for it
         run_dir = _write_run(run_dir, final, model, manifest)
@@ -287,6 +299,11 @@ def train(
             f"{cfg.model.backbone} {plan.name}",
         )
     best = result.best
+    if tb is not None:
+        tb.close()  # the multi-layer probe's one epoch
+        log_final(run_dir, best, split.tasks, run_dir / "curves.png" if plots else None,
+                  cfg.to_dict())  # fmt: skip
+        echo(f"tensorboard: tensorboard --logdir {run_dir / TB_DIR}")
     ci = best.val_acc_ci
     interval = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f} on {best.val_n} images)" if ci else ""
     echo(
