@@ -51,7 +51,7 @@ format: setup
 # The documentation site (MkDocs Material, API pages from the docstrings), built offline
 # into site/; --strict turns a broken link or a page missing from the nav into an error.
 docs: setup
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) runs site .pytest_cache .ruff_cache

@@ -61,7 +61,7 @@ class StrategyDefaults:
 # head at 10x over a warm-started head (100x over a zero one), and BatchNorm's ImageNet
 # statistics kept (`--bn eval`; measured on ants/bees, BN in train mode re-estimates them from
 # batches of 32 random crops and validation accuracy swings 2-3 points from epoch to epoch).
-# See docs/finetune-defaults.md for the measurements.
+# See docs/concepts/finetune-defaults.md for the measurements.
 _SCALED = StrategyDefaults(lr=None, weights="default", bn="eval", head_lr_mult=None)
 DEFAULTS: dict[str, StrategyDefaults] = {
     "probe": StrategyDefaults(lr=1e-3, weights="default", bn="frozen"),

@@ -2,7 +2,7 @@
 that train the backbone (``partial``, ``finetune``, ``gradual``, ``lp-ft``).
 
 The backbone LR grows with the number of training images: 1e-5 per 250 images, from 1e-5
-(at 250 or fewer) to 1e-4 (at 2,500 or more). Measured (docs/finetune-defaults.md): on
+(at 250 or fewer) to 1e-4 (at 2,500 or more). Measured (docs/concepts/finetune-defaults.md): on
 ants/bees' 244 training images a backbone LR above 1e-5 erodes the pretrained features
 within two epochs; on the hand-sign digits' 1,650 and elpv's 2,099 the larger LRs beat 1e-5
 (99.0% against 97.1%; 76.8% against 74.5%). More images hold the backbone to the task as

@@ -12,7 +12,7 @@ a run that uses it trains exactly as it would with that LR given by hand.
 The pick (``RULE``): the strategy's default LR (``finetune.scaling`` for the strategies that
 train the backbone), capped at a third of the *onset of divergence*, the LR from which the
 smoothed loss stays above 1.5x the lowest it has reached. Measured on the three shared
-datasets (docs/finetune-defaults.md), a range test from a warm-started head sees training
+datasets (docs/concepts/finetune-defaults.md), a range test from a warm-started head sees training
 loss only: flat and noisy while the LR is harmless, then rising once it is too high to
 train at. It cannot see the LR at which fine-tuning stops generalising (ants/bees' 244
 images erode at 3e-5, far below the onset; 1,650 hand-sign images gain at 1e-4), and the
