@@ -99,7 +99,6 @@ def main() -> None:
           f"{os.cpu_count()} cores")  # fmt: skip
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["HEADSTART_CACHE"] = str(Path(tmp) / "cache")  # every run starts cold
         e, seed = args.epochs, args.seed
         runs = [
             ("fastai fine_tune", lambda: fastai_finetune(data, e, seed)),
@@ -109,7 +108,8 @@ def main() -> None:
             ),
             ("headstart probe", lambda: headstart_run(data, "probe", e, seed, Path(tmp) / "p")),
         ]
-        for name, run in runs:
+        for i, (name, run) in enumerate(runs):
+            os.environ["HEADSTART_CACHE"] = str(Path(tmp) / f"cache{i}")  # every run starts cold
             start = time.perf_counter()
             last, best, n = run()
             seconds = time.perf_counter() - start

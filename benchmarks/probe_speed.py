@@ -8,7 +8,7 @@
 (b) headstart's probe (`headstart train DATA`, 10 epochs) with an empty cache, then
 (c) the same with the cache it left (a second run: another seed, head or fold).
 (d) the floor: one forward pass per image (decode + preprocess + backbone, headstart's
-    loader and layout), which no cold probe can beat.
+    loader and layout, the probe's precision), which no cold probe can beat.
 
 Prints wall seconds, best val accuracy and peak resident memory of each, then the ratios.
 
@@ -39,6 +39,7 @@ from headstart.config import TrainConfig
 from headstart.data import ImageDataset, eval_transform, load_split
 from headstart.training import train
 from headstart.training.device import frozen_pass_workers, images_to, to_device
+from headstart.training.precision import resolve_precision
 
 DEFAULT_DATA = Path(__file__).parents[1] / "../shared/datasets/hymenoptera"
 
@@ -102,9 +103,12 @@ def one_forward_pass(data: Path) -> int:
     split = load_split(data)
     ds = ImageDataset(split.train + split.val, eval_transform(bb.preprocessing))
     loader = DataLoader(ds, batch_size=32, num_workers=frozen_pass_workers())  # as the probe
-    model = to_device(bb.module, torch.device("cpu")).eval()
+    cpu = torch.device("cpu")
+    model = to_device(bb.module, cpu).eval()
+    precision = resolve_precision("auto", cpu)  # the probe's own (bf16 where the CPU has it)
     for images, _ in loader:
-        model(images_to(images, torch.device("cpu")))
+        with precision.autocast():
+            model(images_to(images, cpu))
     return len(ds)
 
 
