@@ -1,5 +1,6 @@
 """Export speed: PyTorch eager, the float32 ONNX export and its static int8 quantization
-(and the dynamic one) in ONNX Runtime on the CPU: same model, same batches.
+(and the dynamic one) in ONNX Runtime on the CPU: same model, same batches; then files to
+labels end to end through the one predictor, over PyTorch and over the torch-free runtime.
 
 Every engine gets the same preprocessed batches of the run's validation images; rounds
 alternate between them so drift on a shared machine hits all alike. Prints images/second
@@ -24,6 +25,7 @@ from headstart.evaluation.evaluate import eval_samples, image_reader
 from headstart.export import calibration_batches, export_run, load_engine
 from headstart.export.runtime import TorchEngine
 from headstart.export.write import quantize_onnx
+from headstart.runtime.predictor import Predictor
 
 
 def accuracy(engine, batches: list[np.ndarray], labels: np.ndarray) -> float:
@@ -88,8 +90,22 @@ def main() -> None:
         print(f"  {name:18s} {r:7.1f} images/s  ({1000 / r:6.1f} ms/image)  accuracy "
               f"{acc[name]:.2%}{size}")  # fmt: skip
     print(f"  max |logit diff| pytorch vs onnx fp32: {diff:.1e}")
+    paths = [s.path for s in samples]
+    predictors = {"pytorch": Predictor(torch_engine), "onnx fp32": Predictor(engines["onnx fp32"])}
+    end_to_end = dict.fromkeys(predictors, 0.0)
+    for _ in range(args.rounds):  # decode + NumPy preprocessing + engine + top-k, alternating
+        for name, predictor in predictors.items():
+            t0 = time.perf_counter()
+            predictor.predict_paths(paths, top_k=1, batch_size=args.batch)
+            end_to_end[name] += time.perf_counter() - t0
+    e2e = {k: n / v for k, v in end_to_end.items()}
+    print("  files -> top-1 (decode, NumPy preprocessing, engine; headstart.runtime.Predictor):")
+    for name, r in e2e.items():
+        note = "  (the torch-free runtime)" if name == "onnx fp32" else ""
+        print(f"  {name:18s} {r:7.1f} images/s  ({1000 / r:6.1f} ms/image){note}")
     print(
         f"ratios: ort/torch {rate['onnx fp32'] / rate['pytorch']:.2f}x  "
+        f"torch-free/torch files {e2e['onnx fp32'] / e2e['pytorch']:.2f}x  "
         f"int8 static/fp32 {rate['onnx int8 static'] / rate['onnx fp32']:.2f}x "
         f"(accuracy {100 * (acc['onnx int8 static'] - acc['onnx fp32']):+.2f} points)  "
         f"int8 dynamic/fp32 {rate['onnx int8 dynamic'] / rate['onnx fp32']:.2f}x "

@@ -77,10 +77,41 @@ def test_predict_with_an_onnx_export_never_imports_torch(
         assert all(abs(x["probability"] - y["probability"]) < 1e-4 for x, y in zip(pa, pb))
 
 
-def test_onnx_predict_refuses_tta(trained_run: Path, capsys: pytest.CaptureFixture) -> None:
+def test_tta_is_one_path_for_every_engine(
+    trained_run: Path, trainval_dataset: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--tta with the ONNX export (torch-free) gives the run folder's (PyTorch) figures."""
     export_run(trained_run, progress=False)
-    assert main(["predict", str(trained_run / "model.onnx"), str(trained_run), "--tta"]) == 2
-    assert "--tta needs the run folder" in capsys.readouterr().err
+    image = str(next((trainval_dataset / "val" / "red").iterdir()))
+    answers = []
+    for model in (trained_run / "model.onnx", trained_run):
+        assert main(["predict", str(model), image, "--tta", "--json", "--top-k", "2"]) == 0
+        answers.append(json.loads(capsys.readouterr().out)[0]["predictions"]["class"])
+    onnx_side, torch_side = answers
+    assert [p["label"] for p in onnx_side] == [p["label"] for p in torch_side]
+    assert all(abs(a["probability"] - b["probability"]) < 1e-4
+               for a, b in zip(onnx_side, torch_side))  # fmt: skip
+    assert main(["predict", str(trained_run), image, "--json", "--top-k", "2"]) == 0
+    plain = json.loads(capsys.readouterr().out)[0]["predictions"]["class"]
+    assert plain != torch_side  # ten views averaged, not the one centre crop
+
+
+@pytest.mark.parametrize(("width", "height"), [(97, 61), (61, 97), (300, 300)])
+def test_numpy_ten_crops_equal_torchvisions(width: int, height: int) -> None:
+    """The one TTA implementation reproduces torchvision's TenCrop (the pre-runtime path)."""
+    from torchvision import transforms as T
+
+    from headstart.runtime.preprocess import TEN_CROP, tta_views
+
+    rng = np.random.default_rng(width + height)
+    image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    prep = Preprocessing(48, 56, "bilinear", (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))  # type: ignore[arg-type]
+    normalise = T.Compose([T.ToTensor(), T.Normalize(prep.mean, prep.std)])
+    crops = T.Compose([T.Resize(56), T.TenCrop(48)])(image)
+    expected = np.stack([normalise(c).numpy() for c in crops])
+    got = tta_views(image, prep.to_dict(), TEN_CROP)
+    assert got.shape == expected.shape == (10, 3, 48, 48)
+    assert float(np.abs(got - expected).max()) < 1e-5
 
 
 SERVE_NO_TORCH = """

@@ -433,20 +433,11 @@ def predict(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise ConfigError("ConfigError: --top-k must be at least 1.")
     paths = expand_inputs(args.inputs)
-    if Path(args.run).suffix == ".onnx":  # the torch-free runtime: nothing imports torch
-        from headstart.runtime.predictor import OnnxPredictor
+    from headstart.runtime.predictor import Predictor  # torch only for a run folder
 
-        if args.tta:
-            raise ConfigError(
-                "ConfigError: --tta needs the run folder (PyTorch); an ONNX export predicts "
-                "one view per image. Drop --tta, or pass the run folder."
-            )
-        results = OnnxPredictor(args.run).predict_paths(paths, top_k=args.top_k)
-    else:
-        from headstart.serve import Predictor
-
-        predictor = Predictor.from_run(args.run, device=args.device)
-        results = predictor.predict_paths(paths, top_k=args.top_k, tta=args.tta)
+    device = "cpu" if Path(args.run).suffix == ".onnx" else args.device
+    predictor = Predictor.load(args.run, device=device)
+    results = predictor.predict_paths(paths, top_k=args.top_k, tta=args.tta)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:

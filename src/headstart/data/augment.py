@@ -27,6 +27,7 @@ from torchvision import transforms as T
 
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.data.transforms import Transform, eval_transform, interpolation_mode
+from headstart.runtime.preprocess import tta_views, views_for
 
 PRESETS: tuple[str, ...] = ("photo", "aerial", "texture", "none")
 SYMMETRIC = ("aerial", "texture")  # presets whose images have no orientation
@@ -97,21 +98,11 @@ TTA_VIEWS["none"] = TTA_VIEWS["photo"]
 def tta_transform(
     prep: Preprocessing, preset: str = "photo"
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """Test-time views for ``preset``: torchvision's TenCrop for photos, the dihedral group
-    of the centre crop for orientation-free images; returns a (V, C, H, W) tensor."""
-    normalise = T.Compose([T.ToTensor(), T.Normalize(prep.mean, prep.std)])
-    resize = T.Resize(prep.resize_size, interpolation=interpolation_mode(prep.interpolation))
-    if preset in SYMMETRIC:
-        crops = T.Compose([resize, T.CenterCrop(prep.input_size), _dihedral])
-    else:
-        crops = T.Compose([resize, T.TenCrop(prep.input_size)])
-    return partial(_stack_views, crops, normalise)
+    """Test-time views for ``preset`` as a (V, C, H, W) tensor: torchvision's TenCrop order
+    for photos, the dihedral group of the centre crop for orientation-free images (the one
+    implementation, :func:`headstart.runtime.preprocess.tta_views`)."""
+    return partial(_tta_tensor, prep.to_dict(), views_for(preset))
 
 
-def _dihedral(image: Image.Image) -> list[Image.Image]:
-    turns = [image.rotate(90 * k, expand=True) for k in range(4)]
-    return turns + [t.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for t in turns]
-
-
-def _stack_views(crops: Callable, normalise: Transform, image: Image.Image) -> torch.Tensor:
-    return torch.stack([normalise(c) for c in crops(image)])
+def _tta_tensor(prep: dict, kind: str, image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(tta_views(image, prep, kind))

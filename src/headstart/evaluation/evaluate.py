@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from scipy.special import logsumexp
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from headstart.backbones import Preprocessing
 from headstart.data import (
@@ -21,13 +22,10 @@ from headstart.data import (
     TTA_VIEWS,
     ImageDataset,
     Sample,
-    eval_transform,
     load_rgb,
     scan_folder,
-    tta_transform,
 )
 from headstart.data.split import find_val_dir
-from headstart.data.transforms import Transform
 from headstart.errors import CheckpointError, ConfigError
 from headstart.evaluation.analysis import (
     DuplicatePair,
@@ -40,10 +38,11 @@ from headstart.evaluation.analysis import (
 from headstart.evaluation.calibration import Calibration, calibration
 from headstart.model import DEFAULT_TASK
 from headstart.plots import plot_confusion_matrix, plot_image_grid, plot_reliability
+from headstart.runtime.predictor import Predictor
 from headstart.stats import wilson_interval
-from headstart.training import LoadedRun, collect_logits, load_run
+from headstart.training import LoadedRun, load_run
 from headstart.training.checkpoint import read_json
-from headstart.training.device import resolve_device, to_device
+from headstart.training.device import resolve_device
 from headstart.training.precision import Precision, resolve_precision
 
 Probabilities = dict[str, np.ndarray]
@@ -220,27 +219,46 @@ def image_reader(prep: Preprocessing) -> Callable[[Path], Image.Image]:
         return load_rgb
 
 
-def _probabilities(*args: Any, **kwargs: Any) -> tuple[Probabilities, dict[str, np.ndarray]]:
-    """Softmax probabilities and targets per task (arguments as :func:`_logits`)."""
-    logits, targets = _logits(*args, **kwargs)
-    return {t: np.exp(v - logsumexp(v, axis=1, keepdims=True)) for t, v in logits.items()}, targets
-
-
-def _logits(
-    model: Any,
+def _scores(
+    predictor: Predictor,
     samples: Sequence[Sample],
-    transform: Transform,
     read: Callable[[Path], Image.Image],
     *,
-    device: Any,
-    batch_size: int,
-    progress: bool,
-    precision: Precision | None = None,
+    tta: bool = False,
+    raw: bool = False,
+    batch_size: int = 32,
+    progress: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Logits (as the model gives them, temperature included) and targets per task."""
-    loader = DataLoader(ImageDataset(samples, transform, read), batch_size=batch_size)
-    logits, targets = collect_logits(model, loader, device, progress, precision)
-    return {t: v.numpy() for t, v in logits.items()}, {t: v.numpy() for t, v in targets.items()}
+    """Per task, the probabilities of ``samples`` (averaged over the test-time views with
+    ``tta``; with ``raw``, the logits of the one plain view) and their targets, through
+    the predictor's engine: the path ``predict`` and the server take."""
+    views = partial(_views, predictor, tta)
+    loader = DataLoader(
+        ImageDataset(samples, views, read), batch_size=max(1, batch_size // (8 if tta else 1))
+    )
+    scores: dict[str, list[np.ndarray]] = {}
+    truth: dict[str, list[np.ndarray]] = {}
+    for batch, target in tqdm(loader, desc="eval", leave=False, disable=not progress or None):
+        x = batch.numpy()
+        out = predictor.engine.logits(x[:, 0]) if raw else predictor.probabilities_of(x)
+        for task, t in (target if isinstance(target, dict) else {DEFAULT_TASK: target}).items():
+            scores.setdefault(task, []).append(out[task])
+            truth.setdefault(task, []).append(t.numpy())
+    return {k: np.concatenate(v) for k, v in scores.items()}, {
+        k: np.concatenate(v) for k, v in truth.items()
+    }
+
+
+def _views(predictor: Predictor, tta: bool, image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(predictor.views(image, tta))
+
+
+def run_predictor(run: LoadedRun, device: torch.device) -> Predictor:
+    """The run's model as a :class:`~headstart.runtime.predictor.Predictor` on ``device``,
+    in the precision it was validated in."""
+    from headstart.export.runtime import TorchEngine
+
+    return Predictor(TorchEngine(run, str(device), run_precision(run.manifest, device)))
 
 
 def run_precision(manifest: dict[str, Any], device: torch.device) -> Precision:
@@ -282,30 +300,20 @@ def evaluate_run(
     """
     dev = resolve_device(device)
     run = load_run(run_dir)
-    model = to_device(run.model, dev)
+    predictor = run_predictor(run, dev)
     samples, skipped, source = eval_samples(run, data_dir)
     read = image_reader(run.preprocessing)
     split = _read_split(run)
     root = Path(split["root"]) if split else None
-    kw = {"device": dev, "batch_size": batch_size, "progress": progress,
-          "precision": run_precision(run.manifest, dev)}  # fmt: skip
-    prep = run.preprocessing
-    probs, targets = _probabilities(model, samples, eval_transform(prep), read, **kw)
+    kw = {"batch_size": batch_size, "progress": progress}
+    probs, targets = _scores(predictor, samples, read, **kw)
     plain = None
     if tta:
         plain = probs
-        probs, _ = _probabilities(
-            model,
-            samples,
-            tta_transform(prep, run.augment),
-            read,
-            **{**kw, "batch_size": max(1, batch_size // 4)},
-        )
+        probs, _ = _scores(predictor, samples, read, tta=True, **kw)
     train_samples = _split_samples(split, "train", root) if analysis and split else []
     train_probs, train_targets = (
-        _probabilities(model, train_samples, eval_transform(prep), read, **kw)
-        if train_samples
-        else ({}, {})
+        _scores(predictor, train_samples, read, **kw) if train_samples else ({}, {})
     )
     eval_paths = [_display(s.path, root) for s in samples]
     train_paths = [_display(s.path, root) for s in train_samples]

@@ -20,7 +20,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
-from headstart.data import MISSING, eval_transform
+from headstart.data import MISSING
 from headstart.evaluation.calibration import calibration
 from headstart.training import load_run
 from headstart.training.checkpoint import MANIFEST
@@ -93,16 +93,16 @@ def calibrate_run(
 ) -> list[TemperatureFit]:
     """Fit a temperature per task on the run's validation split and store them in its
     manifest (``temperature``, ``temperature_fit``); returns the fits."""
-    from headstart.evaluation.evaluate import _logits, eval_samples, image_reader
-    from headstart.training.device import resolve_device, to_device
+    from headstart.evaluation.evaluate import _scores, eval_samples, image_reader, run_predictor
+    from headstart.training.device import resolve_device
 
     run = load_run(run_dir)
     run.model.temperature = {}  # fit on the raw logits, whatever an earlier fit said
     dev = resolve_device(device)
     samples, _, _ = eval_samples(run, None)
-    logits, targets = _logits(
-        to_device(run.model, dev), samples, eval_transform(run.preprocessing),
-        image_reader(run.preprocessing), device=dev, batch_size=batch_size, progress=progress,
+    logits, targets = _scores(
+        run_predictor(run, dev), samples, image_reader(run.preprocessing), raw=True,
+        batch_size=batch_size, progress=progress,
     )  # fmt: skip
     fits = []
     for task in run.tasks:

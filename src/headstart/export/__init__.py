@@ -40,7 +40,7 @@ class ExportResult:
 def verification_samples(run_dir: Path, images: list[str] | None) -> list[Sample]:
     """The run's validation images (labelled), or the given files and folders (unlabelled)."""
     from headstart.evaluation.evaluate import eval_samples
-    from headstart.serve.predictor import expand_inputs
+    from headstart.runtime.predictions import expand_inputs
     from headstart.training import load_run
 
     if images:

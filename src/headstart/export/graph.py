@@ -11,6 +11,7 @@ from torch import nn
 
 from headstart.model import Classifier, head_key
 from headstart.runtime.onnx import INPUT
+from headstart.runtime.preprocess import views_for
 from headstart.training import LoadedRun
 
 METADATA_FORMAT = "headstart-export/1"
@@ -73,5 +74,6 @@ def export_metadata(run: LoadedRun) -> dict[str, Any]:
             ],
         },
         "tasks": {task: list(classes) for task, classes in run.tasks.items()},
+        "tta": views_for(run.augment),  # the test-time views that suit its training
         "outputs": list(run.tasks),  # one logits output per task, in this order
     }

@@ -9,14 +9,14 @@ from headstart.errors import CheckpointError, ExportError
 from headstart.runtime.onnx import Engine, OnnxEngine
 
 
-def load_engine(path: str | Path) -> Engine:
-    """A run folder or an ``.onnx`` file as an engine (``.pt2`` is refused: loading one can
-    run code)."""
+def load_engine(path: str | Path, device: str = "cpu") -> Engine:
+    """A run folder (run on ``device``) or an ``.onnx`` file as an engine (``.pt2`` is
+    refused: loading one can run code)."""
     path = Path(path)
     if path.is_dir():  # the one engine that needs torch, imported only for it
         from headstart.export.runtime import TorchEngine
 
-        return TorchEngine(path)
+        return TorchEngine(path, device)
     if not path.is_file():
         raise CheckpointError(
             f"CheckpointError: {path} does not exist. Pass a run folder (the --out of "

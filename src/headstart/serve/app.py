@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 from headstart.imaging import ImageRefused, open_rgb
 from headstart.runtime.engines import load_engine
 from headstart.runtime.onnx import Engine
-from headstart.runtime.predictions import top_labels
+from headstart.runtime.predictor import Predictor, softmax
 from headstart.runtime.preprocess import preprocess
 from headstart.serve.batcher import MicroBatcher
 
@@ -100,6 +100,7 @@ class Service:
         self.config = config
         self.engine = engine or load_engine(config.model)
         self.meta = self.engine.meta
+        self.predictor = Predictor(self.engine)
         self.batcher = MicroBatcher(self.engine, config.max_batch, config.max_wait_ms)
 
     def preprocess(self, uploads: list[tuple[str, bytes]]) -> np.ndarray:
@@ -110,16 +111,11 @@ class Service:
 
     def top(self, logits: dict[str, np.ndarray], k: int) -> list[dict[str, Any]]:
         """Top-k labels and probabilities per task, per image."""
-        probs = {t: np.exp(v - v.max(1, keepdims=True)) for t, v in logits.items()}
-        probs = {t: p / p.sum(1, keepdims=True) for t, p in probs.items()}
-        n = len(next(iter(probs.values())))
+        rows = self.predictor.top({t: softmax(v) for t, v in logits.items()}, k)
         return [
-            {
-                task: [{"label": label, "probability": round(p, 6)}
-                       for label, p in top_labels(values[i], self.meta["tasks"][task], k)]
-                for task, values in probs.items()
-            }
-            for i in range(n)
+            {task: [{"label": label, "probability": round(p, 6)} for label, p in pairs]
+             for task, pairs in row.items()}
+            for row in rows
         ]  # fmt: skip
 
 

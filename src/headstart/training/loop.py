@@ -7,7 +7,6 @@ restored at the end.
 
 from __future__ import annotations
 
-import math
 import signal
 import sys
 import threading
@@ -58,20 +57,6 @@ def _as_targets(targets: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, to
 
 
 @torch.inference_mode()
-def forward_views(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Logits per task. A batch of shape (N, V, C, H, W) holds V views of each image
-    (test-time augmentation): their softmax probabilities are averaged and returned as
-    log-probabilities, which are logits of exactly that average."""
-    if images.ndim != 5:  # images (N, C, H, W), or cached features of any shape
-        return model(images)
-    n, v = images.shape[:2]
-    out = model(images.flatten(0, 1))
-    return {
-        task: t.float().view(n, v, -1).log_softmax(-1).logsumexp(1) - math.log(v)
-        for task, t in out.items()
-    }
-
-
 def collect_logits(
     model: nn.Module,
     loader: DataLoader,
@@ -87,7 +72,7 @@ def collect_logits(
     targets: dict[str, list[torch.Tensor]] = {}
     for images, target in tqdm(loader, desc="eval", leave=False, disable=not progress or None):
         with precision.autocast():
-            out = forward_views(model, images_to(images, device))
+            out = model(images_to(images, device))
         for task, t in _as_targets(target).items():
             logits.setdefault(task, []).append(out[task].float().cpu())
             targets.setdefault(task, []).append(t)
