@@ -85,7 +85,9 @@ def write_program(
         program = torch.export.export(
             module.eval(), (_example(meta),), dynamic_shapes=({0: batch},)
         )
-    torch.export.save(program, str(path), extra_files={"headstart.json": json.dumps(meta)})
+    with warnings.catch_warnings():  # torch's own note on how it packs CPU weights
+        warnings.filterwarnings("ignore", message="No complete tensor found in the group")
+        torch.export.save(program, str(path), extra_files={"headstart.json": json.dumps(meta)})
     return program
 
 
