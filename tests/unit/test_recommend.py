@@ -15,6 +15,7 @@ from headstart.cli.main import main
 from headstart.finetune.bn import BNShift
 from headstart.recommend.domain import DomainEvidence
 from headstart.recommend.evidence import BackboneEvidence
+from headstart.recommend.pilot import PILOT_EPOCHS, pilot_estimate, pilot_fits
 from headstart.recommend.ranking import Recommendation, held_out
 from tests.conftest import TINY
 from tests.unit.conftest import FAST
@@ -105,6 +106,30 @@ def test_recommend_ranks_the_candidates_with_weights_and_lists_the_rest(
     assert 0.0 <= domain["last_cv"] <= domain["multi_cv"] + 1e-9 <= 1.0 + 1e-9
     assert domain["bn_mean_shift"] > 0 and "multi-layer probe" in printed
     assert found["train_args"] in printed
+    assert found["pilot"] is None  # no --budget: no pilot
+
+
+def test_with_a_budget_a_short_partial_pilot_is_measured_and_shown(
+    trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "rec"
+    argv = ["--no-progress", "recommend", str(trainval_dataset), *FAST[2:-1], "--backbones",
+            TINY, "--budget", "10m", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    pilot = json.loads((out / "recommend.json").read_text())["pilot"]
+    assert pilot["strategy"] == "partial" and pilot["epochs"] == PILOT_EPOCHS
+    assert 0.0 <= pilot["val_acc"] <= 1.0 and pilot["n_val"] > 0 and pilot["seconds"] > 0
+    assert pilot["probe_val"] is not None  # the warm head's line, on the same split
+    assert f"pilot: partial for {PILOT_EPOCHS} epochs scores" in printed
+    assert f"partial ({PILOT_EPOCHS} ep)" in printed  # a measured row of the strategy table
+
+
+def test_the_pilot_runs_only_when_the_budget_allows() -> None:
+    e = _evidence("a", 0.9, 0.9, 40.0)  # probe estimate: 1000 + 250 images at 40 per s
+    assert not pilot_fits(e, None)
+    assert pilot_fits(e, 4 * pilot_estimate(e))
+    assert not pilot_fits(e, 4 * pilot_estimate(e) - 1)
 
 
 def test_train_strategy_auto_trains_the_pick_and_keeps_the_evidence(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from headstart.recommend.domain import DomainEvidence
 from headstart.recommend.evidence import BackboneEvidence
+from headstart.recommend.pilot import Pilot
 from headstart.training.regularise import standard_error
 
 FINETUNE_EPOCHS = 10  # the default epoch budget, for the time estimate
@@ -42,6 +43,7 @@ class Recommendation:
     skipped: dict[str, str] = field(default_factory=dict)
     budget_s: float | None = None  # the time a fine-tune may take; over it, the probe
     domain: DomainEvidence | None = None  # the pick's multi-layer probe and BatchNorm shift
+    pilot: Pilot | None = None  # a short partial run, when the budget allows
 
     def climbing(self) -> bool:
         """Whether the pick's probe curve still climbs by more than one standard error."""
@@ -155,6 +157,8 @@ class Recommendation:
                     "accuracy is not measured: try it with --strategy finetune when that time "
                     "is worth a point or two"
                 )
+        if self.pilot is not None:
+            lines += self.pilot.lines()
         agree = self.agreement()
         if agree["logme"] is not None:
             lines.append(
@@ -190,6 +194,10 @@ class Recommendation:
         if d is not None:
             rows.append(("probe --layers all", f"{d.held_out:.2%}", pick.probe_seconds(),
                          f"measured (reads {d.stages_read} of {d.stages} stages)"))  # fmt: skip
+        if self.pilot is not None:
+            p = self.pilot
+            rows.append((f"partial ({p.epochs} ep)", f"{p.val_acc:.2%}", p.seconds,
+                         "measured on the validation split (pilot)"))  # fmt: skip
         rows.append(("finetune", "?", ft, f"not measured: the probe's curve gains "
                      f"{pick.curve_gain:+.2%} from half the images to all"))  # fmt: skip
         chosen = self.strategy + (" --layers all" if self.layers == "all" else "")
@@ -213,6 +221,7 @@ class Recommendation:
             "train_args": self.train_args(),
             "agreement": self.agreement(),
             "domain": self.domain.to_dict() if self.domain else None,
+            "pilot": self.pilot.to_dict() if self.pilot else None,
             "candidates": [{**e.to_dict(), "held_out": held_out(e)} for e in self.evidence],
             "skipped": self.skipped,
         }

@@ -12,6 +12,7 @@ from headstart.config import TrainConfig
 from headstart.errors import ConfigError
 from headstart.recommend.domain import domain_evidence
 from headstart.recommend.evidence import backbone_evidence, throughput
+from headstart.recommend.pilot import pilot_fits, run_pilot
 from headstart.recommend.ranking import Recommendation
 
 
@@ -66,6 +67,7 @@ def recommend(
     data, ranked (``cfg`` is resolved with the probe strategy)."""
     from headstart.training.setup import build_backbone, prepare_data, resolve_config
 
+    given = cfg
     cfg = resolve_config(cfg.with_overrides({"strategy.name": "probe"}))
     usable, skipped = candidates(cfg, names)
     ready = prepare_data(cfg, echo=echo)
@@ -87,4 +89,8 @@ def recommend(
     if rec.domain is not None:
         echo(f"{rec.best.backbone}: multi-layer and BatchNorm evidence in "
              f"{rec.domain.seconds:.0f} s")  # fmt: skip
+    if pilot_fits(rec.best, budget_s):
+        base = given.with_overrides({"strategy.name": "partial", "strategy.lr": None})
+        rec.pilot = run_pilot(base, rec.best.backbone, ready.split, progress)
+        echo(f"{rec.best.backbone}: pilot of partial in {rec.pilot.seconds:.0f} s")
     return rec
