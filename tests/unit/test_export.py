@@ -94,7 +94,7 @@ def test_quantized_export_reports_size_agreement_and_speed(
     if mode == "static":  # calibrated on the run's training images, QDQ nodes in the graph
         import onnx
 
-        assert "calibrated by min/max on 32 training images" in meta["quantization"]
+        assert "calibrated by the 99.999th percentile on 32 training images" in meta["quantization"]
         ops = {n.op_type for n in onnx.load(str(q.path)).graph.node}
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     sidecar = json.loads(q.sidecar.read_text())

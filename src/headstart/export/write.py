@@ -3,6 +3,8 @@ a JSON sidecar), a torch.export program, and ONNX Runtime's dynamic int8 quantiz
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import warnings
@@ -108,8 +110,10 @@ def quantize_onnx(
     """int8 quantization with ONNX Runtime; the metadata is carried over.
 
     ``static``: QDQ format, weights int8 per output channel, activations uint8 with ranges
-    calibrated (min/max) on ``calibration`` batches of training images: the u8 x s8 layout
-    whose convolutions and matrix products run on VNNI's int8 kernels. ``dynamic``: weights
+    calibrated on ``calibration`` batches of training images by the 99.999th percentile of
+    each activation's histogram (outliers clipped; measured more accurate than min/max on
+    both ants/bees and elpv): the u8 x s8 layout whose convolutions and matrix products run
+    on VNNI's int8 kernels. ``dynamic``: weights
     int8, activations quantized on the fly (ConvInteger, which has no fast CPU kernel)."""
     import onnx
     from onnxruntime.quantization import (
@@ -129,12 +133,13 @@ def quantize_onnx(
             prepared = path.with_name(f".{path.stem}.pre.onnx")
             try:
                 quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-                quantize_static(
-                    str(prepared), str(path), _Batches(calibration or []),
-                    quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax,
-                )  # fmt: skip
+                with contextlib.redirect_stdout(io.StringIO()):  # its histogram notes
+                    quantize_static(
+                        str(prepared), str(path), _Batches(calibration or []),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.Percentile,
+                    )  # fmt: skip
             finally:
                 prepared.unlink(missing_ok=True)
         else:
@@ -146,8 +151,8 @@ def quantize_onnx(
     meta = json.loads(props["headstart"])
     meta["quantization"] = (
         f"static int8 (onnxruntime quantize_static, QDQ, per-channel QInt8 weights, QUInt8 "
-        f"activations calibrated by min/max on {sum(len(b) for b in calibration or [])} "
-        "training images)"
+        "activations calibrated by the 99.999th percentile on "
+        f"{sum(len(b) for b in calibration or [])} training images)"
         if mode == "static"
         else "dynamic int8 (onnxruntime.quantization.quantize_dynamic, QInt8)"
     )
