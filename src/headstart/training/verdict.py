@@ -19,7 +19,8 @@ def below_probe(
     The cause is read from the training accuracies when they are given: a run that fits its
     training images no better than the probe did has not adapted (the LR is too low, or
     the epochs too few); one that fits them better but generalises worse has eroded the
-    pretrained features (the LR is too high).
+    pretrained features (the LR is too high). A gap of two images or fewer is within noise:
+    it is said so, with what a larger gap would mean.
 
     >>> below_probe("finetune", 0.90, 0.91, 200, 1e-4)[0]
     'finetune ended below the probe (90.00% vs 91.00%, 2 of 200 images).'
@@ -30,22 +31,22 @@ def below_probe(
     lines = [
         f"{name} ended below the probe ({acc:.2%} vs {probe:.2%}, {images} of {n_val} images)."
     ]
-    underfit = train_acc is not None and probe_train_acc is not None
-    if underfit and train_acc < probe_train_acc:  # type: ignore[operator]
-        lines.append(
-            f"  Likely cause: it has not adapted: its training accuracy ({train_acc:.2%}) is "
-            f"below the probe's ({probe_train_acc:.2%}), so the backbone learning "
-            f"rate ({lr:g}) is too low for this data or the epochs too few. Fix: raise --lr "
-            f"(e.g. --lr {lr * 10:g}; `headstart lr-find` shows the range), or train longer."
+    read = train_acc is not None and probe_train_acc is not None
+    if read and train_acc < probe_train_acc:  # type: ignore[operator]
+        cause = (
+            f"it has not adapted: its training accuracy ({train_acc:.2%}) is below the "
+            f"probe's ({probe_train_acc:.2%}), so the backbone learning rate ({lr:g}) is too "
+            f"low for this data or the epochs too few. Fix: raise --lr (e.g. --lr {lr * 10:g}; "
+            "`headstart lr-find` shows the range), or train longer."
         )
-        return lines
-    cause = (
-        f"the backbone learning rate ({lr:g}) is too high for this backbone and data, so "
-        "fine-tuning erodes the pretrained features (catastrophic forgetting). Fix: lower "
-        f"--lr (e.g. --lr {lr / 10:g}), keep BatchNorm statistics (--bn eval), or use "
-        "lp-ft (probe first, then fine-tune)."
-    )
-    if images <= 2:
+    else:
+        cause = (
+            f"the backbone learning rate ({lr:g}) is too high for this backbone and data, so "
+            "fine-tuning erodes the pretrained features (catastrophic forgetting). Fix: lower "
+            f"--lr (e.g. --lr {lr / 10:g}), keep BatchNorm statistics (--bn eval), or use "
+            "lp-ft (probe first, then fine-tune)."
+        )
+    if images <= 2:  # no cause is named for a gap within noise
         lines.append(
             "  That is within noise, so prefer the cheaper probe here. A larger gap would "
             f"mean {cause}"
