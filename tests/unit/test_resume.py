@@ -194,6 +194,8 @@ def test_compare_resume_keeps_finished_members_and_continues_the_interrupted_one
     assert (out / "probe" / "model.safetensors").read_bytes() == probe_weights
     rows = json.loads((out / "compare.json").read_text())["rows"]
     assert [r["strategy"] for r in rows] == ["probe", "gradual"]
+    kept = json.loads((out / "probe" / "manifest.json").read_text())["seconds"]
+    assert rows[0]["total_seconds"] == kept > 0  # the kept run's own time, not this call's
     # the continued member equals one trained without a stop
     assert main([*argv[:-1], str(tmp_path / "again"), "--strategies", "gradual"]) == 0
     assert _identical(tmp_path / "again" / "gradual", out / "gradual")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -127,9 +126,7 @@ def compare_strategies(
         run_cfg = cfg.with_overrides(
             {"strategy.name": name, "optim.patience": None, "out": str(out / name)}
         )
-        start = time.perf_counter()
         result = train(run_cfg, overwrite=overwrite, echo=echo, progress=progress, resume=resume)
-        total = time.perf_counter() - start
         hist = result.fit.history
         n_val = len(result.split.val)
         rows.append(
@@ -142,7 +139,7 @@ def compare_strategies(
                 final_val_acc=hist[-1].val_acc,
                 final_train_acc=hist[-1].train_acc,
                 seconds_per_epoch=sum(h.seconds for h in hist) / len(hist),
-                total_seconds=total,
+                total_seconds=result.seconds,  # a kept run's own, from its manifest
                 run_dir=str(result.run_dir),
                 val_acc_per_epoch=[h.val_acc for h in hist],
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ class TrainResult:
     fit: FitResult
     trainable_per_phase: list[int]
     total_params: int
+    seconds: float = 0.0  # wall time of the call that finished it (kept runs: from the manifest)
 
     @property
     def trainable_params(self) -> int:
@@ -168,6 +170,7 @@ def train(
 
     Under ``torchrun`` every process trains its shard (:mod:`headstart.training.distributed`)
     and only rank 0 prints, shows progress and writes."""
+    started = time.perf_counter()
     cfg = resolve_config(cfg)
     final = Path(cfg.out)  # type: ignore[arg-type]
     w = world()
@@ -287,6 +290,7 @@ def train(
         **(extra or {}),
         "stages_read": taps.stages_used if taps is not None else None,
         "tensorboard": TB_DIR if tb is not None else None,
+        "seconds": round(time.perf_counter() - started, 1),  # this call's, up to saving
     }
     if w.main:  # under torchrun, rank 0 writes; the others wait for it
         run_dir = _write_run(run_dir, final, model, manifest)
@@ -316,7 +320,7 @@ def train(
                             result.history[-1].train_acc, warm.train_acc)  # fmt: skip
         for line in lines:
             echo(line)
-    return TrainResult(run_dir, cfg, split, result, per_phase, total)
+    return TrainResult(run_dir, cfg, split, result, per_phase, total, manifest["seconds"])
 
 
 def _write_run(run_dir: Path, final: Path, model: nn.Module, manifest: dict) -> Path:
@@ -413,4 +417,5 @@ def finished_result(
     return TrainResult(
         run_dir, ran, split or load_data(cfg, cache), fit_result,
         list(manifest["trainable_params_per_phase"]), int(manifest["total_params"]),
+        float(manifest.get("seconds") or 0.0),
     )  # fmt: skip
