@@ -234,7 +234,7 @@ def _scores(
     the predictor's engine: the path ``predict`` and the server take."""
     views = partial(_views, predictor, tta)
     loader = DataLoader(
-        ImageDataset(samples, views, read), batch_size=max(1, batch_size // (8 if tta else 1))
+        ImageDataset(samples, views, read), batch_size=predictor.images_per_batch(batch_size, tta)
     )
     scores: dict[str, list[np.ndarray]] = {}
     truth: dict[str, list[np.ndarray]] = {}

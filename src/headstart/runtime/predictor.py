@@ -57,6 +57,12 @@ class Predictor:
         """The test-time views this model wants (ten crops, or the square's symmetries)."""
         return str(self.meta.get("tta", TEN_CROP))
 
+    @staticmethod
+    def images_per_batch(batch_size: int, tta: bool) -> int:
+        """Images per engine call: ``batch_size``, or an eighth of it when each image brings
+        eight or ten test-time views."""
+        return max(1, batch_size // 8) if tta else batch_size
+
     def views(self, image: Image.Image, tta: bool = False) -> np.ndarray:
         """One image as its (V, 3, H, W) engine inputs: V = 1, or the test-time views."""
         prep = self.meta["preprocessing"]
@@ -87,7 +93,7 @@ class Predictor:
     ) -> list[Prediction]:
         """Predict every file; an unreadable file yields a Prediction with ``error`` set."""
         results: list[Prediction] = []
-        step = max(1, batch_size // 8) if tta else batch_size
+        step = self.images_per_batch(batch_size, tta)
         for start in range(0, len(paths), step):
             images, ok = [], []
             for p in paths[start : start + step]:
