@@ -216,3 +216,16 @@ def test_weights_for_another_architecture_are_refused(tmp_path: Path) -> None:
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
     with pytest.raises(WeightsUnavailable, match="do not fit"):
         create_backbone(TINY, str(path))
+
+
+def test_a_run_folder_gives_its_trained_backbone(trained_run: Path) -> None:
+    """--weights RUN starts from that run's backbone (its head and taps left out)."""
+    from safetensors.torch import load_file
+
+    saved = load_file(str(trained_run / "model.safetensors"))
+    for source in (trained_run, trained_run / "model.safetensors"):
+        loaded = create_backbone(TINY, str(source))
+        for k, v in loaded.module.state_dict().items():
+            assert torch.equal(v, saved["backbone." + k]), k
+    with pytest.raises(ConfigError, match=f"trained backbone '{TINY}'"):
+        create_backbone("tf_efficientnet_lite0", str(trained_run))

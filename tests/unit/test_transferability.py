@@ -79,3 +79,22 @@ def test_knn_loo_matches_a_brute_force_vote_and_sees_structure() -> None:
         for k in (1, 4, 5):
             assert knn_loo_accuracy(f, labels, k) == pytest.approx(_knn_brute(f, labels, k))
     assert knn_loo_accuracy(clustered, labels) > 0.9 > 0.5 > knn_loo_accuracy(noise, labels)
+
+
+def test_multi_task_scores_average_the_tasks_on_their_labelled_images() -> None:
+    """A two-task CSV is judged by both tasks (as its mean task accuracy is), each on the
+    images that carry its label; a single task is scored as before."""
+    from headstart.recommend.evidence import mean_over_tasks
+
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(60, 4))
+    easy = (f[:, 0] > 0).astype(int)  # read off one feature
+    noise = rng.integers(0, 3, size=60)
+    noise[::7] = -1  # unlabelled for this task
+    targets = [{"easy": int(a), "noise": int(b)} for a, b in zip(easy, noise, strict=True)]
+    known = noise >= 0
+    expected = (knn_loo_accuracy(f, easy) + knn_loo_accuracy(f[known], noise[known])) / 2
+    assert mean_over_tasks(knn_loo_accuracy, f, targets) == pytest.approx(expected)
+    assert knn_loo_accuracy(f, easy) > 0.8
+    assert mean_over_tasks(knn_loo_accuracy, f, targets) < 0.7  # the noise task counts
+    assert mean_over_tasks(logme, f, list(easy)) == pytest.approx(logme(f, easy))

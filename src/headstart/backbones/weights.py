@@ -8,6 +8,8 @@
   the torch hub cache (``$TORCH_HOME/hub/checkpoints``) when online;
 * ``timm`` or ``timm:TAG``: timm pretrained weights from the Hugging Face Hub cache;
 * a path to a ``.safetensors``, ``.pth`` or ``.pt`` file (loaded without unpickling code);
+* a headstart run folder (or its ``model.safetensors``): that run's backbone, e.g. one
+  fine-tuned on the same domain, to probe or fine-tune again from (its head is dropped);
 * ``none``: random initialisation.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,8 @@ def resolve_source(spec: BackboneSpec, weights: str | None) -> str:
     """Turn ``default``/``None`` into the backbone's default source; validate the kind."""
     source = spec.default_weights if weights in (None, "", "default") else str(weights)
     kind = source.split(":", 1)[0]
+    if _looks_like_path(source):
+        _check_run_backbone(spec, Path(source))
     if kind in ("none", "package", "timm", "torchvision") or _looks_like_path(source):
         if kind == "package" and spec.package is None:
             raise ConfigError(
@@ -50,6 +55,26 @@ def resolve_source(spec: BackboneSpec, weights: str | None) -> str:
 
 def _looks_like_path(source: str) -> bool:
     return "/" in source or source.endswith((".safetensors", ".pth", ".pt", ".bin"))
+
+
+RUN_MODEL_FILE = "model.safetensors"
+_RUN_BACKBONE_PREFIX = "backbone."
+
+
+def _check_run_backbone(spec: BackboneSpec, path: Path) -> None:
+    """A run folder's weights fit only the backbone it was trained with: say so up front."""
+    manifest = (path if path.is_dir() else path.parent) / "manifest.json"
+    if not manifest.is_file() or (path.is_file() and path.name != RUN_MODEL_FILE):
+        return
+    try:
+        trained = json.loads(manifest.read_text()).get("backbone")
+    except (OSError, ValueError, AttributeError):
+        return  # read_weights_file will judge the tensors themselves
+    if isinstance(trained, str) and trained != spec.name:
+        raise ConfigError(
+            f"--weights {path}: that run trained backbone {trained!r}, not {spec.name!r}. "
+            f"Pass --backbone {trained} to start from it."
+        )
 
 
 def package_weights_file(spec: BackboneSpec) -> Path:
@@ -80,8 +105,14 @@ def package_available(spec: BackboneSpec) -> bool:
 
 
 def read_weights_file(path: str | Path) -> StateDict:
-    """Load a state dict from safetensors or a torch file, never unpickling code."""
+    """Load a state dict from safetensors or a torch file, never unpickling code.
+
+    A headstart run folder, or its ``model.safetensors``, gives that run's backbone: the
+    ``backbone.`` prefix is stripped and the heads (and multi-layer taps) are left out.
+    """
     path = Path(path)
+    if path.is_dir() and (path / RUN_MODEL_FILE).is_file():
+        path = path / RUN_MODEL_FILE
     if not path.is_file():
         raise WeightsUnavailable(
             f"WeightsUnavailable: --weights {path}: no such file. Check the path, or use "
@@ -107,7 +138,17 @@ def read_weights_file(path: str | Path) -> StateDict:
             f"WeightsUnavailable: {path} does not hold a state dict of tensors. "
             "Save weights with torch.save(model.state_dict(), path) or safetensors."
         )
-    return state
+    return _run_backbone(state)
+
+
+def _run_backbone(state: StateDict) -> StateDict:
+    """A headstart model file's backbone tensors, renamed as the bare backbone names them."""
+    if not any(k.startswith(_RUN_BACKBONE_PREFIX) for k in state) or not all(
+        k.startswith((_RUN_BACKBONE_PREFIX, "heads.", "taps.")) for k in state
+    ):
+        return state
+    n = len(_RUN_BACKBONE_PREFIX)
+    return {k[n:]: v for k, v in state.items() if k.startswith(_RUN_BACKBONE_PREFIX)}
 
 
 def load_into(model: torch.nn.Module, state: StateDict, origin: str, classifier: str) -> None:

@@ -140,7 +140,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights",
         metavar="SOURCE",
-        help="default | package | torchvision[:NAME] | timm[:TAG] | none | PATH",
+        help="default | package | torchvision[:NAME] | timm[:TAG] | none | PATH | RUN_DIR "
+        "(a run's trained backbone)",
     )
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)

@@ -73,9 +73,27 @@ class BackboneEvidence:
         }
 
 
+def task_labels(targets: list) -> dict[str, np.ndarray]:
+    """Integer labels per task (a single task is named ``""``; multi-task targets are dicts;
+    -1: missing)."""
+    if not targets or not isinstance(targets[0], dict):
+        return {"": np.asarray(targets, dtype=np.int64)}
+    return {task: np.asarray([t.get(task, -1) for t in targets], dtype=np.int64)
+            for task in targets[0]}  # fmt: skip
+
+
 def first_task_labels(targets: list) -> np.ndarray:
-    """Integer labels of the first task (multi-task targets are dicts; -1: missing)."""
-    return np.asarray([t if isinstance(t, int) else next(iter(t.values()), -1) for t in targets])
+    """Integer labels of the first task (what the learning curve's subsets stratify by)."""
+    return next(iter(task_labels(targets).values()))
+
+
+def mean_over_tasks(
+    score: Callable[[np.ndarray, np.ndarray], float], features: np.ndarray, targets: list
+) -> float:
+    """``score(features, labels)`` of each task on its labelled images, averaged over the
+    tasks: the multi-task model is judged by its mean task accuracy, so are its features."""
+    values = [score(features[y >= 0], y[y >= 0]) for y in task_labels(targets).values()]
+    return float(np.mean(values))
 
 
 def learning_curve(
@@ -156,8 +174,7 @@ def backbone_evidence(
     inputs = frozen_inputs(cfg, backbone, split, device, generator, cache, progress)
     train, val = inputs.train.dataset, inputs.val.dataset
     raw = train.features[:, 0]  # type: ignore[attr-defined]
-    labels = first_task_labels(train.targets)  # type: ignore[attr-defined]
-    known = labels >= 0
+    targets = list(train.targets)  # type: ignore[attr-defined]
     features = raw.numpy()
     model = Classifier(
         backbone.module, backbone.num_features,
@@ -166,7 +183,7 @@ def backbone_evidence(
     to_device(model, device)
     y_val = {t: v.to(device) for t, v in target_tensors(val.targets).items()}  # type: ignore[attr-defined]
     val_x = val.features[:, 0].to(device)  # type: ignore[attr-defined]
-    curve = learning_curve(model, raw.to(device), list(train.targets), val_x, y_val, objective,  # type: ignore[attr-defined]
+    curve = learning_curve(model, raw.to(device), targets, val_x, y_val, objective,  # type: ignore[attr-defined]
                            cfg.seed, CURVE_FRACTIONS[:-1])  # fmt: skip
     choice, _, _ = fit_head_by_cv(model, None, raw.to(device), train.targets, objective, cfg.seed)  # type: ignore[attr-defined]
     val_acc = accuracy(model, val_x, y_val, objective)
@@ -176,15 +193,15 @@ def backbone_evidence(
         backbone=name,
         params=count_parameters(backbone.module),
         input_size=size,
-        logme=logme(features[known], labels[known]),
-        knn_acc=knn_loo_accuracy(features[known], labels[known]),
+        logme=mean_over_tasks(logme, features, targets),
+        knn_acc=mean_over_tasks(knn_loo_accuracy, features, targets),
         cv_acc=max(choice.scores.values()),
         cv_folds=choice.folds,
         val_acc=val_acc,
         val_ci=wilson_interval(round(val_acc * n_val), n_val),
-        n_train=len(labels),
+        n_train=len(targets),
         n_val=n_val,
         images_per_s=0.0,
         seconds=time.perf_counter() - start,
-        curve=(*curve, (len(labels), val_acc)),
+        curve=(*curve, (len(targets), val_acc)),
     )
