@@ -55,7 +55,7 @@ def gradual_ddp(odd_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     """A 2-process gradual-unfreezing run: (run folder, per-rank dumps, what it printed)."""
     tmp = tmp_path_factory.mktemp("gradual")
     done = _torchrun(odd_data, tmp / "run", tmp / "dump", "--strategy", "gradual",
-                     "--unfreeze-every", "1")  # fmt: skip
+                     "--unfreeze-every", "1", "--lr", "auto")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return tmp / "run", tmp / "dump", done.stdout
 
@@ -70,6 +70,13 @@ def test_two_processes_write_one_run_and_evaluate_every_image_once(
                                        "per_process_batch": 4}  # fmt: skip
     assert printed.count("ddp: 2 processes (gloo), global batch 8 = 2 x 4") == 1  # rank 0 only
     assert printed.count("best val_acc") == 1
+    # --lr auto: one range test, on rank 0, in global batches over all 25 training images
+    # (not a process's 4); both ranks then trained at its pick (the next test)
+    assert printed.count("lr-find: base LR") == 1
+    found = manifest["lr_find"]
+    assert found["batch_size"] == 8
+    assert found["steps"] / found["epochs"] == pytest.approx(4)  # ceil(25 / 8) steps a pass
+    assert manifest["strategy"]["lr"] == found["pick"]
     assert sorted(p.name for p in run.parent.iterdir()) == ["cache", "dump", "run"]  # no stray
     assert not (run / "resume").exists()
     lines = (run / "metrics.jsonl").read_text().splitlines()
@@ -77,7 +84,7 @@ def test_two_processes_write_one_run_and_evaluate_every_image_once(
     # 7 validation images over 2 processes: 4 each with one padded duplicate, counted once
     assert json.loads(lines[-1])["val_n"] == 7
     assert main(["--no-progress", "train", str(odd_data), *ARGS, "--strategy", "gradual",
-                 "--unfreeze-every", "1", "--out", str(tmp_path / "one")]) == 0  # fmt: skip
+                 "--unfreeze-every", "1", "--lr", "auto", "--out", str(tmp_path / "one")]) == 0  # fmt: skip
     one = json.loads((tmp_path / "one" / "manifest.json").read_text())
     assert one["metrics"]["val_n"] == manifest["metrics"]["val_n"] == 7
     assert one["distributed"] is None

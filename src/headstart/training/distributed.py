@@ -176,6 +176,17 @@ def all_sum(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def from_main(value: float) -> float:
+    """The main process's ``value`` on every process (``value`` itself for one)."""
+    if not world().active:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    if world().backend == "nccl":
+        t = t.cuda()
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
 def any_process(flag: bool) -> bool:
     """Whether ``flag`` is true on any process (Ctrl-C reaches them at different steps)."""
     if not world().active:

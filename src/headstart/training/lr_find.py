@@ -67,6 +67,7 @@ class RangeTest:
     stopped: str
     rule: str = RULE
     notes: list[str] = field(default_factory=list)
+    batch_size: int = 0  # images a step (the global batch under torchrun)
 
     @property
     def ceiling(self) -> float | None:
@@ -98,6 +99,7 @@ class RangeTest:
             "ceiling": self.ceiling,
             "steps": len(self.lrs),
             "epochs": self.epochs,
+            "batch_size": self.batch_size,
             "seconds": self.seconds,
             "stopped": self.stopped,
             "lrs": self.lrs,
@@ -174,20 +176,23 @@ def range_test(
     progress: bool = True,
     max_steps: int = MAX_STEPS,
     precision: Precision | None = None,
+    batch_size: int | None = None,
 ) -> RangeTest:
     """Run the range test on ``model`` with ``plan``'s last phase (every stage the strategy
-    ever trains, at its multipliers) over ``loader``'s dataset and pick below ``default``
-    (the strategy's default LR); ``model`` and the global random state are left as they
-    were."""
+    ever trains, at its multipliers) over ``loader``'s dataset, in batches of ``batch_size``
+    (the loader's own by default; the global batch under torchrun, which the picked LR is
+    for), and pick below ``default`` (the strategy's default LR); ``model`` and the global
+    random state are left as they were."""
     start = time.perf_counter()
-    steps_per_epoch = len(loader)
+    batch_size = batch_size or loader.batch_size or 1
+    steps_per_epoch = -(-len(loader.dataset) // batch_size)  # type: ignore[arg-type]
     steps = min(max_steps, max(steps_per_epoch, MIN_STEPS))
     saved = copy.deepcopy(model.state_dict())
     requires = {n: p.requires_grad for n, p in model.named_parameters()}
     gen = torch.Generator().manual_seed(seed)
     batches = DataLoader(
-        loader.dataset, batch_size=loader.batch_size, shuffle=True, generator=gen,
-        num_workers=loader.num_workers, drop_last=len(loader.dataset) > (loader.batch_size or 1),  # type: ignore[arg-type]
+        loader.dataset, batch_size=batch_size, shuffle=True, generator=gen,
+        num_workers=loader.num_workers, drop_last=len(loader.dataset) > batch_size,  # type: ignore[arg-type]
     )  # fmt: skip
     phase = plan.phases[-1]
     lrs: list[float] = []
@@ -246,7 +251,7 @@ def range_test(
     curve = smooth(losses, beta_for(steps))
     pick, onset = pick_lr(lrs, curve, default)
     result = RangeTest(lrs, losses, curve, onset, default, pick, steps_per_epoch,
-                       time.perf_counter() - start, stopped)  # fmt: skip
+                       time.perf_counter() - start, stopped, batch_size=batch_size)  # fmt: skip
     if steps > steps_per_epoch:
         result.notes.append(
             f"{steps_per_epoch} steps make an epoch here, too few for a curve: the test may "

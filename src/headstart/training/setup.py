@@ -324,7 +324,7 @@ def find_lr(
     with built.model.reading_features(built.inputs.tail) if built.inputs.tail else nullcontext():
         test = range_test(built.model, ready.plan, built.inputs.train, weight_decay,
                           ready.device, ready.objective, default, cfg.seed, progress,
-                          precision=ready.precision)  # fmt: skip
+                          precision=ready.precision, batch_size=cfg.optim.batch_size)  # fmt: skip
     echo(test.line())
     for note in test.notes:
         echo(f"  note: {note}")

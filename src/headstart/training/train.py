@@ -24,7 +24,7 @@ from headstart.finetune.scaling import rule_line
 from headstart.model import Classifier
 from headstart.plots import plot_training_curves
 from headstart.training.checkpoint import MANIFEST, read_manifest, save_checkpoint
-from headstart.training.distributed import barrier, world
+from headstart.training.distributed import barrier, from_main, world
 from headstart.training.history import EpochStats, FitResult
 from headstart.training.inputs import Inputs
 from headstart.training.loop import Checkpoints, fit
@@ -212,8 +212,10 @@ def train(
     per_phase, total = built.per_phase, built.total
     found = None
     if cfg.strategy.lr == AUTO:  # the range test, on what the run trains on; nothing moves
-        found = find_lr(cfg, ready, built, echo, progress, run_dir if plots else None)
-        cfg = cfg.with_overrides({"strategy.lr": found.pick})
+        # under torchrun: one test, at the global batch, on the main process; all train at its pick
+        if w.main:
+            found = find_lr(cfg, ready, built, echo, progress, run_dir if plots else None)
+        cfg = cfg.with_overrides({"strategy.lr": from_main(found.pick if found else 0.0)})
     if w.active:
         echo(w.describe(cfg.optim.batch_size, plan.bn))
     metrics_path = run_dir / "metrics.jsonl"
