@@ -84,7 +84,8 @@ def test_two_processes_write_one_run_and_evaluate_every_image_once(
     # 7 validation images over 2 processes: 4 each with one padded duplicate, counted once
     assert json.loads(lines[-1])["val_n"] == 7
     assert main(["--no-progress", "train", str(odd_data), *ARGS, "--strategy", "gradual",
-                 "--unfreeze-every", "1", "--lr", "auto", "--out", str(tmp_path / "one")]) == 0  # fmt: skip
+                 "--unfreeze-every", "1", "--lr", "auto",
+                 "--out", str(tmp_path / "one")]) == 0  # fmt: skip
     one = json.loads((tmp_path / "one" / "manifest.json").read_text())
     assert one["metrics"]["val_n"] == manifest["metrics"]["val_n"] == 7
     assert one["distributed"] is None

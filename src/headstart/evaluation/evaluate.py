@@ -176,6 +176,13 @@ def _split_samples(split: dict[str, Any], part: str, root: Path) -> list[Sample]
     return [Sample(root / p, t if isinstance(t, dict) else int(t)) for p, t in split[part]]
 
 
+def run_samples(run: LoadedRun, part: str) -> list[Sample]:
+    """The labelled images of the run's own ``train`` or ``val`` split, where it recorded
+    them (``split.json``; [] without one)."""
+    split = _read_split(run)
+    return _split_samples(split, part, Path(split.get("root", ""))) if split.get(part) else []
+
+
 def eval_samples(
     run: LoadedRun, data_dir: str | Path | None
 ) -> tuple[list[Sample], list[tuple[Path, str]], str]:
@@ -311,7 +318,7 @@ def evaluate_run(
     if tta:
         plain = probs
         probs, _ = _scores(predictor, samples, read, tta=True, **kw)
-    train_samples = _split_samples(split, "train", root) if analysis and split else []
+    train_samples = run_samples(run, "train") if analysis else []
     train_probs, train_targets = (
         _scores(predictor, train_samples, read, **kw) if train_samples else ({}, {})
     )

@@ -169,15 +169,14 @@ def calibration_batches(run: LoadedRun, batch: int = 32) -> list[np.ndarray]:
     preprocessed as the export expects, in batches: what static quantization calibrates
     its activation ranges on (never the validation images it is then verified on)."""
     from headstart.data import eval_transform
-    from headstart.evaluation.evaluate import _read_split, _split_samples, image_reader
+    from headstart.evaluation.evaluate import image_reader, run_samples
 
-    split = _read_split(run)
-    if not split or not split.get("train"):
+    samples = run_samples(run, "train")
+    if not samples:
         raise ConfigError(
             f"ConfigError: {run.run_dir} has no training images in split.json to calibrate "
             "static int8 on; use --quantize dynamic."
         )
-    samples = _split_samples(split, "train", Path(split.get("root", "")))
     rng = np.random.default_rng(0)
     chosen = rng.permutation(len(samples))[:CALIBRATION_IMAGES]
     read, transform = image_reader(run.preprocessing), eval_transform(run.preprocessing)

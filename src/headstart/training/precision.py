@@ -9,9 +9,9 @@ has fast kernels only on GPUs.
 CUDA GPU with bfloat16 (Ampere and later) bf16, on an older one fp16; on a CPU with native
 bfloat16 instructions (AVX-512 BF16 or AMX) bf16, where a 10-epoch fine-tune of
 EfficientNet-Lite0 ran 1.27x and a cold probe 2.07x as fast as float32 at the same accuracy
-on this project's CPU (``benchmarks/precision.py``); elsewhere (other CPUs, Apple MPS) float32, where no faster path was measured. One
-exception, also measured: the multi-layer probe (``--layers all``) stays in float32 under
-``auto`` (see :func:`for_layers`).
+on this project's CPU (``benchmarks/precision.py``); elsewhere (other CPUs, Apple MPS)
+float32, where no faster path was measured. One exception, also measured: the multi-layer
+probe (``--layers all``) stays in float32 under ``auto`` (see :func:`for_layers`).
 """
 
 from __future__ import annotations
