@@ -77,3 +77,34 @@ def test_compare_cv_uses_shared_folds(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "2-fold cross-validation" in out and "corrected resampled t-test" in out
     result = json.loads((tmp_path / "cmp" / "cv.json").read_text())
     assert set(result["strategies"]) == {"probe", "scratch"} and result["verdict"]
+
+
+def test_folds_of_a_labels_csv_stratify_by_every_task() -> None:
+    """Multi-task targets (dicts, blanks allowed) are stratified by their joint classes;
+    combinations rarer than the folds fall back to the first task's class."""
+    samples = [Sample(Path(f"{i}.png"), {"a": i % 2, "b": (i // 2) % 2}) for i in range(40)]
+    samples.append(Sample(Path("odd.png"), {"a": 1, "b": -1}))  # one of its kind
+    folds = make_folds(samples, 4, 1, seed=0)
+    for _, va in folds:
+        joint = Counter((s.target["a"], s.target["b"]) for s in va if s.target["b"] >= 0)
+        assert len(joint) == 4 and set(joint.values()) <= {2, 3}  # 10 of each over 4 folds
+        assert len(va) in (10, 11)
+    assert sorted(str(s.path) for _, va in folds for s in va) == sorted(
+        str(s.path) for s in samples
+    )
+
+
+def test_cv_on_a_labels_csv_trains_every_task(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cv --labels` (a multi-task CSV) runs its folds with every task's head, no traceback."""
+    from tests.unit.test_multitask import make_table
+
+    csv = make_table(tmp_path / "t", n=24)
+    args = ["--no-progress", "cv", "--labels", str(csv), "--folds", "2", "--strategy", "probe",
+            "--backbone", TINY, "--workers", "0", "--batch-size", "8", "--epochs", "1",
+            "--out", str(tmp_path / "cv")]  # fmt: skip
+    assert main(args) == 0
+    assert "2-fold cross-validation x 1" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "cv" / "probe" / "fold1" / "manifest.json").read_text())
+    assert set(manifest["tasks"]) == {"colour", "size"}

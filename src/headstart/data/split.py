@@ -43,8 +43,9 @@ class DataSplit:
 
     @property
     def multitask(self) -> bool:
-        """True when targets are dicts per task (a labels CSV)."""
-        return self.layout == "labels CSV"
+        """True when targets are dicts per task (a labels CSV, or a fold of one)."""
+        first = next(iter(self.train or self.val), None)
+        return self.layout == "labels CSV" or (first is not None and isinstance(first.target, dict))
 
     def labels(self, samples: list[Sample], task: str) -> list[int]:
         """The class index of ``task`` for each sample (``MISSING`` where blank)."""

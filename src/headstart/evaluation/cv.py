@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from headstart.config import TrainConfig
-from headstart.data import DataSplit, Sample
+from headstart.data import Sample
 from headstart.stats import CONFIDENCE
 from headstart.tables import text_table
 
@@ -80,16 +81,32 @@ def corrected_paired_t(a: Sequence[float], b: Sequence[float], test_train_ratio:
 def make_folds(
     samples: Sequence[Sample], folds: int, repeats: int, seed: int
 ) -> list[tuple[list[Sample], list[Sample]]]:
-    """(train, val) per fold: stratified by class, every sample in exactly one val fold per
-    repeat."""
+    """(train, val) per fold: stratified (:func:`strata`), every sample in exactly one val
+    fold per repeat."""
+    import warnings
+
     from sklearn.model_selection import RepeatedStratifiedKFold
 
-    y = [s.target for s in samples]
+    y = strata(samples, folds)
     splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
-    return [
-        ([samples[i] for i in tr], [samples[i] for i in va])
-        for tr, va in splitter.split(np.zeros(len(y)), y)
-    ]
+    with warnings.catch_warnings():  # a class rarer than the folds: sklearn spreads it anyway
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        return [
+            ([samples[i] for i in tr], [samples[i] for i in va])
+            for tr, va in splitter.split(np.zeros(len(y)), y)
+        ]
+
+
+def strata(samples: Sequence[Sample], folds: int) -> list[str]:
+    """What each sample is stratified by: its class; for a labels CSV, its classes in every
+    task together, with combinations rarer than the folds pooled by the first task's class
+    (a blank cell is a class of its own here)."""
+    joint = [str(sorted(s.target.items())) if isinstance(s.target, dict) else str(s.target)
+             for s in samples]  # fmt: skip
+    counts = Counter(joint)
+    first = [str(next(iter(s.target.values()), "")) if isinstance(s.target, dict) else key
+             for s, key in zip(samples, joint, strict=True)]  # fmt: skip
+    return [key if counts[key] >= folds else f"first task {f}" for key, f in zip(joint, first)]
 
 
 @dataclass
@@ -174,7 +191,7 @@ def cross_validate(
         row = StrategyCV(name)
         for k, (tr, va) in enumerate(fold_sets, start=1):
             echo(f"\n=== {name}, fold {k}/{len(fold_sets)} ===")
-            split = DataSplit(base.root, "fold", base.classes, tr, va, base.skipped)
+            split = replace(base, layout="fold", train=tr, val=va, val_fraction=None)  # tasks kept
             run_cfg = cfg.with_overrides(
                 {"strategy.name": name, "optim.patience": None, "out": str(out / name / f"fold{k}")}
             )
