@@ -105,6 +105,6 @@ def test_cv_on_a_labels_csv_trains_every_task(
             "--backbone", TINY, "--workers", "0", "--batch-size", "8", "--epochs", "1",
             "--out", str(tmp_path / "cv")]  # fmt: skip
     assert main(args) == 0
-    assert "2-fold cross-validation x 1" in capsys.readouterr().out
+    assert f"2-fold cross-validation x 1 on --labels {csv} (24 images)" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "cv" / "probe" / "fold1" / "manifest.json").read_text())
     assert set(manifest["tasks"]) == {"colour", "size"}

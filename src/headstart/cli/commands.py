@@ -216,7 +216,7 @@ def _cross_validate(
         overwrite=args.overwrite, progress=not args.no_progress, resume=args.resume,
     )  # fmt: skip
     print(
-        f"\n{folds}-fold cross-validation x {repeats} on {cfg.data.root} "
+        f"\n{folds}-fold cross-validation x {repeats} on {_data_args(cfg)} "
         f"({result.n} images), {cfg.optim.epochs} epochs per fold, seed {cfg.seed}:\n"
     )
     print(result.table())
