@@ -318,7 +318,7 @@ def evaluate_run(
     if tta:
         plain = probs
         probs, _ = _scores(predictor, samples, read, tta=True, **kw)
-    train_samples = run_samples(run, "train") if analysis else []
+    train_samples = _split_samples(split, "train", root) if analysis and split else []
     train_probs, train_targets = (
         _scores(predictor, train_samples, read, **kw) if train_samples else ({}, {})
     )
