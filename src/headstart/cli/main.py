@@ -9,6 +9,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 
 from headstart.cli import commands
+from headstart.cli.crash import crash_message, debugging
 from headstart.errors import ConfigError, HeadstartError, Interrupted
 from headstart.strategies import STRATEGIES
 
@@ -474,10 +475,12 @@ def _benchmark_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code (2 for a headstart error, no traceback)."""
+    """Run the CLI; returns the process exit code: 2 for bad input, 1 for anything else (the
+    machine's limits, or a bug), each as a paragraph without a traceback."""
     for stream in (sys.stdout, sys.stderr):  # a file name's odd bytes never crash a print
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     say = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for all
     try:
@@ -487,14 +490,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\n{e}", file=sys.stderr)
         return 130
     except HeadstartError as e:
-        message = textwrap.fill(str(e), width=100, break_long_words=False, break_on_hyphens=False)
         if say:
-            print(f"error: {message}", file=sys.stderr)
+            print(f"error: {_paragraph(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if say:
             print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # not bad input: the machine's limits, or a bug (traceback to a file)
+        if debugging():
+            raise
+        if say:
+            print(_paragraph(crash_message(e, argv)), file=sys.stderr)
+        return 1
+
+
+def _paragraph(text: str) -> str:
+    return textwrap.fill(text, width=100, break_long_words=False, break_on_hyphens=False)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -48,7 +48,13 @@ from headstart.training.setup import (
     resolve_config,
     scale_lr,
 )
-from headstart.training.state import STATE_DIR, LoopState, load_state, save_state
+from headstart.training.state import (
+    STATE_DIR,
+    LoopState,
+    load_state,
+    read_state_info,
+    save_state,
+)
 from headstart.training.tensorboard import TB_DIR, TensorBoardLog, log_final
 from headstart.training.verdict import below_probe
 
@@ -276,6 +282,13 @@ def train(
             except Interrupted as e:
                 hint = f"{e}; saved in {run_dir}. Continue with: {resume_hint(final)}"
                 raise Interrupted(hint) from None
+            except Exception as e:  # out of memory or disk, or a bug: say what is kept
+                if w.main and read_state_info(run_dir) is not None:
+                    e.add_note(
+                        f"The epochs finished so far are saved in {run_dir}: continue with "
+                        f"`{resume_hint(final)}`."
+                    )
+                raise
             finally:
                 if tb is not None:
                     tb.close()
