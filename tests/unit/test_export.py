@@ -119,6 +119,21 @@ def test_an_int8_model_slower_than_float32_is_not_kept(
     assert not (trained_run / "model.int8.onnx").exists()
 
 
+def test_a_quantizer_failure_is_an_export_error_that_keeps_the_float32_model(
+    trained_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime.quantization
+
+    def fails(*args: object, **kwargs: object) -> None:  # as ORT's calibrator on a bad graph
+        raise ValueError("Too many bins for data range.")
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", fails)
+    with pytest.raises(ExportError, match=r"static int8 quantization .* failed in ONNX Runtime"):
+        export_run(trained_run, quantize="static", progress=False)
+    assert (trained_run / "model.onnx").is_file() and (trained_run / "model.onnx.json").is_file()
+    assert not list(trained_run.glob("*int8*")) and not list(trained_run.glob(".model*"))
+
+
 def test_accuracy_lost_reads_labels_or_agreement() -> None:
     from headstart.export import Verification, accuracy_lost
 

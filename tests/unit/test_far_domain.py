@@ -71,6 +71,27 @@ def test_a_multilayer_probe_trains_saves_loads_and_exports(
     assert main(["--no-progress", "export", str(out)]) == 0  # verified against PyTorch
 
 
+def test_static_int8_quantizes_the_network_not_the_taps_arithmetic(
+    trainval_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnx
+
+    import headstart.export as export
+    from headstart.export.write import STATIC_OPS
+
+    out = tmp_path / "run"
+    assert main([*TRAIN, str(trainval_dataset), "--layers", "all", "--out", str(out)]) == 0
+    monkeypatch.setattr(export, "relative_speed", lambda *a: 2.5)  # the tiny model's speed
+    monkeypatch.setattr(export, "accuracy_lost", lambda v: 0.0)  # and accuracy are noise
+    _, q = export.export_run(out, quantize="static", progress=False)
+    graph = onnx.load(str(q.path)).graph
+    made_by = {o: n.op_type for n in graph.node for o in n.output}
+    quants = [n for n in graph.node if n.op_type == "QuantizeLinear"]
+    quantized = {made_by.get(n.input[0], "input") for n in quants}
+    assert "Conv" in quantized and STATIC_OPS  # the network's compute is quantized,
+    assert not quantized & {"Cast", "Sub", "Sqrt", "Div"}  # never the std's own arithmetic
+
+
 def test_a_multilayer_probe_trains_on_every_cached_view_with_folds_by_image(
     trainval_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -65,7 +65,7 @@ def crash_message(
     """One paragraph for an exception that is not a HeadstartError: what happened, what
     to do; for a bug, where its traceback (and ``argv``, the command's arguments) was
     written."""
-    what = f"{type(error).__name__}: {error}".rstrip(": ")
+    what = f"{type(error).__name__}: {error}".rstrip(": .")
     if _out_of_memory(error):
         return (
             f"error: OutOfMemory: this machine ran out of memory ({what}). Try a smaller "

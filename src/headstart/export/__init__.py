@@ -122,7 +122,15 @@ def export_run(
         q_final = final.with_name(f"{final.stem}.int8{final.suffix}")
         q_tmp = q_final.with_name(f".{q_final.stem}.tmp{q_final.suffix}")
         batches = calibration_batches(reference.run) if quantize == "static" else None
-        quantize_onnx(final, q_tmp, quantize, batches)
+        try:
+            quantize_onnx(final, q_tmp, quantize, batches)
+        except Exception as e:  # ONNX Runtime's quantizer on a graph it cannot take
+            q_tmp.unlink(missing_ok=True)
+            raise ExportError(
+                f"ExportError: {quantize} int8 quantization of {final} failed in ONNX Runtime "
+                f"({type(e).__name__}: {e}); {final} itself is written and verified. Serve it "
+                "in float32" + (", or try --quantize dynamic." if quantize == "static" else ".")
+            ) from None
         quantized = _write_verified(reference, q_tmp, q_final, samples, None, progress)
         speed = relative_speed(OnnxEngine(final), OnnxEngine(q_final), batches or [])
         quantized.verification.speedup = speed
