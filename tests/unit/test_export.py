@@ -172,3 +172,20 @@ def test_loading_a_corrupt_or_foreign_export_is_a_clear_error(tmp_path: Path) ->
     )
     with pytest.raises(ExportError, match="no headstart metadata"):
         load_engine(foreign)
+
+
+def test_shape_arithmetic_is_found_and_left_in_float(tmp_path: Path) -> None:
+    import torch
+    from timm.layers import Conv2dSame
+
+    from headstart.export.write import shape_arithmetic
+
+    module = torch.nn.Sequential(Conv2dSame(3, 4, 3, stride=2), torch.nn.ReLU6()).eval()
+    path = tmp_path / "same.onnx"
+    torch.onnx.export(module, (torch.zeros(1, 3, 33, 33),), str(path), input_names=["x"],
+                      dynamic_axes={"x": {0: "batch"}}, dynamo=False)  # fmt: skip
+    graph = onnx.load(str(path)).graph
+    excluded = set(shape_arithmetic(onnx.load(str(path))))
+    ops = {n.op_type for n in graph.node if n.name in excluded}
+    assert {"Ceil", "Sub"} <= ops  # the pad amounts' arithmetic (Conv2dSame's dynamic padding)
+    assert not ops & {"Conv", "Pad"}  # the activations' own path stays quantizable

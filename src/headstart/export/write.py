@@ -100,6 +100,23 @@ def write_program(
 STATIC_OPS = ("Conv", "MatMul", "Gemm", "Add", "Clip", "Relu", "Pad", "GlobalAveragePool")
 
 
+def shape_arithmetic(model: Any) -> list[str]:
+    """The nodes of an ONNX ``model`` that compute on tensor shapes, not on activations
+    (e.g. TF "same" padding's pad amounts): they start at ``Shape`` nodes, and every one of
+    their inputs is a shape value or a constant. Quantizing them would round pad amounts."""
+    inits = {i.name for i in model.graph.initializer}
+    shapes: set[str] = set()
+    names = []
+    for node in model.graph.node:  # in topological order
+        inputs = [i for i in node.input if i and i not in inits]
+        constant = node.op_type in ("Constant", "ConstantOfShape") and not inputs
+        if node.op_type == "Shape" or (inputs and all(i in shapes for i in inputs)) or constant:
+            shapes.update(node.output)
+            if node.op_type not in ("Constant", "Shape"):
+                names.append(node.name)
+    return names
+
+
 class _Batches:
     """ONNX Runtime's calibration reader over preprocessed float32 batches."""
 
@@ -147,6 +164,7 @@ def quantize_onnx(
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.Percentile,
                         op_types_to_quantize=list(STATIC_OPS),
+                        nodes_to_exclude=shape_arithmetic(onnx.load(str(prepared))),
                     )  # fmt: skip
             finally:
                 prepared.unlink(missing_ok=True)
