@@ -61,7 +61,10 @@ def main() -> None:
     samples = eval_samples(torch_engine.run, None)[0]
     read, transform = image_reader(prep), eval_transform(prep)
     images = np.stack([transform(read(s.path)).numpy() for s in samples]).astype(np.float32)
-    labels = np.array([s.target if isinstance(s.target, int) else -1 for s in samples])
+    first = torch_engine.meta["outputs"][0]  # a labels CSV's samples carry {task: class}
+    labels = np.array(
+        [s.target if isinstance(s.target, int) else s.target.get(first, -1) for s in samples]
+    )
     batches = [images[i : i + args.batch] for i in range(0, len(images), args.batch)]
     seconds = dict.fromkeys(engines, 0.0)
     for engine in engines.values():  # warm-up

@@ -174,6 +174,24 @@ def test_loading_a_corrupt_or_foreign_export_is_a_clear_error(tmp_path: Path) ->
         load_engine(foreign)
 
 
+def test_same_padding_is_exported_as_constants_with_the_same_numbers(tmp_path: Path) -> None:
+    import torch
+    from timm.layers import Conv2dSame
+
+    from headstart.export.graph import static_padding
+
+    module = torch.nn.Sequential(Conv2dSame(3, 4, 3, stride=2), Conv2dSame(4, 4, 5, stride=2))
+    x = torch.randn(2, 3, 33, 30)
+    fixed = static_padding(module.eval(), x[:1])
+    assert all(type(m) is Conv2dSame for m in module)  # the original is untouched
+    assert not any(type(m) is Conv2dSame for m in fixed.modules())
+    assert torch.equal(fixed(x), module(x))  # the same numbers at that size, any batch
+    path = tmp_path / "fixed.onnx"
+    torch.onnx.export(fixed, (x,), str(path), input_names=["x"], dynamo=False)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "Shape" not in ops and "Ceil" not in ops  # no shape arithmetic left
+
+
 def test_shape_arithmetic_is_found_and_left_in_float(tmp_path: Path) -> None:
     import torch
     from timm.layers import Conv2dSame

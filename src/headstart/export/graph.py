@@ -3,6 +3,7 @@ out) and the metadata that makes it self-describing (preprocessing, tasks, class
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from typing import Any
 
@@ -36,6 +37,47 @@ class Exportable(nn.Module):
             head(features) if s == 1.0 else head(features) * s
             for head, s in zip(self.heads, self.scale)
         )
+
+
+def static_padding(module: nn.Module, example: torch.Tensor) -> nn.Module:
+    """A copy of ``module`` whose TF "same" convolutions (timm's ``Conv2dSame``, which
+    computes its padding from each input's size) pad by constants worked out for
+    ``example``'s size: the graph loses its shape arithmetic, and ONNX Runtime can fuse
+    each pad into its convolution (an int8 graph otherwise pays layout changes around every
+    ``Pad``). The same numbers at that size; ``module`` itself is untouched."""
+    same = [name for name, m in module.named_modules() if type(m).__name__ == "Conv2dSame"]
+    if not same:
+        return module
+    module = copy.deepcopy(module)
+    sizes: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str) -> Any:
+        def hook(m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            sizes[name] = tuple(args[0].shape[-2:])
+
+        return hook
+
+    hooks = [module.get_submodule(n).register_forward_pre_hook(record(n)) for n in same]
+    with torch.no_grad():
+        module(example)
+    for hook in hooks:
+        hook.remove()
+    for name in same:
+        conv = module.get_submodule(name)
+        pads = [
+            max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            for size, k, s, d in zip(sizes[name], conv.kernel_size, conv.stride, conv.dilation)
+        ]
+        (ph, pw) = pads
+        plain = nn.Conv2d(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0,
+            conv.dilation, conv.groups, conv.bias is not None,
+        )  # fmt: skip
+        plain.load_state_dict(conv.state_dict())
+        padded = nn.Sequential(nn.ZeroPad2d((pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)), plain)
+        parent, _, child = name.rpartition(".")
+        setattr(module.get_submodule(parent), child, padded.to(conv.weight))
+    return module
 
 
 def model_id(run: LoadedRun) -> str:

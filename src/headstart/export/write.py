@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from headstart.errors import ExportError
-from headstart.export.graph import Exportable
+from headstart.export.graph import Exportable, static_padding
 from headstart.runtime.onnx import INPUT
 
 MAX_BATCH = 4096  # upper bound of the dynamic batch axis for torch.export
@@ -47,9 +47,10 @@ def write_onnx(module: Exportable, path: Path, meta: dict[str, Any], opset: int 
     axes = {name: {0: "batch"} for name in [INPUT, *outputs]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer notes
+        example = _example(meta)
         torch.onnx.export(
-            module.eval(),
-            (_example(meta),),
+            static_padding(module.eval(), example),
+            (example,),
             str(path),
             input_names=[INPUT],
             output_names=outputs,
