@@ -180,10 +180,21 @@ def test_same_padding_is_exported_as_constants_with_the_same_numbers(tmp_path: P
 
     from headstart.export.graph import static_padding
 
-    module = torch.nn.Sequential(Conv2dSame(3, 4, 3, stride=2), Conv2dSame(4, 4, 5, stride=2))
+    class Chain(torch.nn.Module):  # calls its convolutions from a plain list, as taps do
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Sequential(Conv2dSame(3, 4, 3, 2), Conv2dSame(4, 4, 5, 2))
+            self.chain = list(self.body)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for conv in self.chain:
+                x = conv(x)
+            return x
+
+    module = Chain()
     x = torch.randn(2, 3, 33, 30)
     fixed = static_padding(module.eval(), x[:1])
-    assert all(type(m) is Conv2dSame for m in module)  # the original is untouched
+    assert all(type(m) is Conv2dSame for m in module.body)  # the original is untouched
     assert not any(type(m) is Conv2dSame for m in fixed.modules())
     assert torch.equal(fixed(x), module(x))  # the same numbers at that size, any batch
     path = tmp_path / "fixed.onnx"

@@ -39,6 +39,16 @@ class Exportable(nn.Module):
         )
 
 
+class PaddedConv2d(nn.Conv2d):
+    """A convolution after a constant zero padding (``pads``: left, right, top, bottom)."""
+
+    pads: tuple[int, int, int, int]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad, then convolve (the convolution's own padding is 0)."""
+        return super().forward(nn.functional.pad(x, self.pads))
+
+
 def static_padding(module: nn.Module, example: torch.Tensor) -> nn.Module:
     """A copy of ``module`` whose TF "same" convolutions (timm's ``Conv2dSame``, which
     computes its padding from each input's size) pad by constants worked out for
@@ -62,21 +72,14 @@ def static_padding(module: nn.Module, example: torch.Tensor) -> nn.Module:
         module(example)
     for hook in hooks:
         hook.remove()
-    for name in same:
+    for name in same:  # in place: a multi-layer probe's taps hold these very modules
         conv = module.get_submodule(name)
-        pads = [
+        ph, pw = (
             max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
             for size, k, s, d in zip(sizes[name], conv.kernel_size, conv.stride, conv.dilation)
-        ]
-        (ph, pw) = pads
-        plain = nn.Conv2d(
-            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0,
-            conv.dilation, conv.groups, conv.bias is not None,
-        )  # fmt: skip
-        plain.load_state_dict(conv.state_dict())
-        padded = nn.Sequential(nn.ZeroPad2d((pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)), plain)
-        parent, _, child = name.rpartition(".")
-        setattr(module.get_submodule(parent), child, padded.to(conv.weight))
+        )
+        conv.__class__ = PaddedConv2d
+        conv.pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
     return module
 
 
