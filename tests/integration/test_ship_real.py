@@ -64,3 +64,20 @@ def test_web_page_shows_bees_for_a_real_bee(probe_run: Path, hymenoptera: Path) 
         b.page.wait_for_selector(".top-label")
         assert b.page.inner_text(".top-label") == "bees"
         assert b.errors == []
+
+
+def test_a_multilayer_probe_of_lite0_exports_and_quantizes(
+    hymenoptera: Path, tmp_path: Path
+) -> None:
+    from headstart.errors import ExportError
+
+    out = tmp_path / "ml"
+    args = ["--no-progress", "train", str(hymenoptera), "--layers", "all", "--out", str(out)]
+    assert main([*args, "--cache-dir", str(tmp_path / "cache")]) == 0
+    # Lite0's TF "same" padding, read through the taps, exports as constants and verifies
+    try:
+        export_run(out, quantize="static", progress=False)
+    except ExportError as e:  # int8 may be refused on this machine's speed or accuracy,
+        assert "so it was not kept" in str(e)  # but the quantizer must not fail
+    sidecar = json.loads((out / "model.onnx.json").read_text())
+    assert sidecar["verification"]["passed"] and sidecar["verification"]["images"] == 153
