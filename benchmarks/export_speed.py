@@ -5,8 +5,8 @@ labels end to end through the one predictor, over PyTorch and over the torch-fre
 Every engine gets the same preprocessed batches of the run's validation images; rounds
 alternate between them so drift on a shared machine hits all alike. Prints images/second
 and accuracy of each, the max logit difference of the float32 export, and the ratios. The
-int8 models are written beside the run as `headstart export --quantize` writes them, but
-kept here even when slower (to measure them).
+models are exported afresh into a temporary folder, as `headstart export --quantize` writes
+them, and the int8 ones kept even when slower (to measure them).
 
     .venv/bin/python benchmarks/export_speed.py [RUN_DIR] [--rounds 3] [--batch 32]
 """
@@ -43,11 +43,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch", type=int, default=32)
     args = p.parse_args()
-    onnx_path = Path(args.run) / "model.onnx"
-    if not onnx_path.is_file():
-        export_run(args.run, progress=False)
-    torch_engine = TorchEngine(args.run)
     tmp = Path(tempfile.mkdtemp(prefix="export-speed-"))
+    onnx_path = tmp / "model.onnx"  # exported now: a run's older model.onnx may predate fixes
+    export_run(args.run, out=onnx_path, progress=False)
+    torch_engine = TorchEngine(args.run)
     calibration = calibration_batches(torch_engine.run)
     static = quantize_onnx(onnx_path, tmp / "static.onnx", "static", calibration)
     dynamic = quantize_onnx(onnx_path, tmp / "dynamic.onnx", "dynamic")

@@ -54,7 +54,8 @@ def static_padding(module: nn.Module, example: torch.Tensor) -> nn.Module:
     computes its padding from each input's size) pad by constants worked out for
     ``example``'s size: the graph loses its shape arithmetic, and ONNX Runtime can fuse
     each pad into its convolution (an int8 graph otherwise pays layout changes around every
-    ``Pad``). The same numbers at that size; ``module`` itself is untouched."""
+    ``Pad``). The same numbers at that size; ``module`` itself is untouched (and returned
+    as it is when it has no such convolution)."""
     same = [name for name, m in module.named_modules() if type(m).__name__ == "Conv2dSame"]
     if not same:
         return module
