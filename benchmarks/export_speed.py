@@ -25,6 +25,7 @@ from headstart.evaluation.evaluate import eval_samples, image_reader
 from headstart.export import calibration_batches, export_run, load_engine
 from headstart.export.runtime import TorchEngine
 from headstart.export.write import quantize_onnx
+from headstart.recommend.evidence import first_task_labels
 from headstart.runtime.predictor import Predictor
 
 
@@ -60,10 +61,7 @@ def main() -> None:
     samples = eval_samples(torch_engine.run, None)[0]
     read, transform = image_reader(prep), eval_transform(prep)
     images = np.stack([transform(read(s.path)).numpy() for s in samples]).astype(np.float32)
-    first = torch_engine.meta["outputs"][0]  # a labels CSV's samples carry {task: class}
-    labels = np.array(
-        [s.target if isinstance(s.target, int) else s.target.get(first, -1) for s in samples]
-    )
+    labels = first_task_labels([s.target for s in samples])  # a labels CSV: {task: class}
     batches = [images[i : i + args.batch] for i in range(0, len(images), args.batch)]
     seconds = dict.fromkeys(engines, 0.0)
     for engine in engines.values():  # warm-up

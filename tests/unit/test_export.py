@@ -213,8 +213,9 @@ def test_shape_arithmetic_is_found_and_left_in_float(tmp_path: Path) -> None:
     path = tmp_path / "same.onnx"
     torch.onnx.export(module, (torch.zeros(1, 3, 33, 33),), str(path), input_names=["x"],
                       dynamic_axes={"x": {0: "batch"}}, dynamo=False)  # fmt: skip
-    graph = onnx.load(str(path)).graph
-    excluded = set(shape_arithmetic(onnx.load(str(path))))
+    model = onnx.load(str(path))
+    graph = model.graph
+    excluded = set(shape_arithmetic(model))
     ops = {n.op_type for n in graph.node if n.name in excluded}
     assert {"Ceil", "Sub"} <= ops  # the pad amounts' arithmetic (Conv2dSame's dynamic padding)
     assert not ops & {"Conv", "Pad"}  # the activations' own path stays quantizable

@@ -45,12 +45,10 @@ def _versions() -> str:
     return ", ".join([*found, f"python {platform.python_version()}", platform.platform()])
 
 
-def write_traceback(
-    error: BaseException, argv: Sequence[str], folder: str | Path | None = None
-) -> Path:
-    """Write the command, the versions and ``error``'s traceback to a new file in
-    ``folder`` (the temp folder); returns its path."""
-    folder = Path(folder or tempfile.gettempdir())
+def write_traceback(error: BaseException, argv: Sequence[str]) -> Path:
+    """Write the command, the versions and ``error``'s traceback to a new file in the temp
+    folder; returns its path."""
+    folder = Path(tempfile.gettempdir())
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = folder / f"headstart-crash-{stamp}-{os.getpid()}.txt"
     command = shlex.join(["headstart", *argv])
@@ -59,9 +57,7 @@ def write_traceback(
     return path
 
 
-def crash_message(
-    error: BaseException, argv: Sequence[str], folder: str | Path | None = None
-) -> str:
+def crash_message(error: BaseException, argv: Sequence[str]) -> str:
     """One paragraph for an exception that is not a HeadstartError: what happened, what
     to do; for a bug, where its traceback (and ``argv``, the command's arguments) was
     written."""
@@ -79,7 +75,7 @@ def crash_message(
             "or choose another --out or --cache-dir." + _notes(error)
         )
     try:
-        where = f"The traceback is in {write_traceback(error, argv, folder)}"
+        where = f"The traceback is in {write_traceback(error, argv)}"
     except OSError:
         where = f"Run again with {DEBUG_ENV}=1 to see the traceback"
     return (

@@ -56,7 +56,10 @@ def static_padding(module: nn.Module, example: torch.Tensor) -> nn.Module:
     each pad into its convolution (an int8 graph otherwise pays layout changes around every
     ``Pad``). The same numbers at that size; ``module`` itself is untouched (and returned
     as it is when it has no such convolution)."""
-    same = [name for name, m in module.named_modules() if type(m).__name__ == "Conv2dSame"]
+    from timm.layers import Conv2dSame
+    from timm.layers.padding import get_same_padding
+
+    same = [name for name, m in module.named_modules() if type(m) is Conv2dSame]
     if not same:
         return module
     module = copy.deepcopy(module)
@@ -75,10 +78,7 @@ def static_padding(module: nn.Module, example: torch.Tensor) -> nn.Module:
         hook.remove()
     for name in same:  # in place: a multi-layer probe's taps hold these very modules
         conv = module.get_submodule(name)
-        ph, pw = (
-            max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
-            for size, k, s, d in zip(sizes[name], conv.kernel_size, conv.stride, conv.dilation)
-        )
+        ph, pw = map(get_same_padding, sizes[name], conv.kernel_size, conv.stride, conv.dilation)
         conv.__class__ = PaddedConv2d
         conv.pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
     return module
