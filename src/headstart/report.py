@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from headstart.data.table import task_label
 from headstart.errors import CheckpointError
 from headstart.training.checkpoint import read_json, read_manifest
 
@@ -49,7 +50,7 @@ def _counts(split: dict[str, Any]) -> dict[str, list[tuple[str, int, int]]]:
     for task, classes in tasks.items():
         per = {}
         for part in ("train", "val"):
-            labels = [t.get(task, -1) if isinstance(t, dict) else t for _, t in split[part]]
+            labels = [task_label(t, task) for _, t in split[part]]
             per[part] = Counter(labels)
         rows = [(c, per["train"][i], per["val"][i]) for i, c in enumerate(classes)]
         out[task] = [*rows, ("total", sum(r[1] for r in rows), sum(r[2] for r in rows))]

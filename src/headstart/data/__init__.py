@@ -4,7 +4,7 @@ from headstart.data.augment import PRESETS, TTA_VIEWS, train_transform, tta_tran
 from headstart.data.dataset import ImageDataset
 from headstart.data.scan import FolderScan, Sample, audit_image, scan_folder
 from headstart.data.split import DataSplit, load_split, load_table_split, stratified_split
-from headstart.data.table import DEFAULT_TASK, MISSING, LabelTable, read_labels_csv
+from headstart.data.table import DEFAULT_TASK, MISSING, LabelTable, read_labels_csv, task_label
 from headstart.data.transforms import eval_transform
 from headstart.imaging import load_rgb, to_rgb
 
@@ -26,6 +26,7 @@ __all__ = [
     "read_labels_csv",
     "scan_folder",
     "stratified_split",
+    "task_label",
     "to_rgb",
     "train_transform",
     "tta_transform",

@@ -10,7 +10,14 @@ from typing import Any, Literal
 
 from headstart.cache import Cache, file_digest
 from headstart.data.scan import FolderScan, Sample, scan_folder
-from headstart.data.table import DEFAULT_TASK, MISSING, LabelTable, read_labels_csv, strata
+from headstart.data.table import (
+    DEFAULT_TASK,
+    MISSING,
+    LabelTable,
+    read_labels_csv,
+    strata,
+    task_label,
+)
 from headstart.errors import DataError
 from headstart.text import display
 
@@ -49,7 +56,7 @@ class DataSplit:
 
     def labels(self, samples: list[Sample], task: str) -> list[int]:
         """The class index of ``task`` for each sample (``MISSING`` where blank)."""
-        return [s.target[task] if isinstance(s.target, dict) else s.target for s in samples]
+        return [task_label(s.target, task) for s in samples]
 
     def summary(self) -> str:
         """Human-readable class counts per task and split, and every skipped file."""

@@ -16,6 +16,7 @@ import csv
 import io
 import os
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,16 @@ from headstart.errors import DataError
 MISSING = -1
 DEFAULT_TASK = "class"  # the one task of class-per-folder data
 IMAGE_COLUMNS = ("image", "path", "file", "filename", "image_path", "img")
+
+
+def task_label(target: int | Mapping[str, int], task: str) -> int:
+    """The class index of ``task`` in one sample's target: a dict per task (:data:`MISSING`
+    where the task has no label) or, for single-task data, the index itself.
+
+    >>> task_label({"a": 1}, "b"), task_label({"a": 1}, "a"), task_label(3, "class")
+    (-1, 1, 3)
+    """
+    return target.get(task, MISSING) if isinstance(target, Mapping) else target
 
 
 @dataclass

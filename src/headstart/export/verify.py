@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from headstart.data import MISSING, Sample, eval_transform
+from headstart.data import MISSING, Sample, eval_transform, task_label
 from headstart.runtime.onnx import Engine
 
 TOLERANCE = 1e-4  # float32 logits, as the issue asks
@@ -112,8 +112,7 @@ def verify(
     agree = {t: int((ref[t].argmax(1) == exp[t].argmax(1)).sum()) for t in tasks}
     accuracy = {}
     for t in tasks:
-        y = np.array([s.target.get(t, MISSING) if isinstance(s.target, dict) else s.target
-                      for s in samples])  # fmt: skip
+        y = np.array([task_label(s.target, t) for s in samples])
         known = y != MISSING
         if not known.any():
             continue  # unlabelled images (--images): agreement only

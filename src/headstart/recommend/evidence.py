@@ -16,7 +16,7 @@ import torch
 from headstart.backbones import Backbone, count_parameters
 from headstart.cache import Cache
 from headstart.config import TrainConfig
-from headstart.data import DataSplit
+from headstart.data import DataSplit, task_label
 from headstart.model import Classifier
 from headstart.recommend.transferability import knn_loo_accuracy, logme
 from headstart.stats import wilson_interval
@@ -78,7 +78,7 @@ def task_labels(targets: list) -> dict[str, np.ndarray]:
     -1: missing)."""
     if not targets or not isinstance(targets[0], dict):
         return {"": np.asarray(targets, dtype=np.int64)}
-    return {task: np.asarray([t.get(task, -1) for t in targets], dtype=np.int64)
+    return {task: np.asarray([task_label(t, task) for t in targets], dtype=np.int64)
             for task in targets[0]}  # fmt: skip
 
 

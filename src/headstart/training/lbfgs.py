@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from headstart.data.table import MISSING
+from headstart.data.table import task_label
 from headstart.model import DEFAULT_TASK, head_key
 from headstart.training.objective import Objective
 
@@ -41,7 +41,7 @@ def target_tensors(targets: Sequence[int | Mapping[str, int]]) -> dict[str, torc
         return {DEFAULT_TASK: torch.tensor(list(targets), dtype=torch.long)}
     tasks = sorted({k for t in targets for k in t})  # type: ignore[union-attr]
     return {
-        task: torch.tensor([t.get(task, MISSING) for t in targets], dtype=torch.long)  # type: ignore[union-attr]
+        task: torch.tensor([task_label(t, task) for t in targets], dtype=torch.long)
         for task in tasks
     }
 
