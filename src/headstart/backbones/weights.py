@@ -61,10 +61,18 @@ RUN_MODEL_FILE = "model.safetensors"
 _RUN_BACKBONE_PREFIX = "backbone."
 
 
+def _run_model_file(path: Path) -> Path | None:
+    """The ``model.safetensors`` of the run folder ``path`` names (the folder or that file
+    in it), or None when ``path`` is not a run's model."""
+    model = path / RUN_MODEL_FILE if path.is_dir() else path
+    return model if model.name == RUN_MODEL_FILE and model.is_file() else None
+
+
 def _check_run_backbone(spec: BackboneSpec, path: Path) -> None:
     """A run folder's weights fit only the backbone it was trained with: say so up front."""
-    manifest = (path if path.is_dir() else path.parent) / "manifest.json"
-    if not manifest.is_file() or (path.is_file() and path.name != RUN_MODEL_FILE):
+    model = _run_model_file(path)
+    manifest = model.parent / "manifest.json" if model is not None else None
+    if manifest is None or not manifest.is_file():
         return
     try:
         trained = json.loads(manifest.read_text()).get("backbone")
@@ -110,9 +118,7 @@ def read_weights_file(path: str | Path) -> StateDict:
     A headstart run folder, or its ``model.safetensors``, gives that run's backbone: the
     ``backbone.`` prefix is stripped and the heads (and multi-layer taps) are left out.
     """
-    path = Path(path)
-    if path.is_dir() and (path / RUN_MODEL_FILE).is_file():
-        path = path / RUN_MODEL_FILE
+    path = _run_model_file(Path(path)) or Path(path)
     if not path.is_file():
         raise WeightsUnavailable(
             f"WeightsUnavailable: --weights {path}: no such file. Check the path, or use "
