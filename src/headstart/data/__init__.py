@@ -4,7 +4,14 @@ from headstart.data.augment import PRESETS, TTA_VIEWS, train_transform, tta_tran
 from headstart.data.dataset import ImageDataset
 from headstart.data.scan import FolderScan, Sample, audit_image, scan_folder
 from headstart.data.split import DataSplit, load_split, load_table_split, stratified_split
-from headstart.data.table import DEFAULT_TASK, MISSING, LabelTable, read_labels_csv, task_label
+from headstart.data.table import (
+    DEFAULT_TASK,
+    MISSING,
+    LabelTable,
+    read_labels_csv,
+    task_label,
+    task_labels,
+)
 from headstart.data.transforms import eval_transform
 from headstart.imaging import load_rgb, to_rgb
 
@@ -27,6 +34,7 @@ __all__ = [
     "scan_folder",
     "stratified_split",
     "task_label",
+    "task_labels",
     "to_rgb",
     "train_transform",
     "tta_transform",

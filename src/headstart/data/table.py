@@ -16,9 +16,11 @@ import csv
 import io
 import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from headstart.cache import Cache
 from headstart.data.scan import Sample, audit_image
@@ -37,6 +39,24 @@ def task_label(target: int | Mapping[str, int], task: str) -> int:
     (-1, 1, 3)
     """
     return target.get(task, MISSING) if isinstance(target, Mapping) else target
+
+
+def task_labels(targets: Sequence[int | Mapping[str, int]]) -> dict[str, np.ndarray]:
+    """Per task, the class index of every sample (:data:`MISSING` where it has none), tasks
+    in the order the targets name them (the first is the one splits stratify by); single-task
+    data is the task :data:`DEFAULT_TASK`.
+
+    >>> {t: v.tolist() for t, v in task_labels([{"b": 1, "a": 0}, {"b": 0}]).items()}
+    {'b': [1, 0], 'a': [0, -1]}
+    >>> task_labels([3, 1])["class"].tolist()
+    [3, 1]
+    """
+    if all(not isinstance(t, Mapping) for t in targets):
+        return {DEFAULT_TASK: np.asarray(targets, dtype=np.int64)}
+    tasks = dict.fromkeys(k for t in targets if isinstance(t, Mapping) for k in t)
+    return {
+        task: np.asarray([task_label(t, task) for t in targets], dtype=np.int64) for task in tasks
+    }
 
 
 @dataclass

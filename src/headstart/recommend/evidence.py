@@ -16,7 +16,7 @@ import torch
 from headstart.backbones import Backbone, count_parameters
 from headstart.cache import Cache
 from headstart.config import TrainConfig
-from headstart.data import DataSplit, task_label
+from headstart.data import DataSplit, task_labels
 from headstart.model import Classifier
 from headstart.recommend.transferability import knn_loo_accuracy, logme
 from headstart.stats import wilson_interval
@@ -71,15 +71,6 @@ class BackboneEvidence:
             "finetune_epoch_seconds": self.finetune_epoch_seconds(),
             "probe_seconds": self.probe_seconds(),
         }
-
-
-def task_labels(targets: list) -> dict[str, np.ndarray]:
-    """Integer labels per task (a single task is named ``""``; multi-task targets are dicts;
-    -1: missing)."""
-    if not targets or not isinstance(targets[0], dict):
-        return {"": np.asarray(targets, dtype=np.int64)}
-    return {task: np.asarray([task_label(t, task) for t in targets], dtype=np.int64)
-            for task in targets[0]}  # fmt: skip
 
 
 def first_task_labels(targets: list) -> np.ndarray:

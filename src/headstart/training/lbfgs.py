@@ -22,28 +22,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from headstart.data.table import task_label
-from headstart.model import DEFAULT_TASK, head_key
+from headstart.data.table import task_labels
+from headstart.model import head_key
 from headstart.training.objective import Objective
 
 MAX_ITER = 200
 
 
 def target_tensors(targets: Sequence[int | Mapping[str, int]]) -> dict[str, torch.Tensor]:
-    """Per task, the class indices of ``targets`` (a missing label is ``MISSING``).
+    """:func:`headstart.data.task_labels` as tensors: per task, the class indices of
+    ``targets`` (a missing label is ``MISSING``).
 
     >>> target_tensors([{"a": 1}, {"a": 0, "b": 2}])["b"].tolist()
     [-1, 2]
-    >>> target_tensors([3, 1])["class"].tolist()
-    [3, 1]
     """
-    if all(isinstance(t, int) for t in targets):
-        return {DEFAULT_TASK: torch.tensor(list(targets), dtype=torch.long)}
-    tasks = sorted({k for t in targets for k in t})  # type: ignore[union-attr]
-    return {
-        task: torch.tensor([task_label(t, task) for t in targets], dtype=torch.long)
-        for task in tasks
-    }
+    return {task: torch.from_numpy(y) for task, y in task_labels(targets).items()}
 
 
 def _linears(model: nn.Module) -> dict[str, nn.Linear]:

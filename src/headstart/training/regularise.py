@@ -138,7 +138,8 @@ def choose_head(
     together, and the standard error counts images, not views."""
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-    first = [t if isinstance(t, int) else next(iter(t.values()), 0) for t in targets]
+    y = target_tensors(targets)
+    first = next(iter(y.values())).numpy()  # the first task's labels: what folds stratify by
     images = len(first) if groups is None else len(set(groups))
     if groups is None:
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -146,7 +147,6 @@ def choose_head(
     else:  # an image's augmented views stay in one fold: no view leaks into its own test
         grouped = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         splits = list(grouped.split(np.zeros(len(first)), first, groups))
-    y = target_tensors(targets)
     scores: dict[tuple[int, float], float] = {}
     names = tuple(taps.stage_names) if taps is not None else ("pooled",)
     for stages in stage_counts(len(names)):
