@@ -43,7 +43,6 @@ from headstart.stats import wilson_interval
 from headstart.training import LoadedRun, load_run
 from headstart.training.checkpoint import read_json
 from headstart.training.device import resolve_device
-from headstart.training.precision import Precision, resolve_precision
 
 Probabilities = dict[str, np.ndarray]
 
@@ -262,19 +261,11 @@ def _views(predictor: Predictor, tta: bool, image: Image.Image) -> torch.Tensor:
 
 def run_predictor(run: LoadedRun, device: torch.device) -> Predictor:
     """The run's model as a :class:`~headstart.runtime.predictor.Predictor` on ``device``,
-    in the precision it was validated in."""
+    in float32, the precision it was validated in and is served in
+    (:func:`~headstart.training.precision.serving`)."""
     from headstart.export.runtime import TorchEngine
 
-    return Predictor(TorchEngine(run, str(device), run_precision(run.manifest, device)))
-
-
-def run_precision(manifest: dict[str, Any], device: torch.device) -> Precision:
-    """The precision a run was trained (and validated) in, where ``device`` supports it,
-    else fp32; runs from before ``--precision`` were fp32 on a CPU."""
-    try:
-        return resolve_precision(manifest.get("precision", "fp32"), device)
-    except ConfigError:
-        return resolve_precision("fp32", device)
+    return Predictor(TorchEngine(run, str(device)))
 
 
 def _display(path: Path, root: Path | None) -> str:

@@ -11,7 +11,6 @@ program is verified from memory as it is written, and served files are ONNX or r
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +19,23 @@ import torch
 
 from headstart.export.graph import Exportable, export_metadata
 from headstart.training import LoadedRun
-from headstart.training.precision import Precision
 
 SIDECAR = ".json"  # model.onnx -> model.onnx.json
 
 
 class TorchEngine:
-    """A run folder's model in PyTorch eager mode, on ``device`` (CPU by default), in
-    ``precision`` (fp32 unless given: :func:`headstart.evaluation.evaluate.run_precision`
-    gives the one the run was validated in)."""
+    """A run folder's model in PyTorch eager mode, on ``device`` (CPU by default), in float32
+    (the precision runs are validated and served in)."""
 
     name = "pytorch"
 
-    def __init__(
-        self, run: str | Path | LoadedRun, device: str = "cpu", precision: Precision | None = None
-    ) -> None:
+    def __init__(self, run: str | Path | LoadedRun, device: str = "cpu") -> None:
         from headstart.training import load_run
         from headstart.training.device import resolve_device, to_device
 
         self.run = run if isinstance(run, LoadedRun) else load_run(run)
         self.device = resolve_device(device)
         self.module = to_device(Exportable(self.run.model), self.device).eval()
-        self.precision = precision
         self.meta = export_metadata(self.run)
 
     @torch.inference_mode()
@@ -50,8 +44,7 @@ class TorchEngine:
         from headstart.training.device import images_to
 
         x = images_to(torch.from_numpy(batch), self.device)
-        with self.precision.autocast() if self.precision else nullcontext():
-            out = self.module(x)
+        out = self.module(x)
         return {task: o.float().cpu().numpy() for task, o in zip(self.meta["outputs"], out)}
 
 

@@ -46,7 +46,7 @@ from headstart.training.distributed import (
     world,
 )
 from headstart.training.order import SeededOrder, balanced_weights
-from headstart.training.precision import for_layers, resolve_precision
+from headstart.training.precision import Precision, for_layers, resolve_precision, serving
 
 
 @dataclass
@@ -120,10 +120,14 @@ def make_inputs(
             cut, why = None, f"they would take {need / 1e9:.1f} GB of memory (limit 2 GB)"
     if cache is not None and cut is not None:
         precision = resolve_precision(for_layers(cfg.precision, "all" if taps else "last"), device)
-        source = FeatureSource(
-            cfg.model.backbone, module_digest(backbone.module), prep.to_dict(), cut.boundary,
-            precision.name,
-        )  # fmt: skip
+        val_precision = serving(device)  # validation reads what serving will compute
+
+        def source(name: str) -> FeatureSource:
+            return FeatureSource(
+                cfg.model.backbone, module_digest(backbone.module), prep.to_dict(),
+                cut.boundary, name,
+            )  # fmt: skip
+
         recipe = {"scale": SCALES.get(cfg.data.augment), "color_jitter": cfg.data.color_jitter}
         if cfg.data.augment != "photo":  # photo's recipe keeps the key it always had
             recipe["preset"] = cfg.data.augment
@@ -131,20 +135,24 @@ def make_inputs(
         to_device(backbone.module, device).eval()
         stats = {"computed": 0, "reused": 0}
 
-        def features(samples: list, transforms: list, names: list) -> torch.Tensor:
+        def features(
+            samples: list, transforms: list, names: list, at: Precision = precision
+        ) -> torch.Tensor:
             computed = 0
             if world().active:  # each process fills its shard of the cache, then reads all
-                _, computed = fill(shard(samples), transforms, names)
+                _, computed = fill(shard(samples), transforms, names, at)
                 barrier()
-            out, more = fill(samples, transforms, names)
+            out, more = fill(samples, transforms, names, at)
             stats["computed"] += computed + more
             stats["reused"] += len(samples) * len(names) - computed - more
             return out
 
-        def fill(samples: list, transforms: list, names: list) -> tuple[torch.Tensor, int]:
+        def fill(
+            samples: list, transforms: list, names: list, at: Precision
+        ) -> tuple[torch.Tensor, int]:
             return cached_features(
                 cache,
-                source,
+                source(at.name),
                 cut.prefix,
                 samples,
                 transforms,
@@ -154,12 +162,16 @@ def make_inputs(
                 num_workers=_pass_workers(cfg),
                 progress=progress,
                 to_input=images_to,
-                autocast=precision.autocast,
+                autocast=at.autocast,
             )
 
-        n = len(split.train)
-        clean = features(split.train + split.val, [eval_transform(prep)], ["clean"])  # one pass
-        train_x, val_x = clean[:n], clean[n:]
+        n, clean = len(split.train), [eval_transform(prep)]
+        if precision == val_precision:  # one pass
+            both = features(split.train + split.val, clean, ["clean"])
+            train_x, val_x = both[:n], both[n:]
+        else:
+            train_x = features(split.train, clean, ["clean"])
+            val_x = features(split.val, clean, ["clean"], val_precision)
         if taps is not None:
             taps.fit_statistics(train_x[:, 0])
         if len(views) > 1:

@@ -47,7 +47,7 @@ from headstart.training.distributed import (
 from headstart.training.early_stopping import EarlyStopping
 from headstart.training.history import EpochStats, FitResult
 from headstart.training.objective import Objective
-from headstart.training.precision import Precision, resolve_precision
+from headstart.training.precision import Precision, resolve_precision, serving
 from headstart.training.schedule import set_group_lrs
 from headstart.training.state import LoopState, SavedState
 
@@ -62,11 +62,11 @@ def collect_logits(
     loader: DataLoader,
     device: torch.device,
     progress: bool = False,
-    precision: Precision | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Run ``model`` in eval mode over ``loader``; concatenated logits and targets per task
-    (``precision``: default ``auto`` on ``device``)."""
-    precision = precision or resolve_precision("auto", device)
+    """Run ``model`` in eval mode over ``loader``, in the precision predictions are served in
+    (:func:`~headstart.training.precision.serving`); concatenated logits and targets per
+    task."""
+    precision = serving(device)
     model.eval()
     logits: dict[str, list[torch.Tensor]] = {}
     targets: dict[str, list[torch.Tensor]] = {}
@@ -165,8 +165,9 @@ def fit(
     state is resumed first: on a CPU the final weights are bit-identical to a run that was
     never stopped (the data order and augmentations follow ``train_loader.generator``).
 
-    ``precision`` (default ``auto`` on ``device``): autocast of the forward pass and loss,
-    with loss scaling in fp16 (:mod:`headstart.training.precision`). ``compile``: the training
+    ``precision`` (default ``auto`` on ``device``): autocast of the training forward pass and
+    loss, with loss scaling in fp16; validation runs in float32, the precision the model is
+    served in (:mod:`headstart.training.precision`). ``compile``: the training
     forward pass runs through ``torch.compile`` (the same parameters; validation stays eager,
     so the compiled graph sees one mode)."""
     objective = objective or Objective(smoothing=optim.label_smoothing)
@@ -274,7 +275,7 @@ def fit(
             stats = validation_stats(
                 model, val_loader, device, objective, epoch + 1,
                 float(st.loss_sum) / max(st.seen, 1),
-                float(np.mean(list(_accuracy(st.counts).values()))), precision,
+                float(np.mean(list(_accuracy(st.counts).values()))),
             )  # fmt: skip
             stats = replace(
                 stats,
@@ -312,13 +313,12 @@ def validation_stats(
     epoch: int,
     train_loss: float,
     train_acc: float,
-    precision: Precision | None = None,
 ) -> EpochStats:
     """An epoch's figures: the given training figures and a pass over the validation
     images (loss without class weights or smoothing, accuracy with its Wilson interval when
     it is one task's, recall per class); timing and LR are the caller's to fill in."""
     plain = replace(objective, class_weights={}, smoothing=0.0)
-    logits, targets = collect_logits(model, val_loader, device, precision=precision)
+    logits, targets = collect_logits(model, val_loader, device)
     val_counts = objective.counts(logits, targets)
     confusion = objective.confusion(logits, targets)
     val_acc = _accuracy(val_counts)

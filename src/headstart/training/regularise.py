@@ -35,7 +35,6 @@ from headstart.training.history import FitResult
 from headstart.training.lbfgs import accuracy, fit_heads, target_tensors
 from headstart.training.loop import validation_stats
 from headstart.training.objective import Objective
-from headstart.training.precision import Precision
 
 # L2 penalties per sample (scikit-learn's 1 / (C n)), strongest first: each fit starts from
 # the previous one's solution
@@ -205,7 +204,6 @@ def fit_probe_head(
     device: torch.device,
     seed: int,
     penalties: tuple[float, ...] = PENALTIES,
-    precision: Precision | None = None,
 ) -> tuple[FitResult, Choice]:
     """The multi-layer probe's training: stages and penalty chosen by :func:`choose_head`,
     then the heads fitted by L-BFGS on every training image and scored on ``val``; one
@@ -221,6 +219,6 @@ def fit_probe_head(
                                              penalties, groups)  # fmt: skip
     fitted = time.perf_counter() - start
     with model.reading_features(tail):  # type: ignore[operator]
-        stats = validation_stats(model, val, device, objective, 1, loss, train_acc, precision)
+        stats = validation_stats(model, val, device, objective, 1, loss, train_acc)
     stats = replace(stats, seconds=time.perf_counter() - start, train_seconds=fitted)
     return FitResult([stats], 1, "fitted to convergence by L-BFGS"), choice

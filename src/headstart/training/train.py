@@ -257,7 +257,7 @@ def train(
     if taps is not None and inputs.tail is not None:  # a multi-layer probe: seconds, no epochs
         result, choice = fit_probe_head(
             model, taps, inputs.train.dataset, inputs.val, inputs.tail,  # type: ignore[arg-type]
-            objective, device, cfg.seed, precision=ready.precision,
+            objective, device, cfg.seed,
         )  # fmt: skip
         echo(choice.line())
         on_epoch(result.history[0], 1)
