@@ -8,7 +8,8 @@
 (b) headstart's probe (`headstart train DATA`, 10 epochs) with an empty cache, then
 (c) the same with the cache it left (a second run: another seed, head or fold).
 (d) the floor: one forward pass per image (decode + preprocess + backbone, headstart's
-    loader and layout, the probe's precision), which no cold probe can beat.
+    loader and layout; the training images in the probe's precision, the validation images
+    in float32, the precision runs are scored in), which no cold probe can beat.
 
 Prints wall seconds, best val accuracy and peak resident memory of each, then the ratios.
 
@@ -39,7 +40,7 @@ from headstart.config import TrainConfig
 from headstart.data import ImageDataset, eval_transform, load_split
 from headstart.training import train
 from headstart.training.device import frozen_pass_workers, images_to, to_device
-from headstart.training.precision import resolve_precision
+from headstart.training.precision import resolve_precision, serving
 
 DEFAULT_DATA = Path(__file__).parents[1] / "../shared/datasets/hymenoptera"
 
@@ -98,18 +99,21 @@ def headstart_probe(data: Path, epochs: int, out: Path) -> float:
 
 @torch.inference_mode()
 def one_forward_pass(data: Path) -> int:
-    """Decode, preprocess and run the backbone once over every usable image."""
+    """Decode, preprocess and run the backbone once over every usable image: the training
+    images in the probe's precision, the validation images in the serving one, as the
+    probe computes them."""
     bb = create_backbone("tf_efficientnet_lite0")
     split = load_split(data)
-    ds = ImageDataset(split.train + split.val, eval_transform(bb.preprocessing))
-    loader = DataLoader(ds, batch_size=32, num_workers=frozen_pass_workers())  # as the probe
     cpu = torch.device("cpu")
     model = to_device(bb.module, cpu).eval()
-    precision = resolve_precision("auto", cpu)  # the probe's own (bf16 where the CPU has it)
-    for images, _ in loader:
-        with precision.autocast():
-            model(images_to(images, cpu))
-    return len(ds)
+    passes = [(split.train, resolve_precision("auto", cpu)), (split.val, serving(cpu))]
+    for samples, precision in passes:
+        ds = ImageDataset(samples, eval_transform(bb.preprocessing))
+        loader = DataLoader(ds, batch_size=32, num_workers=frozen_pass_workers())  # as the probe
+        for images, _ in loader:
+            with precision.autocast():
+                model(images_to(images, cpu))
+    return len(split.train) + len(split.val)
 
 
 def measure(label: str, fn, *args):
