@@ -121,12 +121,11 @@ def make_inputs(
     if cache is not None and cut is not None:
         precision = resolve_precision(for_layers(cfg.precision, "all" if taps else "last"), device)
         val_precision = serving(device)  # validation reads what serving will compute
-
-        def source(name: str) -> FeatureSource:
-            return FeatureSource(
-                cfg.model.backbone, module_digest(backbone.module), prep.to_dict(),
-                cut.boundary, name,
-            )  # fmt: skip
+        weights = module_digest(backbone.module)  # hashes every weight: once
+        sources = {
+            p.name: FeatureSource(cfg.model.backbone, weights, prep.to_dict(), cut.boundary, p.name)
+            for p in (precision, val_precision)
+        }
 
         recipe = {"scale": SCALES.get(cfg.data.augment), "color_jitter": cfg.data.color_jitter}
         if cfg.data.augment != "photo":  # photo's recipe keeps the key it always had
@@ -152,7 +151,7 @@ def make_inputs(
         ) -> tuple[torch.Tensor, int]:
             return cached_features(
                 cache,
-                source(at.name),
+                sources[at.name],
                 cut.prefix,
                 samples,
                 transforms,

@@ -8,10 +8,11 @@ has fast kernels only on GPUs.
 ``auto`` is a rule from measurements (``benchmarks/train_throughput.py``), not a guess: on a
 CUDA GPU with bfloat16 (Ampere and later) bf16, on an older one fp16; on a CPU with native
 bfloat16 instructions (AVX-512 BF16 or AMX) bf16, where a 10-epoch fine-tune of
-EfficientNet-Lite0 ran 1.27x and a cold probe 2.07x as fast as float32 at the same accuracy
-on this project's CPU (``benchmarks/precision.py``); elsewhere (other CPUs, Apple MPS)
-float32, where no faster path was measured. One exception, also measured: the multi-layer
-probe (``--layers all``) stays in float32 under ``auto`` (see :func:`for_layers`).
+EfficientNet-Lite0 ran 1.37-1.53x and a cold probe 1.27-1.53x as fast as float32 at the same
+accuracy on this project's CPU (``benchmarks/precision.py``, validation in float32);
+elsewhere (other CPUs, Apple MPS) float32, where no faster path was measured. One exception,
+also measured: the multi-layer probe (``--layers all``) stays in float32 under ``auto`` (see
+:func:`for_layers`).
 
 Mixed precision is for training only. Predictions are served in float32 (``predict`` and
 ``serve`` on a run folder, and the ONNX export), so validation, the choice of the best epoch,
