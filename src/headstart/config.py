@@ -82,6 +82,7 @@ class OptimConfig:
     task_weights: dict[str, float] | None = None  # loss weight per task (None: 1 each)
     class_weights: str | None = None  # "balanced": per-task class weights n / (k * n_c)
     monitor: str = "mean"  # best epoch by the mean task accuracy, or by one task's
+    ema: float | None = None  # epochs a moving average of the weights spans (None: off)
 
     @property
     def decay(self) -> float:

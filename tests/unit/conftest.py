@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from headstart.cli.main import main
 from tests.conftest import TINY, make_trainval
@@ -39,3 +40,17 @@ def train_cli(argv: list[str], out: Path, capsys: pytest.CaptureFixture) -> tupl
 
     assert main([*argv, "--out", str(out)]) == 0
     return capsys.readouterr().out, json.loads((out / "manifest.json").read_text())
+
+
+def served_val_loss(run_dir: Path) -> float:
+    """The validation loss of the run's model as predict and serve run it."""
+    from headstart.evaluation.evaluate import _scores, eval_samples, image_reader
+    from headstart.runtime.engines import load_engine
+    from headstart.runtime.predictor import Predictor
+
+    engine = load_engine(run_dir)  # what `headstart predict RUN` runs
+    samples, _, _ = eval_samples(engine.run, None)
+    logits, targets = _scores(Predictor(engine), samples, image_reader(engine.run.preprocessing),
+                              raw=True, batch_size=8, progress=False)  # fmt: skip
+    (z,), (y,) = logits.values(), targets.values()
+    return float(torch.nn.functional.cross_entropy(torch.from_numpy(z), torch.from_numpy(y)))

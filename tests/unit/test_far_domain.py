@@ -172,6 +172,7 @@ def test_the_one_standard_error_rule_prefers_fewer_stages() -> None:
     [
         (["--weight-decay", "0.1"], "leave out --weight-decay"),
         (["--lr", "auto"], "leave out --lr auto"),
+        (["--ema", "1"], "leave out --ema"),
     ],
 )
 def test_multilayer_refuses_what_its_solver_does_not_use(

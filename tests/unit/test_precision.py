@@ -12,7 +12,7 @@ from headstart.cli.main import main
 from headstart.errors import ConfigError
 from headstart.training import precision as prec
 from headstart.training.precision import resolve_precision
-from tests.unit.conftest import FAST, train_cli
+from tests.unit.conftest import FAST, served_val_loss, train_cli
 
 CPU = torch.device("cpu")
 needs_bf16 = pytest.mark.skipif(not prec.cpu_has_bf16(), reason="no native bf16 on this CPU")
@@ -88,20 +88,6 @@ def test_auto_keeps_the_multi_layer_probe_in_fp32(
     assert asked["precision"] == "bf16"  # an explicit choice is kept
 
 
-def _served_val_loss(run_dir: Path) -> float:
-    """The validation loss of the run's model as predict and serve run it."""
-    from headstart.evaluation.evaluate import _scores, eval_samples, image_reader
-    from headstart.runtime.engines import load_engine
-    from headstart.runtime.predictor import Predictor
-
-    engine = load_engine(run_dir)  # what `headstart predict RUN` runs
-    samples, _, _ = eval_samples(engine.run, None)
-    logits, targets = _scores(Predictor(engine), samples, image_reader(engine.run.preprocessing),
-                              raw=True, batch_size=8, progress=False)  # fmt: skip
-    (z,), (y,) = logits.values(), targets.values()
-    return float(torch.nn.functional.cross_entropy(torch.from_numpy(z), torch.from_numpy(y)))
-
-
 @needs_bf16
 @pytest.mark.parametrize("strategy", ["finetune", "probe"])
 def test_a_bf16_run_reports_the_scores_of_the_fp32_model_it_serves(
@@ -110,5 +96,5 @@ def test_a_bf16_run_reports_the_scores_of_the_fp32_model_it_serves(
     argv = ["--no-progress", "train", str(trainval_dataset), *FAST[:-1], "--strategy",
             strategy, "--epochs", "2", "--precision", "bf16"]  # fmt: skip
     _, manifest = train_cli(argv, tmp_path / "bf16", capsys)
-    served = _served_val_loss(tmp_path / "bf16")
+    served = served_val_loss(tmp_path / "bf16")
     assert manifest["metrics"]["val_loss"] == pytest.approx(served, rel=1e-5, abs=1e-6)

@@ -19,9 +19,10 @@ from headstart.cli.main import main
 from tests.conftest import TINY, make_class_folders
 
 ROOT = Path(__file__).resolve().parents[2]
-# gradual: phase changes add optimizer groups; dropout and colour jitter use every RNG
+# gradual: phase changes add optimizer groups; dropout and colour jitter use every RNG;
+# --ema: the weights' average is saved and resumed too (it is what the run ships)
 ARGS = ["--backbone", TINY, "--strategy", "gradual", "--epochs", "4", "--batch-size", "8",
-        "--workers", "0", "--dropout", "0.3", "--color-jitter", "0.2"]  # fmt: skip
+        "--workers", "0", "--dropout", "0.3", "--color-jitter", "0.2", "--ema", "1"]  # fmt: skip
 LAUNCH = "import sys, tests.conftest; from headstart.cli.main import main; sys.exit(main())"
 
 

@@ -38,6 +38,7 @@ TRAIN_OPTIONS: dict[str, str] = {
     "label_smoothing": "optim.label_smoothing",
     "grad_clip": "optim.grad_clip",
     "patience": "optim.patience",
+    "ema": "optim.ema",
     "val_fraction": "data.val_fraction",
     "color_jitter": "data.color_jitter",
     "augment": "data.augment",
@@ -166,6 +167,10 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--grad-clip", type=float, help="max gradient norm (0 disables)")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    p.add_argument(
+        "--ema", type=float, metavar="EPOCHS",
+        help="validate and keep a moving average of the weights spanning about EPOCHS epochs",
+    )  # fmt: skip
     p.add_argument("--val-fraction", type=float, help="held-out fraction when splitting (0.2)")
     p.add_argument("--color-jitter", type=float, help="colour-jitter strength (0 = off)")
     p.add_argument(

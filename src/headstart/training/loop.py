@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,6 +35,7 @@ from headstart.finetune import (
 )
 from headstart.model import DEFAULT_TASK
 from headstart.stats import wilson_interval
+from headstart.training.averaging import WeightAverage, ema_decay
 from headstart.training.device import images_to, to_device
 from headstart.training.distributed import (
     ShardSampler,
@@ -169,7 +171,9 @@ def fit(
     loss, with loss scaling in fp16; validation runs in float32, the precision the model is
     served in (:mod:`headstart.training.precision`). ``compile``: the training
     forward pass runs through ``torch.compile`` (the same parameters; validation stays eager,
-    so the compiled graph sees one mode)."""
+    so the compiled graph sees one mode). ``optim.ema``: an exponential moving average of
+    the weights over about that many epochs is validated and kept instead of the last step's
+    (:mod:`headstart.training.averaging`)."""
     objective = objective or Objective(smoothing=optim.label_smoothing)
     precision = precision or resolve_precision("auto", device)
     to_device(model, device)
@@ -193,6 +197,9 @@ def fit(
                 phase.start_epoch * steps_per_epoch,
             )  # fmt: skip
         st = saved.restore(model, optimizer, scaler, changing, optim.patience)
+    if optim.ema:
+        average = WeightAverage(model, changing, ema_decay(optim.ema, steps_per_epoch))
+        st.average = saved.restore_average(average) if saved is not None else average
     n_train = len(train_loader.dataset)  # type: ignore[arg-type]
     stop = _StopOnInterrupt()
     forward, wrapped_phase = model, -1
@@ -251,6 +258,8 @@ def fit(
                 set_group_lrs(optimizer, st.step, total, warmup, optim.min_lr_ratio, group_warmup)
                 scaler.step(optimizer)
                 scaler.update()
+                if st.average is not None:
+                    st.average.update(model)
                 st.step += 1
                 st.batch += 1
                 n = images.shape[0]
@@ -272,11 +281,16 @@ def fit(
                 st.seen = int(seen)
                 st.counts = {t: all_sum(c) for t, c in st.counts.items()}
 
-            stats = validation_stats(
-                model, val_loader, device, objective, epoch + 1,
-                float(st.loss_sum) / max(st.seen, 1),
-                float(np.mean(list(_accuracy(st.counts).values()))),
-            )  # fmt: skip
+            # With --ema the average is what is validated, kept as the best and shipped.
+            with st.average.applied(model) if st.average is not None else nullcontext():
+                stats = validation_stats(
+                    model, val_loader, device, objective, epoch + 1,
+                    float(st.loss_sum) / max(st.seen, 1),
+                    float(np.mean(list(_accuracy(st.counts).values()))),
+                )  # fmt: skip
+                decision = st.stopper.update(stats.val_acc, epoch, stats.val_loss)
+                if decision.improved:
+                    st.best_state = _snapshot(model, changing)
             stats = replace(
                 stats,
                 lr=max(g["lr"] for g in optimizer.param_groups),
@@ -285,9 +299,6 @@ def fit(
                 train_seconds=train_seconds,
             )
             st.history.append(stats)
-            decision = st.stopper.update(stats.val_acc, epoch, stats.val_loss)
-            if decision.improved:
-                st.best_state = _snapshot(model, changing)
             if on_epoch is not None:
                 on_epoch(stats)
             if decision.should_stop and epoch + 1 < optim.epochs:

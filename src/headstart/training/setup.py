@@ -72,6 +72,13 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             "ConfigError: --layers all fits its head to convergence with an L2 penalty chosen "
             "by cross-validation on the training features; leave out --weight-decay."
         )
+    if cfg.optim.ema is not None and cfg.optim.ema <= 0:
+        raise ConfigError(f"ConfigError: --ema {cfg.optim.ema}; expected a span in epochs > 0.")
+    if cfg.model.layers == "all" and cfg.optim.ema is not None:
+        raise ConfigError(
+            "ConfigError: --layers all solves its head exactly (L-BFGS), with no steps whose "
+            "weights could be averaged; leave out --ema."
+        )
     if cfg.model.image_size is not None and not 32 <= cfg.model.image_size <= 1024:
         raise ConfigError(
             f"ConfigError: --image-size {cfg.model.image_size}; expected 32 to 1024 pixels."

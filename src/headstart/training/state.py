@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from headstart.errors import CheckpointError
+from headstart.training.averaging import WeightAverage
 from headstart.training.early_stopping import EarlyStopping
 from headstart.training.files import sha256_file, write_atomic, write_file_atomic
 from headstart.training.history import EpochStats
@@ -50,6 +51,7 @@ class LoopState:
     seen: int = 0
     counts: dict[str, torch.Tensor] = field(default_factory=dict)
     seconds: float = 0.0  # the current epoch's training seconds before a mid-epoch save
+    average: WeightAverage | None = None  # --ema: the weights' moving average
 
 
 def _rng_json() -> dict[str, Any]:
@@ -102,6 +104,9 @@ def save_state(
         tensors["epoch/loss_sum"] = st.loss_sum
     for task, c in st.counts.items():
         tensors[f"epoch/counts/{task}"] = c
+    if st.average is not None:
+        for name, value in st.average.tensors.items():
+            tensors[f"ema/{name}"] = value
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     name = f"tensors-{number}.safetensors"
     need = sum(t.numel() * t.element_size() for t in tensors.values())
@@ -119,6 +124,7 @@ def save_state(
         "reason": st.reason,
         "seconds": st.seconds,
         "seen": st.seen,
+        "ema_updates": st.average.updates if st.average is not None else None,
         "history": [h.to_dict() for h in st.history],
         "stopper": {
             "best": st.stopper.best,
@@ -226,6 +232,19 @@ class SavedState:
             },
             seconds=i["seconds"],
         )
+
+    def restore_average(self, average: WeightAverage) -> WeightAverage:
+        """``average`` (built for this run) holding the saved run's moving average."""
+        updates = self.info.get("ema_updates")
+        saved = {k.removeprefix("ema/"): v for k, v in self.tensors.items() if k.startswith("ema/")}
+        if updates is None or sorted(saved) != sorted(average.names):
+            raise CheckpointError(
+                "CheckpointError: the saved training state has no weight average for --ema "
+                "(was --ema added since it started?). Resume without it, or start again with "
+                "--overwrite."
+            )
+        average.tensors, average.updates = saved, int(updates)
+        return average
 
 
 def load_state(run_dir: Path) -> SavedState | None:

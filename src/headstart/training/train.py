@@ -103,6 +103,7 @@ def _manifest(
         "task_weights": {t: objective.task_weights.get(t, 1.0) for t in split.tasks},
         "class_weights": cfg.optim.class_weights,
         "monitor": objective.monitor,
+        "ema": cfg.optim.ema,
         "preprocessing": backbone.preprocessing.to_dict(),
         "augment": cfg.data.augment,
         "strategy": {
