@@ -1,6 +1,7 @@
 """Fine-tune throughput: headstart's training pipeline against the model's raw
 forward+backward on tensors already in memory, same model and batch size, one process; in
-fp32 and bf16 (where the CPU has native bfloat16), and with ``torch.compile``.
+fp32 and bf16 (where the CPU has native bfloat16), with ``torch.compile``, and with
+``--ema`` (the weights' moving average updated after every step).
 
 Pipeline: the loaders `headstart train DATA --strategy finetune` builds (images from the
 decoded-image cache, augmented) driven by the training loop (`fit`: AdamW groups, schedule,
@@ -66,10 +67,12 @@ def main() -> None:
     print(f"data {cfg.data.root}, finetune, batch {cfg.optim.batch_size}, {n} training images, "
           f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores")  # fmt: skip
 
-    def pipeline_epoch(use_cache: bool, precision: str, compiled: bool = False) -> float:
+    def pipeline_epoch(
+        use_cache: bool, precision: str, compiled: bool = False, ema: bool = False
+    ) -> float:
         gen = torch.Generator().manual_seed(0)
         inputs = make_inputs(cfg, bb, plan, split, device, gen, cache if use_cache else None, False)
-        one = replace(cfg.optim, epochs=1, patience=None)
+        one = replace(cfg.optim, epochs=1, patience=None, ema=1.0 if ema else None)
         result = fit(model, plan, inputs.train, inputs.val, one, cfg.strategy.lr, device,
                      progress=False, precision=resolve_precision(precision, device),
                      compile=compiled)  # fmt: skip
@@ -113,14 +116,17 @@ def main() -> None:
     print(f"raw {best} compiled: first epoch (compiling) {time.perf_counter() - start:.0f} s")
     pipeline_epoch(True, best, compiled=True)  # the pipeline's own compilation
     variants = [*(f"pipeline {p}" for p in precisions), *(f"raw {p}" for p in precisions),
-                f"pipeline {best} compiled", f"raw {best} compiled"]  # fmt: skip
+                f"pipeline {best} compiled", f"raw {best} compiled",
+                f"pipeline {best} ema"]  # fmt: skip
     got: dict[str, list[float]] = {v: [] for v in variants}
     for r in range(args.rounds):
         for v in variants:
             kind, p, *rest = v.split()
-            fn = pipeline_epoch if kind == "pipeline" else raw_epoch
-            args_ = (True, p) if kind == "pipeline" else (p,)
-            got[v].append(fn(*args_, compiled=bool(rest)))  # type: ignore[operator]
+            compiled = rest == ["compiled"]
+            if kind == "raw":
+                got[v].append(raw_epoch(p, compiled=compiled))
+            else:
+                got[v].append(pipeline_epoch(True, p, compiled=compiled, ema=rest == ["ema"]))
         print(f"round {r + 1}: " + ", ".join(f"{v} {got[v][-1]:.2f}" for v in variants),
               flush=True)  # fmt: skip
     print(f"pipeline, --no-cache (JPEG decode each epoch) {pipeline_epoch(False, best):6.2f} img/s")
@@ -135,6 +141,7 @@ def main() -> None:
         ratios[f"{best}/fp32 raw"] = mean[f"raw {best}"] / mean["raw fp32"]
     ratios["compile/eager pipeline"] = mean[f"pipeline {best} compiled"] / mean[f"pipeline {best}"]
     ratios["compile/eager raw"] = mean[f"raw {best} compiled"] / mean[f"raw {best}"]
+    ratios["ema/plain pipeline"] = mean[f"pipeline {best} ema"] / mean[f"pipeline {best}"]
     print("ratios: " + "  ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
 
 
