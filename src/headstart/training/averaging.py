@@ -47,20 +47,22 @@ class WeightAverage:
         self.decay = decay
         self.updates = 0
         self.tensors = {n: state[n].detach().clone() for n in names}
+        self._floats = [n for n in names if state[n].is_floating_point()]
+        self._counters = [n for n in names if not state[n].is_floating_point()]
 
     def update(self, model: nn.Module) -> None:
         """Fold ``model``'s current tensors into the average (after an optimizer step)."""
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         state = model.state_dict()
-        floats = [n for n in self.names if self.tensors[n].is_floating_point()]
         with torch.no_grad():
             torch._foreach_lerp_(
-                [self.tensors[n] for n in floats], [state[n].detach() for n in floats], 1 - decay
+                [self.tensors[n] for n in self._floats],
+                [state[n] for n in self._floats],
+                1 - decay,
             )
-            for n in self.names:
-                if not self.tensors[n].is_floating_point():  # counters: the latest value
-                    self.tensors[n].copy_(state[n])
+            for n in self._counters:  # BatchNorm's batch counters: the latest value
+                self.tensors[n].copy_(state[n])
 
     @contextmanager
     def applied(self, model: nn.Module) -> Iterator[None]:
