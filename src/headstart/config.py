@@ -83,6 +83,8 @@ class OptimConfig:
     class_weights: str | None = None  # "balanced": per-task class weights n / (k * n_c)
     monitor: str = "mean"  # best epoch by the mean task accuracy, or by one task's
     ema: float | None = None  # epochs a moving average of the weights spans (None: off)
+    mixup: float = 0.0  # Beta(a, a) of mixup's blend weight (0: off); see training.mixing
+    cutmix: float = 0.0  # Beta(a, a) of CutMix's kept area (0: off); both: half the batches each
 
     @property
     def decay(self) -> float:

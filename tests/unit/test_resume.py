@@ -20,9 +20,11 @@ from tests.conftest import TINY, make_class_folders
 
 ROOT = Path(__file__).resolve().parents[2]
 # gradual: phase changes add optimizer groups; dropout and colour jitter use every RNG;
-# --ema: the weights' average is saved and resumed too (it is what the run ships)
+# --ema: the weights' average is saved and resumed too (it is what the run ships);
+# --mixup and --cutmix: a resumed step mixes as the uninterrupted run did
 ARGS = ["--backbone", TINY, "--strategy", "gradual", "--epochs", "4", "--batch-size", "8",
-        "--workers", "0", "--dropout", "0.3", "--color-jitter", "0.2", "--ema", "1"]  # fmt: skip
+        "--workers", "0", "--dropout", "0.3", "--color-jitter", "0.2", "--ema", "1",
+        "--mixup", "0.4", "--cutmix", "1"]  # fmt: skip
 LAUNCH = "import sys, tests.conftest; from headstart.cli.main import main; sys.exit(main())"
 
 

@@ -39,6 +39,8 @@ TRAIN_OPTIONS: dict[str, str] = {
     "grad_clip": "optim.grad_clip",
     "patience": "optim.patience",
     "ema": "optim.ema",
+    "mixup": "optim.mixup",
+    "cutmix": "optim.cutmix",
     "val_fraction": "data.val_fraction",
     "color_jitter": "data.color_jitter",
     "augment": "data.augment",
@@ -170,6 +172,14 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ema", type=float, metavar="EPOCHS",
         help="validate and keep a moving average of the weights spanning about EPOCHS epochs",
+    )  # fmt: skip
+    p.add_argument(
+        "--mixup", type=float, metavar="ALPHA",
+        help="train on blends of two images and their labels, weight ~ Beta(ALPHA, ALPHA)",
+    )  # fmt: skip
+    p.add_argument(
+        "--cutmix", type=float, metavar="ALPHA",
+        help="paste a box of another image, area ~ Beta(ALPHA, ALPHA); with --mixup, either",
     )  # fmt: skip
     p.add_argument("--val-fraction", type=float, help="held-out fraction when splitting (0.2)")
     p.add_argument("--color-jitter", type=float, help="colour-jitter strength (0 = off)")

@@ -48,6 +48,7 @@ from headstart.training.distributed import (
 )
 from headstart.training.early_stopping import EarlyStopping
 from headstart.training.history import EpochStats, FitResult
+from headstart.training.mixing import Mixing
 from headstart.training.objective import Objective
 from headstart.training.precision import Precision, resolve_precision, serving
 from headstart.training.schedule import set_group_lrs
@@ -158,6 +159,7 @@ def fit(
     checkpoints: Checkpoints | None = None,
     precision: Precision | None = None,
     compile: bool = False,
+    seed: int = 0,
 ) -> FitResult:
     """Train ``model`` by ``plan``; restore and return the best epoch by validation accuracy
     (``objective.monitor``: the mean task accuracy, or one task's).
@@ -173,7 +175,9 @@ def fit(
     forward pass runs through ``torch.compile`` (the same parameters; validation stays eager,
     so the compiled graph sees one mode). ``optim.ema``: an exponential moving average of
     the weights over about that many epochs is validated and kept instead of the last step's
-    (:mod:`headstart.training.averaging`)."""
+    (:mod:`headstart.training.averaging`). ``optim.mixup``/``optim.cutmix``: batches are
+    mixed (:mod:`headstart.training.mixing`; ``seed`` with the step seeds the draws), and the
+    training accuracy is counted against each sample's own label."""
     objective = objective or Objective(smoothing=optim.label_smoothing)
     precision = precision or resolve_precision("auto", device)
     to_device(model, device)
@@ -200,6 +204,7 @@ def fit(
     if optim.ema:
         average = WeightAverage(model, changing, ema_decay(optim.ema, steps_per_epoch))
         st.average = saved.restore_average(average) if saved is not None else average
+    mixing = Mixing(optim.mixup, optim.cutmix, seed)
     n_train = len(train_loader.dataset)  # type: ignore[arg-type]
     stop = _StopOnInterrupt()
     forward, wrapped_phase = model, -1
@@ -245,9 +250,13 @@ def fit(
                 targets = {
                     k: v.to(device, non_blocking=True) for k, v in _as_targets(target).items()
                 }
+                mixed = mixing(images, st.step) if mixing.active else None
                 with precision.autocast():
-                    out = forward(images)
-                    loss = objective.loss(out, targets)
+                    out = forward(images if mixed is None else mixed.inputs)
+                    if mixed is None:
+                        loss = objective.loss(out, targets)
+                    else:
+                        loss = mixed.loss(objective.loss, out, targets)
                 for task, c in objective.counts(out, targets).items():
                     st.counts[task] = st.counts[task] + c if task in st.counts else c
                 optimizer.zero_grad(set_to_none=True)

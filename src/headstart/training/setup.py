@@ -79,6 +79,19 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             "ConfigError: --layers all solves its head exactly (L-BFGS), with no steps whose "
             "weights could be averaged; leave out --ema."
         )
+    for name, alpha in (("mixup", cfg.optim.mixup), ("cutmix", cfg.optim.cutmix)):
+        if alpha < 0:
+            raise ConfigError(f"ConfigError: --{name} {alpha}; expected a Beta alpha > 0 (0: off).")
+    if cfg.model.layers == "all" and (cfg.optim.mixup or cfg.optim.cutmix):
+        raise ConfigError(
+            "ConfigError: --layers all solves its head exactly (L-BFGS) on the cached "
+            "features as they are; leave out --mixup and --cutmix."
+        )
+    if cfg.optim.cutmix and s.name == "probe" and cfg.data.cache:
+        raise ConfigError(
+            "ConfigError: --cutmix pastes a box of one image into another, and a cached probe "
+            "trains on pooled feature vectors, which have no area; use --mixup, or --no-cache."
+        )
     if cfg.model.image_size is not None and not 32 <= cfg.model.image_size <= 1024:
         raise ConfigError(
             f"ConfigError: --image-size {cfg.model.image_size}; expected 32 to 1024 pixels."

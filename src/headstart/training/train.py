@@ -104,6 +104,7 @@ def _manifest(
         "class_weights": cfg.optim.class_weights,
         "monitor": objective.monitor,
         "ema": cfg.optim.ema,
+        "mixing": {"mixup": cfg.optim.mixup, "cutmix": cfg.optim.cutmix},
         "preprocessing": backbone.preprocessing.to_dict(),
         "augment": cfg.data.augment,
         "strategy": {
@@ -279,6 +280,7 @@ def train(
                     checkpoints=Checkpoints(save, saved),
                     precision=ready.precision,
                     compile=cfg.compile,
+                    seed=cfg.seed,
                 )
             except Interrupted as e:
                 hint = f"{e}; saved in {run_dir}. Continue with: {resume_hint(final)}"
