@@ -91,6 +91,16 @@ def test_the_mixed_loss_is_cross_entropy_on_the_blended_labels() -> None:
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+def test_training_accuracy_counts_the_larger_share() -> None:
+    y = {"a": torch.tensor([0, 1, 2, 3])}
+    x = torch.zeros(4, 2)
+    mixes = [Mixing(mixup=0.4, seed=0)(x, step) for step in range(30)]
+    low = next(m for m in mixes if m.lam < 0.5)
+    high = next(m for m in mixes if m.lam >= 0.5)
+    assert torch.equal(low.dominant(y)["a"], y["a"][low.partner])
+    assert high.dominant(y) is y
+
+
 def test_a_blank_label_only_drops_its_own_share() -> None:
     torch.manual_seed(0)
     logits = {"a": torch.randn(4, 3)}

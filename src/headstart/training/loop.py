@@ -177,7 +177,7 @@ def fit(
     the weights over about that many epochs is validated and kept instead of the last step's
     (:mod:`headstart.training.averaging`). ``optim.mixup``/``optim.cutmix``: batches are
     mixed (:mod:`headstart.training.mixing`; ``seed`` with the step seeds the draws), and the
-    training accuracy is counted against each sample's own label."""
+    training accuracy is counted against each sample's larger share of label."""
     objective = objective or Objective(smoothing=optim.label_smoothing)
     precision = precision or resolve_precision("auto", device)
     to_device(model, device)
@@ -257,6 +257,7 @@ def fit(
                         loss = objective.loss(out, targets)
                     else:
                         loss = mixed.loss(objective.loss, out, targets)
+                        targets = mixed.dominant(targets)
                 for task, c in objective.counts(out, targets).items():
                     st.counts[task] = st.counts[task] + c if task in st.counts else c
                 optimizer.zero_grad(set_to_none=True)

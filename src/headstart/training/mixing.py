@@ -36,6 +36,13 @@ class Mixed:
         theirs = {task: y[self.partner] for task, y in targets.items()}
         return self.lam * loss(logits, targets) + (1.0 - self.lam) * loss(logits, theirs)
 
+    def dominant(self, targets: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+        """The labels with the larger share (the own ones at ``lam >= 0.5``): what the
+        training accuracy is counted against."""
+        if self.lam >= 0.5:
+            return targets
+        return {task: y[self.partner] for task, y in targets.items()}
+
 
 @dataclass(frozen=True)
 class Mixing:
