@@ -146,3 +146,21 @@ def test_mixing_refuses_what_it_cannot_mix(
     assert main(argv) == 2
     assert says in " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["compare", "--strategies", "finetune,probe"],  # the probe second: still refused first
+        ["compare", "--strategies", "finetune,probe", "--cv", "2"],
+        ["train", "--strategy", "auto"],
+    ],
+)
+def test_a_race_that_may_reach_the_cached_probe_refuses_cutmix_before_training(
+    command: list[str], trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["--no-progress", command[0], str(trainval_dataset), *command[1:], *FAST[:-1],
+            "--epochs", "1", "--cutmix", "1", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main(argv) == 2
+    assert "no area" in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "r" / "finetune").exists()

@@ -175,11 +175,11 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument(
         "--mixup", type=float, metavar="ALPHA",
-        help="train on blends of two images and their labels, weight ~ Beta(ALPHA, ALPHA)",
+        help="blend pairs of images and their labels, weight ~ Beta(ALPHA, ALPHA)",
     )  # fmt: skip
     p.add_argument(
         "--cutmix", type=float, metavar="ALPHA",
-        help="paste a box of another image, area ~ Beta(ALPHA, ALPHA); with --mixup, either",
+        help="paste a box of another image, area ~ Beta(ALPHA, ALPHA); 50/50 with --mixup",
     )  # fmt: skip
     p.add_argument("--val-fraction", type=float, help="held-out fraction when splitting (0.2)")
     p.add_argument("--color-jitter", type=float, help="colour-jitter strength (0 = off)")

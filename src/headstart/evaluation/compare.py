@@ -14,6 +14,7 @@ from headstart.finetune import STRATEGIES
 from headstart.plots import plot_comparison
 from headstart.tables import text_table
 from headstart.training import train
+from headstart.training.setup import check_strategies
 from headstart.training.verdict import below_probe
 
 BACKBONE_TRAINING = ("partial", "finetune", "gradual", "lp-ft")
@@ -117,6 +118,7 @@ def compare_strategies(
     """Train each strategy with ``cfg`` (same data, split, seed, epochs; early stopping off so
     every strategy gets the full budget) and write ``compare.json`` and ``compare.png``.
     ``resume``: keep members that finished, continue the interrupted one (see ``train``)."""
+    check_strategies(cfg, strategies)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[CompareRow] = []

@@ -5,7 +5,7 @@ BatchNorm statistics, warm-started head and inputs (:func:`build_model`). ``trai
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -133,6 +133,13 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             "out": out,
         }
     )
+
+
+def check_strategies(cfg: TrainConfig, names: Sequence[str]) -> None:
+    """Validate ``cfg`` for each strategy in ``names`` before any trains (``compare``,
+    ``cv``): an option one member refuses stops the race at once, not after the others."""
+    for name in names:
+        resolve_config(cfg.with_overrides({"strategy.name": name}))
 
 
 def strategy_options(cfg: TrainConfig) -> StrategyOptions:
