@@ -33,3 +33,11 @@ def test_finetune_one_image_below_probe_is_noise_not_forgetting() -> None:
     text = "\n".join(lines)
     assert "ended below the probe" in text and "within noise" in text
     assert "Likely cause" not in text and "catastrophic forgetting" in text
+
+
+def test_a_run_on_blends_is_not_diagnosed_from_its_training_accuracy() -> None:
+    rows = [row("probe", 0.96, 0.96), row("finetune", 0.95, 0.90)]
+    lines = verdict(rows, n_val=150, mixed=True)
+    i = next(i for i, line in enumerate(lines) if line.startswith("finetune ended below the probe"))
+    assert "blended images" in lines[i + 1] and "without them" in lines[i + 1]
+    assert "catastrophic forgetting" not in lines[i + 1] and "--lr" not in lines[i + 1]

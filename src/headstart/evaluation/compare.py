@@ -75,8 +75,9 @@ def parse_strategies(text: str) -> list[str]:
     return names
 
 
-def verdict(rows: Sequence[CompareRow], n_val: int) -> list[str]:
-    """Who won, by how much, whether that is more than noise, and fine-tuning warnings."""
+def verdict(rows: Sequence[CompareRow], n_val: int, mixed: bool = False) -> list[str]:
+    """Who won, by how much, whether that is more than noise, and fine-tuning warnings
+    (``mixed``: the runs trained on blends, see :func:`below_probe`)."""
     ranked = sorted(rows, key=lambda r: (-r.best_val_acc, -r.final_val_acc, r.total_seconds))
     one_image = 100.0 / max(n_val, 1)
     lines = []
@@ -101,7 +102,7 @@ def verdict(rows: Sequence[CompareRow], n_val: int) -> list[str]:
         r = by_name.get(name)
         if probe is not None and r is not None:
             lines += below_probe(name, r.final_val_acc, probe.final_val_acc, n_val, r.lr,
-                                 r.final_train_acc, probe.final_train_acc)  # fmt: skip
+                                 r.final_train_acc, probe.final_train_acc, mixed)  # fmt: skip
     return lines
 
 
@@ -146,7 +147,7 @@ def compare_strategies(
                 val_acc_per_epoch=[h.val_acc for h in hist],
             )
         )
-    lines = verdict(rows, n_val)
+    lines = verdict(rows, n_val, mixed=bool(cfg.optim.mixup or cfg.optim.cutmix))
     png = plot_comparison({r.strategy: r.val_acc_per_epoch for r in rows}, out / "compare.png")
     payload: dict[str, Any] = {
         "data": cfg.data.root,

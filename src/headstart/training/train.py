@@ -335,7 +335,8 @@ def train(
     echo(recall_line(best.val_recall, split.tasks))
     if warm is not None:
         lines = below_probe(plan.name, best.val_acc, warm.val_acc, best.val_n, cfg.strategy.lr,  # type: ignore[arg-type]
-                            result.history[-1].train_acc, warm.train_acc)  # fmt: skip
+                            result.history[-1].train_acc, warm.train_acc,
+                            mixed=bool(cfg.optim.mixup or cfg.optim.cutmix))  # fmt: skip
         for line in lines:
             echo(line)
     return TrainResult(run_dir, cfg, split, result, per_phase, total, manifest["seconds"])

@@ -11,6 +11,7 @@ def below_probe(
     lr: float,
     train_acc: float | None = None,
     probe_train_acc: float | None = None,
+    mixed: bool = False,
 ) -> list[str]:
     """Lines saying that ``name`` ended below the probe on the same split (accuracies in
     0-1, ``n_val`` validation images, ``lr`` its backbone LR), with the likely cause and
@@ -20,7 +21,9 @@ def below_probe(
     training images no better than the probe did has not adapted (the LR is too low, or
     the epochs too few); one that fits them better but generalises worse has eroded the
     pretrained features (the LR is too high). A gap of two images or fewer is within noise:
-    it is said so, with what a larger gap would mean.
+    it is said so, with what a larger gap would mean. A run that trained on blends
+    (``mixed``: ``--mixup``/``--cutmix``) has no comparable training accuracy, and the
+    blending itself is the first suspect.
 
     >>> below_probe("finetune", 0.90, 0.91, 200, 1e-4)[0]
     'finetune ended below the probe (90.00% vs 91.00%, 2 of 200 images).'
@@ -32,7 +35,13 @@ def below_probe(
         f"{name} ended below the probe ({acc:.2%} vs {probe:.2%}, {images} of {n_val} images)."
     ]
     read = train_acc is not None and probe_train_acc is not None
-    if read and train_acc < probe_train_acc:  # type: ignore[operator]
+    if mixed:
+        cause = (
+            "it trained on blended images (--mixup/--cutmix), and the blending itself may "
+            "cost accuracy here (CutMix can cut out a small defect; the training accuracy of "
+            "blends says nothing about the learning rate). Fix: run it again without them."
+        )
+    elif read and train_acc < probe_train_acc:  # type: ignore[operator]
         cause = (
             f"it has not adapted: its training accuracy ({train_acc:.2%}) is below the "
             f"probe's ({probe_train_acc:.2%}), so the backbone learning rate ({lr:g}) is too "
