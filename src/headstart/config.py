@@ -87,6 +87,11 @@ class OptimConfig:
     cutmix: float = 0.0  # Beta(a, a) of CutMix's kept area (0: off); both: half the batches each
 
     @property
+    def mixes(self) -> bool:
+        """Whether batches are blended (``--mixup`` or ``--cutmix``)."""
+        return bool(self.mixup or self.cutmix)
+
+    @property
     def decay(self) -> float:
         """The weight decay in force (:data:`DEFAULT_WEIGHT_DECAY` unless set or chosen)."""
         return DEFAULT_WEIGHT_DECAY if self.weight_decay is None else self.weight_decay

@@ -42,6 +42,22 @@ def train_cli(argv: list[str], out: Path, capsys: pytest.CaptureFixture) -> tupl
     return capsys.readouterr().out, json.loads((out / "manifest.json").read_text())
 
 
+def with_and_without(
+    option: list[str], data: Path, out: Path, capsys: pytest.CaptureFixture, epochs: int = 3
+) -> tuple[list[dict], list[dict], dict]:
+    """A tiny float32 fine-tune trained twice, into ``out/plain`` and ``out/with``, without
+    and with ``option``: both runs' ``metrics.jsonl`` lines and the second's manifest."""
+    import json
+
+    argv = ["--no-progress", "train", str(data), *FAST[:-1], "--strategy", "finetune",
+            "--epochs", str(epochs), "--precision", "fp32", "--lr", "1e-3"]  # fmt: skip
+    train_cli(argv, out / "plain", capsys)
+    _, manifest = train_cli([*argv, *option], out / "with", capsys)
+    lines = [(out / run / "metrics.jsonl").read_text().splitlines() for run in ("plain", "with")]
+    plain, other = ([json.loads(line) for line in run] for run in lines)
+    return plain, other, manifest
+
+
 def served_val_loss(run_dir: Path) -> float:
     """The validation loss of the run's model as predict and serve run it."""
     from headstart.evaluation.evaluate import _scores, eval_samples, image_reader

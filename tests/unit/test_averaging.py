@@ -3,7 +3,6 @@ validates and ships, and leaves training itself untouched."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from headstart.training.averaging import WeightAverage, ema_decay
-from tests.unit.conftest import FAST, served_val_loss, train_cli
+from tests.unit.conftest import served_val_loss, with_and_without
 
 
 def test_the_average_follows_the_warmed_up_decay_step_by_step() -> None:
@@ -53,24 +52,15 @@ def test_applied_lends_the_average_and_gives_the_weights_back() -> None:
 def test_an_ema_run_validates_and_ships_the_average_without_changing_training(
     trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    argv = ["--no-progress", "train", str(trainval_dataset), *FAST[:-1], "--strategy",
-            "finetune", "--epochs", "3", "--precision", "fp32", "--lr", "1e-3"]  # fmt: skip
-    train_cli(argv, tmp_path / "plain", capsys)
-    _, manifest = train_cli([*argv, "--ema", "1"], tmp_path / "ema", capsys)
+    plain, ema, manifest = with_and_without(["--ema", "1"], trainval_dataset, tmp_path, capsys)
     assert manifest["ema"] == 1.0
     # what was validated (the best epoch's recorded loss) is what predict serves
-    served = served_val_loss(tmp_path / "ema")
+    served = served_val_loss(tmp_path / "with")
     assert manifest["metrics"]["val_loss"] == pytest.approx(served, rel=1e-5, abs=1e-6)
-
-    def history(run: str) -> list[dict]:
-        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(line) for line in lines]
-
-    plain, ema = history("plain"), history("ema")
     assert [h["train_loss"] for h in ema] == [h["train_loss"] for h in plain]  # same steps
     assert [h["val_loss"] for h in ema] != [h["val_loss"] for h in plain]  # other weights
     a, b = (
         load_file(str(tmp_path / "plain" / "model.safetensors")),
-        load_file(str(tmp_path / "ema" / "model.safetensors")),
+        load_file(str(tmp_path / "with" / "model.safetensors")),
     )
     assert any(not torch.equal(a[k], b[k]) for k in a)

@@ -3,7 +3,6 @@ against soft-label cross-entropy, the draws tied to the step, and a run that mix
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from headstart.cli.main import main
 from headstart.data.table import MISSING
 from headstart.training.mixing import Mixing
 from headstart.training.objective import Objective
-from tests.unit.conftest import FAST, train_cli
+from tests.unit.conftest import FAST, with_and_without
 
 
 def _distinct_images(n: int = 6) -> torch.Tensor:
@@ -116,17 +115,10 @@ def test_a_blank_label_only_drops_its_own_share() -> None:
 def test_a_mixing_run_trains_on_other_batches_and_says_so(
     trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    argv = ["--no-progress", "train", str(trainval_dataset), *FAST[:-1], "--strategy",
-            "finetune", "--epochs", "2", "--precision", "fp32", "--lr", "1e-3"]  # fmt: skip
-    train_cli(argv, tmp_path / "plain", capsys)
-    _, manifest = train_cli([*argv, "--mixup", "0.4", "--cutmix", "1"], tmp_path / "mix", capsys)
+    option = ["--mixup", "0.4", "--cutmix", "1"]
+    plain, mixed, manifest = with_and_without(option, trainval_dataset, tmp_path, capsys, 2)
     assert manifest["mixing"] == {"mixup": 0.4, "cutmix": 1.0}
-
-    def train_losses(run: str) -> list[float]:
-        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(line)["train_loss"] for line in lines]
-
-    assert train_losses("mix") != train_losses("plain")
+    assert [h["train_loss"] for h in mixed] != [h["train_loss"] for h in plain]
 
 
 @pytest.mark.parametrize(
@@ -164,3 +156,14 @@ def test_a_race_that_may_reach_the_cached_probe_refuses_cutmix_before_training(
     assert main(argv) == 2
     assert "no area" in " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "r" / "finetune").exists()
+
+
+def test_auto_refuses_up_front_what_one_of_its_picks_refuses(
+    trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["--no-progress", "train", str(trainval_dataset), *FAST[:-1], "--strategy", "auto",
+            "--ema", "1", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main(argv) == 2  # the multi-layer probe has no steps to average
+    err = " ".join(capsys.readouterr().err.split())
+    assert "leave out --ema" in err and "--strategy auto may train name=probe layers=all" in err
+    assert not (tmp_path / "r").exists()

@@ -52,15 +52,13 @@ def train(args: argparse.Namespace) -> int:
         raise ConfigError(
             "ConfigError: --budget applies to --strategy auto; add it or drop --budget."
         )
-    if cfg.strategy.name == "auto" and cfg.optim.cutmix:
-        raise ConfigError(
-            "ConfigError: --cutmix with --strategy auto: the pick may be the probe, whose "
-            "cached inputs are pooled vectors with no area to cut. Name the strategy, or use "
-            "--mixup."
-        )
     if cfg.strategy.name == "auto":  # choose by evidence, then train the pick
+        from headstart.recommend.ranking import PICKS
         from headstart.recommend.run import parse_budget
         from headstart.recommend.run import recommend as gather
+        from headstart.training.setup import check_choices
+
+        check_choices(cfg, PICKS, "--strategy auto")
 
         progress = not args.no_progress
         budget = parse_budget(args.budget) if args.budget else None

@@ -14,7 +14,7 @@ from headstart.finetune import STRATEGIES
 from headstart.plots import plot_comparison
 from headstart.tables import text_table
 from headstart.training import train
-from headstart.training.setup import check_strategies
+from headstart.training.setup import check_choices
 from headstart.training.verdict import below_probe
 
 BACKBONE_TRAINING = ("partial", "finetune", "gradual", "lp-ft")
@@ -119,7 +119,7 @@ def compare_strategies(
     """Train each strategy with ``cfg`` (same data, split, seed, epochs; early stopping off so
     every strategy gets the full budget) and write ``compare.json`` and ``compare.png``.
     ``resume``: keep members that finished, continue the interrupted one (see ``train``)."""
-    check_strategies(cfg, strategies)
+    check_choices(cfg, [{"strategy.name": name} for name in strategies], "compare")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[CompareRow] = []
@@ -147,7 +147,7 @@ def compare_strategies(
                 val_acc_per_epoch=[h.val_acc for h in hist],
             )
         )
-    lines = verdict(rows, n_val, mixed=bool(cfg.optim.mixup or cfg.optim.cutmix))
+    lines = verdict(rows, n_val, mixed=cfg.optim.mixes)
     png = plot_comparison({r.strategy: r.val_acc_per_epoch for r in rows}, out / "compare.png")
     payload: dict[str, Any] = {
         "data": cfg.data.root,

@@ -178,10 +178,10 @@ def cross_validate(
     """Train every strategy on every fold (shared folds); write ``cv.json``. ``resume``:
     keep folds that finished, continue the interrupted one (see ``train``)."""
     from headstart.cache import Cache
-    from headstart.training.setup import check_strategies, load_data
+    from headstart.training.setup import check_choices, load_data
     from headstart.training.train import train
 
-    check_strategies(cfg, strategies)
+    check_choices(cfg, [{"strategy.name": name} for name in strategies], "cv")
     cache = Cache(cfg.data.cache_dir) if cfg.data.cache else None
     base = load_data(cfg, cache)
     pool = list(base.train) if keep_test else [*base.train, *base.val]

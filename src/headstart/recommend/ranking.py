@@ -35,6 +35,14 @@ def kendall(a: list[float], b: list[float]) -> float | None:
     return float(kendalltau(a, b).statistic)
 
 
+# every pick Recommendation can make, as the config overrides of its strategy and layers
+PICKS: tuple[dict[str, str], ...] = (
+    {"strategy.name": "probe", "model.layers": "last"},
+    {"strategy.name": "probe", "model.layers": "all"},
+    {"strategy.name": "finetune", "model.layers": "last"},
+)
+
+
 @dataclass
 class Recommendation:
     """The evidence, the skipped candidates and the pick with its reasons."""

@@ -33,14 +33,15 @@ class Mixed:
         self, loss: Loss, logits: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
         """``lam`` x the loss on the own labels + ``1 - lam`` x the loss on the partners'."""
-        theirs = {task: y[self.partner] for task, y in targets.items()}
+        theirs = self._partners(targets)
         return self.lam * loss(logits, targets) + (1.0 - self.lam) * loss(logits, theirs)
 
     def dominant(self, targets: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
         """The labels with the larger share (the own ones at ``lam >= 0.5``): what the
         training accuracy is counted against."""
-        if self.lam >= 0.5:
-            return targets
+        return targets if self.lam >= 0.5 else self._partners(targets)
+
+    def _partners(self, targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {task: y[self.partner] for task, y in targets.items()}
 
 

@@ -10,6 +10,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -82,7 +83,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     for name, alpha in (("mixup", cfg.optim.mixup), ("cutmix", cfg.optim.cutmix)):
         if alpha < 0:
             raise ConfigError(f"ConfigError: --{name} {alpha}; expected a Beta alpha > 0 (0: off).")
-    if cfg.model.layers == "all" and (cfg.optim.mixup or cfg.optim.cutmix):
+    if cfg.model.layers == "all" and cfg.optim.mixes:
         raise ConfigError(
             "ConfigError: --layers all solves its head exactly (L-BFGS) on the cached "
             "features as they are; leave out --mixup and --cutmix."
@@ -135,11 +136,16 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     )
 
 
-def check_strategies(cfg: TrainConfig, names: Sequence[str]) -> None:
-    """Validate ``cfg`` for each strategy in ``names`` before any trains (``compare``,
-    ``cv``): an option one member refuses stops the race at once, not after the others."""
-    for name in names:
-        resolve_config(cfg.with_overrides({"strategy.name": name}))
+def check_choices(cfg: TrainConfig, choices: Sequence[dict[str, Any]], what: str) -> None:
+    """Validate ``cfg`` under each of ``choices`` (config overrides) before any trains: the
+    members of ``compare`` and ``cv``, or every pick ``--strategy auto`` can make. An option
+    one of them refuses stops at once, not after the others (or the evidence) have run."""
+    for choice in choices:
+        try:
+            resolve_config(cfg.with_overrides(choice))
+        except ConfigError as e:
+            shown = " ".join(f"{k.rpartition('.')[2]}={v}" for k, v in choice.items())
+            raise ConfigError(f"{e} ({what} may train {shown}.)") from None
 
 
 def strategy_options(cfg: TrainConfig) -> StrategyOptions:

@@ -336,7 +336,7 @@ def train(
     if warm is not None:
         lines = below_probe(plan.name, best.val_acc, warm.val_acc, best.val_n, cfg.strategy.lr,  # type: ignore[arg-type]
                             result.history[-1].train_acc, warm.train_acc,
-                            mixed=bool(cfg.optim.mixup or cfg.optim.cutmix))  # fmt: skip
+                            mixed=cfg.optim.mixes)  # fmt: skip
         for line in lines:
             echo(line)
     return TrainResult(run_dir, cfg, split, result, per_phase, total, manifest["seconds"])
