@@ -16,7 +16,7 @@ from headstart.finetune.bn import BNShift
 from headstart.recommend.domain import DomainEvidence
 from headstart.recommend.evidence import BackboneEvidence
 from headstart.recommend.pilot import PILOT_EPOCHS, pilot_estimate, pilot_fits
-from headstart.recommend.ranking import Recommendation, held_out
+from headstart.recommend.ranking import PICKS, Recommendation, held_out
 from tests.conftest import TINY
 from tests.unit.conftest import FAST
 
@@ -73,6 +73,21 @@ def test_far_from_imagenet_the_measured_multi_layer_probe_is_the_pick() -> None:
     assert (near.strategy, near.layers) == ("finetune", "last")  # earlier stages add noise
     assert "suits this data" in "\n".join(near.reasons())
     assert near.to_dict()["domain"]["far"] is False
+
+
+def test_every_pick_the_rule_can_make_is_in_picks() -> None:
+    """``train --strategy auto`` validates the options under each of ``PICKS`` before the
+    recommendation runs; a pick missing from it would fail only after minutes of evidence."""
+    close = _evidence("small", 0.895, 0.895, 40.0)
+    climbing = replace(close, curve=((250, 0.80), (500, 0.84), (1000, 0.895)))
+    made = set()
+    for evidence in (close, climbing):
+        for domain in (None, _domain(1, 0.895, 0.895), _domain(5, 0.80, 0.86)):
+            for budget in (None, 1.0):
+                rec = Recommendation([evidence], budget_s=budget, domain=domain)
+                made.add((rec.overrides()["strategy.name"], rec.overrides()["model.layers"]))
+    listed = {(p["strategy.name"], p["model.layers"]) for p in PICKS}
+    assert made == listed  # every pick reachable, and every listed pick reachable
 
 
 def test_recommend_ranks_the_candidates_with_weights_and_lists_the_rest(

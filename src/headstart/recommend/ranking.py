@@ -36,6 +36,7 @@ def kendall(a: list[float], b: list[float]) -> float | None:
 
 
 # every pick Recommendation can make, as the config overrides of its strategy and layers
+# (tests/unit/test_recommend.py checks that the rule reaches exactly these)
 PICKS: tuple[dict[str, str], ...] = (
     {"strategy.name": "probe", "model.layers": "last"},
     {"strategy.name": "probe", "model.layers": "all"},
