@@ -12,6 +12,7 @@ all see the same pixels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -73,9 +74,33 @@ def reduce_for_decoding(image: Image.Image) -> Image.Image:
     return out
 
 
-def open_rgb(image: Image.Image) -> Image.Image:
-    """An opened image as upright RGB within the memory bound (see the module docstring)."""
-    return to_rgb(ImageOps.exif_transpose(reduce_for_decoding(image)))
+def open_rgb(image: Image.Image, white_level: int | None = None) -> Image.Image:
+    """An opened image as upright RGB within the memory bound (see the module docstring);
+    ``white_level``: see :func:`to_rgb`."""
+    return to_rgb(ImageOps.exif_transpose(reduce_for_decoding(image)), white_level)
+
+
+def white_level_of(paths: Sequence[str | Path]) -> tuple[int, int] | None:
+    """For images stored with more than 8 bits of grey (16-bit PNG or TIFF, as microscopy,
+    X-ray and industrial cameras write them), the white level their bit depth implies, and
+    the brightest value seen: ``(4095, 3998)`` for a 12-bit camera's. None for 8-bit images,
+    and for 16-bit ones that use all 16 bits (65535 is the default).
+
+    Read as 0-65535, 12-bit images keep 16 of their 4,096 grey levels; read as 0-4095, all of
+    them. The level is rounded up to a whole number of bits so that an image darker than the
+    ones looked at still scales as they do."""
+    brightest, deep = 0, False
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                if not image.mode.startswith("I"):
+                    continue
+                deep = True
+                brightest = max(brightest, int(np.asarray(reduce_for_decoding(image)).max()))
+        except (OSError, ValueError):  # unreadable files are the scan's to report
+            continue
+    level = 2 ** max(8, brightest.bit_length()) - 1
+    return (level, brightest) if deep and level != 65535 else None
 
 
 def is_grayscale(path: str | Path) -> bool:
@@ -89,12 +114,13 @@ def is_grayscale(path: str | Path) -> bool:
     return bool(np.abs(small - small.mean(2, keepdims=True)).max() <= 4)
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image, white_level: int | None = None) -> Image.Image:
     """Convert any PIL mode to RGB without surprises.
 
     Transparent pixels are composited on white (a plain ``convert("RGB")`` exposes whatever
     colour hides under alpha 0, often black); 16-bit and 32-bit greyscale are scaled to 8 bits
-    instead of clipped; CMYK goes through PIL's converter.
+    instead of clipped, with ``white_level`` as white when given (a 12-bit camera's 4095:
+    see :func:`white_level_of`), else 65535; CMYK goes through PIL's converter.
     """
     if image.mode == "RGB":
         return image
@@ -105,15 +131,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return canvas
     if image.mode.startswith("I") or image.mode == "F":
         arr = np.array(image, dtype=np.float32)  # a copy: F images give read-only views
-        top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if white_level is not None and image.mode.startswith("I"):
+            top = float(white_level)
+        else:
+            top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
         arr *= 255.0 / top  # in place: a 40-megapixel image holds one float copy, not three
         np.clip(arr, 0, 255, out=arr)
         return Image.fromarray(arr.astype(np.uint8), mode="L").convert("RGB")
     return image.convert("RGB")
 
 
-def load_rgb(path: str | Path) -> Image.Image:
+def load_rgb(path: str | Path, white_level: int | None = None) -> Image.Image:
     """Open an image file, apply its EXIF orientation, and return it as RGB (reduced while
     decoding when it is far larger than any classifier input; see :func:`open_rgb`)."""
     with Image.open(path) as image:
-        return open_rgb(image)
+        return open_rgb(image, white_level)

@@ -18,8 +18,10 @@ Interpolation = Literal["bilinear", "bicubic", "nearest"]
 class Preprocessing:
     """How images must be prepared for a given set of weights.
 
-    Eval pipeline: resize the shorter side to ``resize_size`` with ``interpolation``, centre-crop
-    ``input_size``, scale to [0, 1], then normalise with ``mean`` and ``std``.
+    Eval pipeline: read the image as 8-bit RGB (16-bit grey levels scaled so that
+    ``white_level`` is white, when the training images set one), resize the shorter side to
+    ``resize_size`` with ``interpolation``, centre-crop ``input_size``, scale to [0, 1], then
+    normalise with ``mean`` and ``std``.
     """
 
     input_size: int
@@ -27,6 +29,7 @@ class Preprocessing:
     interpolation: Interpolation
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    white_level: int | None = None  # 16-bit images: the value read as white (None: 65535)
 
     @property
     def crop_pct(self) -> float:
@@ -38,6 +41,8 @@ class Preprocessing:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
         d["crop_pct"] = round(self.crop_pct, 6)
+        if self.white_level is None:  # 8-bit data keeps the record (and cache keys) it had
+            del d["white_level"]
         return d
 
     def at_size(self, input_size: int, crop_pct: float | None = None) -> Preprocessing:
@@ -62,6 +67,7 @@ class Preprocessing:
             interpolation=d["interpolation"],
             mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
             std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
+            white_level=int(d["white_level"]) if d.get("white_level") is not None else None,
         )
 
     @classmethod

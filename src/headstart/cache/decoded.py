@@ -8,6 +8,8 @@ evaluation through the cache is bit-identical; training crops come from the resi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from PIL import Image
@@ -27,7 +29,9 @@ class DecodedImages:
         self.cache = cache
         self.size = prep.resize_size
         self.interpolation = prep.interpolation
-        self.store = cache.store("decoded", digest_of(["decoded", self.size, self.interpolation]))
+        self.white = prep.white_level
+        parts: list = ["decoded", self.size, self.interpolation]
+        self.store = cache.store("decoded", digest_of(parts + ([self.white] if self.white else [])))
 
     def load(self, path: str | Path) -> Image.Image:
         """The decoded, resized RGB image of ``path``."""
@@ -35,8 +39,18 @@ class DecodedImages:
         array = self.store.get(key)
         if array is None:
             image = F.resize(
-                load_rgb(path), self.size, interpolation=interpolation_mode(self.interpolation)
+                load_rgb(path, self.white),
+                self.size,
+                interpolation=interpolation_mode(self.interpolation),
             )
             self.store.put(key, F.pil_to_tensor(image).permute(1, 2, 0).numpy())
             return image
         return Image.fromarray(array)
+
+
+def image_reader(prep: Preprocessing, cache: Cache | None) -> Callable[[Path], Image.Image]:
+    """How a run reads its images: through the decoded-image cache when there is one, else
+    from disk; either way with the preprocessing's white level."""
+    if cache is not None:
+        return DecodedImages(cache, prep).load
+    return partial(load_rgb, white_level=prep.white_level)

@@ -50,17 +50,17 @@ class _Missing(Dataset):
 
     def __init__(
         self, jobs: list[tuple[int, int]], samples: Sequence[Sample], digests: list[str],
-        transforms: Sequence[Transform], seeds: Sequence[int | None],
+        transforms: Sequence[Transform], seeds: Sequence[int | None], white: int | None,
     ) -> None:  # fmt: skip
         self.jobs, self.samples, self.digests = jobs, samples, digests
-        self.transforms, self.seeds = transforms, seeds
+        self.transforms, self.seeds, self.white = transforms, seeds, white
 
     def __len__(self) -> int:
         return len(self.jobs)
 
     def __getitem__(self, j: int) -> tuple[torch.Tensor, int]:
         i, view = self.jobs[j]
-        image = load_rgb(self.samples[i].path)
+        image = load_rgb(self.samples[i].path, self.white)
         seed = self.seeds[view]
         if seed is None:
             return self.transforms[view](image), j
@@ -108,7 +108,9 @@ def cached_features(
                 found[i, v] = array
     if jobs:
         loader = DataLoader(
-            _Missing(jobs, samples, digests, transforms, seeds),
+            _Missing(
+                jobs, samples, digests, transforms, seeds, source.preprocessing.get("white_level")
+            ),
             batch_size=batch_size,
             num_workers=num_workers,
             pin_memory=device.type == "cuda",

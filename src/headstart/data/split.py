@@ -140,6 +140,26 @@ def grayscale_note(split: DataSplit, sample: int = 32) -> str | None:
     return None
 
 
+def white_level(split: DataSplit, sample: int = 256) -> tuple[int | None, str | None]:
+    """The white level of the training images when they have more than 8 bits of grey
+    (``sample`` of them, evenly spaced; see :func:`headstart.imaging.white_level_of`), with
+    the note that says so; ``(None, None)`` for 8-bit images."""
+    from headstart.imaging import white_level_of
+
+    step = max(1, len(split.train) // sample)
+    found = white_level_of([s.path for s in split.train[::step][:sample]])
+    if found is None:
+        return None, None
+    level, brightest = found
+    bits = level.bit_length()
+    return level, (
+        f"note: the images have more than 8 bits of grey, up to {brightest:,} ({bits} bits): "
+        f"read with {level:,} as white rather than 65,535, which would keep "
+        f"{max(1, 256 * (level + 1) // 65536)} of 256 grey levels; the run records it, so "
+        "evaluate, predict, export and serve read images the same way"
+    )
+
+
 def _rel(path: Path, root: Path) -> str:
     try:
         return str(path.relative_to(root))

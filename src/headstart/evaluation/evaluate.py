@@ -22,7 +22,6 @@ from headstart.data import (
     TTA_VIEWS,
     ImageDataset,
     Sample,
-    load_rgb,
     scan_folder,
 )
 from headstart.data.split import find_val_dir
@@ -217,12 +216,12 @@ def image_reader(prep: Preprocessing) -> Callable[[Path], Image.Image]:
     """Images through the decoded-image cache (bit-identical to reading them, and free the
     second time), or straight from disk when the cache folder cannot be used."""
     from headstart.cache import Cache
-    from headstart.cache.decoded import DecodedImages
+    from headstart.cache.decoded import image_reader as reader
 
     try:
-        return DecodedImages(Cache(), prep).load
+        return reader(prep, Cache())
     except ConfigError:
-        return load_rgb
+        return reader(prep, None)
 
 
 def _scores(

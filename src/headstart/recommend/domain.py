@@ -23,11 +23,11 @@ from torch.utils.data import DataLoader
 from headstart.backbones import Backbone
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.cache import Cache
+from headstart.cache.decoded import image_reader
 from headstart.config import TrainConfig
 from headstart.data import DataSplit, ImageDataset, eval_transform
 from headstart.errors import ConfigError
 from headstart.finetune.bn import BNShift, adapt_batchnorm, batchnorms, shift, statistics
-from headstart.imaging import load_rgb
 from headstart.model import Classifier
 from headstart.stats import wilson_interval
 from headstart.training.device import images_to, to_device
@@ -129,7 +129,9 @@ def bn_shift(
     sample = [split.train[i] for i in sorted(rows)]
     copied = copy.deepcopy(module)
     before = statistics(copied)
-    loader = DataLoader(ImageDataset(sample, eval_transform(prep), load_rgb), batch_size=batch)
+    loader = DataLoader(
+        ImageDataset(sample, eval_transform(prep), image_reader(prep, None)), batch_size=batch
+    )
     adapt_batchnorm(copied, (images_to(x, device) for x, _ in loader), len(sample), False)
     return replace(shift(before, copied), images=len(sample))
 

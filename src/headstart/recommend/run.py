@@ -73,7 +73,8 @@ def recommend(
     ready = prepare_data(cfg, echo=echo)
     evidence, built = [], {}
     for name in usable:
-        built[name] = build_backbone(cfg.with_overrides({"model.backbone": name}))
+        white = ready.backbone.preprocessing.white_level  # the data's, for every candidate
+        built[name] = build_backbone(cfg.with_overrides({"model.backbone": name}), white)
         e = backbone_evidence(cfg, built[name], ready.split, ready.cache, ready.device,
                               ready.generator, ready.objective, progress)  # fmt: skip
         echo(f"{name}: evidence in {e.seconds:.0f} s")

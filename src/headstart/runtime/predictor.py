@@ -57,6 +57,11 @@ class Predictor:
         """The test-time views this model wants (ten crops, or the square's symmetries)."""
         return str(self.meta.get("tta", TEN_CROP))
 
+    @property
+    def white_level(self) -> int | None:
+        """The value 16-bit images are read with as white, as in training (None: 65535)."""
+        return self.meta["preprocessing"].get("white_level")
+
     @staticmethod
     def images_per_batch(batch_size: int, tta: bool) -> int:
         """Images per engine call: ``batch_size``, or an eighth of it when each image brings
@@ -98,7 +103,7 @@ class Predictor:
             images, ok = [], []
             for p in paths[start : start + step]:
                 try:
-                    images.append(load_rgb(p))
+                    images.append(load_rgb(p, self.white_level))
                     ok.append(Prediction(str(p)))
                 except ImageRefused as e:
                     results.append(Prediction(str(p), error=f"refused: {e}"))

@@ -63,8 +63,11 @@ class UploadError(Exception):
         self.message = message
 
 
-def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """Bytes -> RGB image, or UploadError (400 not an image / truncated, 413 too many pixels)."""
+def decode_image(
+    data: bytes, name: str, max_pixels: int, white_level: int | None = None
+) -> Image.Image:
+    """Bytes -> RGB image, or UploadError (400 not an image / truncated, 413 too many pixels);
+    ``white_level``: the model's, for 16-bit images (see :func:`headstart.imaging.to_rgb`)."""
     if not data:
         raise UploadError(400, f"{name}: the file is empty. Send the image's bytes.")
     try:
@@ -78,7 +81,7 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
                     f"{name}: {width}x{height} pixels is more than the limit of {max_pixels:,} "
                     "(a decompression bomb, or a photo to downscale before sending).",
                 )
-            return open_rgb(image)
+            return open_rgb(image, white_level)
     except UploadError:
         raise
     except ImageRefused as e:
@@ -105,7 +108,8 @@ class Service:
 
     def preprocess(self, uploads: list[tuple[str, bytes]]) -> np.ndarray:
         """Decode and preprocess every upload (runs in a worker thread)."""
-        images = [decode_image(data, name, self.config.max_pixels) for name, data in uploads]
+        limit, white = self.config.max_pixels, self.predictor.white_level
+        images = [decode_image(data, name, limit, white) for name, data in uploads]
         prep = self.meta["preprocessing"]  # NumPy and Pillow: no torch in an ONNX server
         return np.stack([preprocess(im, prep) for im in images])
 

@@ -20,7 +20,7 @@ from headstart.backbones import Backbone
 from headstart.backbones.split import Chain, Cut, cut_backbone
 from headstart.backbones.stages import HEAD
 from headstart.cache import Cache, digest_of, module_digest
-from headstart.cache.decoded import DecodedImages
+from headstart.cache.decoded import image_reader
 from headstart.cache.features import FeatureSource, FeatureViews, cached_features
 from headstart.config import TrainConfig
 from headstart.data import DataSplit, ImageDataset, eval_transform, train_transform
@@ -30,7 +30,6 @@ from headstart.finetune import Phase, Plan
 from headstart.finetune.bn import BNShift, adapt_batchnorm, load_statistics
 from headstart.finetune.bn import shift as bn_shift
 from headstart.finetune.bn import statistics as bn_statistics
-from headstart.imaging import load_rgb
 from headstart.multilayer import StageTaps
 from headstart.training.device import (
     default_num_workers,
@@ -183,7 +182,7 @@ def make_inputs(
             cut.tail,
             info,
         )  # fmt: skip
-    read: Callable = DecodedImages(cache, prep).load if cache is not None else load_rgb
+    read = image_reader(prep, cache)
     workers = cfg.data.num_workers
     if workers is None:  # chosen for this machine (the saved config stays portable)
         workers = default_num_workers(device, decoded=cache is not None)
@@ -225,7 +224,7 @@ def adapt_backbone(
         if found is not None:
             load_statistics(backbone.module, torch.from_numpy(found))
             return replace(bn_shift(before, backbone.module), images=len(images), cached=True)
-    read: Callable = DecodedImages(cache, prep).load if cache is not None else load_rgb
+    read = image_reader(prep, cache)
     loader = DataLoader(
         ImageDataset(split.train, eval_transform(prep), read),
         batch_size=cfg.optim.batch_size,

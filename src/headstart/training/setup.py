@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from headstart.backbones.stages import DEFAULT_UNFREEZE_FROM
 from headstart.cache import Cache
 from headstart.config import DEFAULT_WEIGHT_DECAY, TrainConfig
 from headstart.data import PRESETS, DataSplit, load_split, load_table_split
-from headstart.data.split import grayscale_note
+from headstart.data.split import grayscale_note, white_level
 from headstart.errors import ConfigError
 from headstart.finetune import (
     BN_POLICIES,
@@ -221,13 +221,15 @@ class Ready:
     precision: Precision
 
 
-def build_backbone(cfg: TrainConfig) -> Backbone:
-    """``cfg``'s backbone with its weights, at ``--image-size`` / ``--crop-pct`` if given."""
+def build_backbone(cfg: TrainConfig, white: int | None = None) -> Backbone:
+    """``cfg``'s backbone with its weights, at ``--image-size`` / ``--crop-pct`` if given,
+    reading images with the data's white level ``white`` (see :func:`prepare_data`)."""
     backbone = create_backbone(cfg.model.backbone, cfg.model.weights)
     if cfg.model.image_size or cfg.model.crop_pct:
         backbone.preprocessing = backbone.preprocessing.at_size(
             cfg.model.image_size or backbone.preprocessing.input_size, cfg.model.crop_pct
         )
+    backbone.preprocessing = replace(backbone.preprocessing, white_level=white)
     return backbone
 
 
@@ -242,9 +244,11 @@ def prepare_data(
     cache = Cache(cfg.data.cache_dir) if cfg.data.cache else None
     split = split or load_data(cfg, cache)
     objective = make_objective(cfg, split)
-    grey = grayscale_note(split)
-    if grey and grey not in split.notes:
-        split.notes.append(grey)
+    level, deep = white_level(split)  # 16-bit images: the backbone reads them at their depth
+    backbone.preprocessing = replace(backbone.preprocessing, white_level=level)
+    for note in (grayscale_note(split), deep):
+        if note and note not in split.notes:
+            split.notes.append(note)
     echo(split.summary())
     device = resolve_device(cfg.device)
     precision = resolve_precision(for_layers(cfg.precision, cfg.model.layers), device)
