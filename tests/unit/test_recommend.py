@@ -168,3 +168,24 @@ def test_train_strategy_auto_trains_the_pick_and_keeps_the_evidence(
     argv = ["--no-progress", "train", str(trainval_dataset), *FAST[:-1], "--budget", "10m",
             "--out", str(tmp_path / "no")]  # fmt: skip
     assert main(argv) == 2 and "--budget applies to --strategy auto" in capsys.readouterr().err
+
+
+def test_recommend_on_a_handful_of_images_per_class(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Four training images a class: the learning curve drops the point with under two a
+    class, the penalty's cross-validation uses the folds the data allows (it used to stop
+    with an internal error from scikit-learn)."""
+    from tests.conftest import make_class_folders
+
+    data = make_class_folders(tmp_path / "few", {"red": 5, "blue": 5})
+    out = tmp_path / "rec"
+    argv = ["--no-progress", "recommend", str(data), *FAST[2:-1], "--out", str(out)]
+    assert main(argv) == 0
+    found = json.loads((out / "recommend.json").read_text())
+    assert [n for n, _ in found["candidates"][0]["curve"]] == [4, 8]
+    capsys.readouterr()
+    one = make_class_folders(tmp_path / "one", {"red": 2, "blue": 2})  # one training image each
+    assert main([*argv[:2], str(one), *argv[3:]]) == 2  # a clear error, not an internal one
+    said = capsys.readouterr().err
+    assert "no class labelled twice" in said and "internal error" not in said

@@ -98,3 +98,16 @@ def test_multi_task_scores_average_the_tasks_on_their_labelled_images() -> None:
     assert knn_loo_accuracy(f, easy) > 0.8
     assert mean_over_tasks(knn_loo_accuracy, f, targets) < 0.7  # the noise task counts
     assert mean_over_tasks(logme, f, list(easy)) == pytest.approx(logme(f, easy))
+
+
+def test_features_that_interpolate_the_labels_give_the_evidences_limit() -> None:
+    """As many features as images (a tiny backbone's on 16 images): the labels lie in the
+    features' span, beta runs off to infinity, and the fixed point used to divide by zero
+    once gamma rounded to n. Taken from such a run: the spectrum and the label projection."""
+    sigma = np.array([3506.7, 44.9, 36.0, 19.9, 15.5, 13.9, 11.0, 8.36, 7.87, 7.35, 6.33, 5.04,
+                      4.18, 3.90, 3.32, 2.74])  # fmt: skip
+    z = np.array([-1.988, -1.062, 1.494, 0.617, 0.199, 0.16, 0.163, -0.342, 0.012, 0.082, 0.075,
+                  -0.275, -0.093, -0.002, -0.017, -0.038])  # fmt: skip
+    best, alpha, beta = max_evidence(z, sigma, float(z @ z), 16, 1280)
+    limit = evidence(z, sigma, float(z @ z), 16, 1280, alpha, 1e9)  # float64 holds it there
+    assert best == pytest.approx(limit, abs=1e-3) and beta > 1e6

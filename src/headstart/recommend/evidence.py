@@ -103,9 +103,12 @@ def learning_curve(
     from sklearn.model_selection import train_test_split
 
     labels = first_task_labels(targets)
+    classes = len(set(labels))
     points = []
     for fraction in fractions:
         idx = np.arange(len(labels))
+        if fraction < 1.0 and fraction * len(labels) < 2 * classes:
+            continue  # under two images a class: nothing to cross-validate the penalty on
         if fraction < 1.0:
             idx, _ = train_test_split(idx, train_size=fraction, random_state=seed,
                                       stratify=labels)  # fmt: skip

@@ -61,6 +61,8 @@ def max_evidence(
     for _ in range(MAX_STEPS):
         denom = alpha + beta * sigma
         gamma = float(np.sum(beta * sigma / denom))
+        if n - gamma < 1e-6 * n:  # the features interpolate the labels (rank n: a few
+            break  # images, many features); beta runs off to infinity, the evidence has settled
         m_sq = float(np.sum(beta**2 * sigma * z**2 / denom**2))
         residual = float(np.sum((alpha * z / denom) ** 2)) + (y_sq - float(np.sum(z**2)))
         new_alpha = gamma / max(m_sq, 1e-30)

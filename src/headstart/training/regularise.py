@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from headstart.cache.features import FeatureViews
+from headstart.errors import ConfigError
 from headstart.multilayer import StageTaps
 from headstart.training.device import to_device
 from headstart.training.history import FitResult
@@ -140,6 +141,13 @@ def choose_head(
     y = target_tensors(targets)
     first = next(iter(y.values())).numpy()  # the first task's labels: what folds stratify by
     images = len(first) if groups is None else len(set(groups))
+    folds = min(folds, int(np.bincount(first[first >= 0]).max(initial=0)))  # tiny data: fewer
+    if folds < 2:
+        raise ConfigError(
+            f"ConfigError: {images} training image(s) with no class labelled twice: too few to "
+            "choose the head's penalty by cross-validation. Label at least two images of a "
+            "class (ideally dozens of each)."
+        )
     if groups is None:
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         splits = list(splitter.split(np.zeros(len(first)), first))
