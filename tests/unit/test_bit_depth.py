@@ -23,6 +23,15 @@ def _deep(path: Path, values: np.ndarray) -> Path:
     return path
 
 
+def _twelve_bit_classes(root: Path) -> Path:
+    """Two classes of noisy 12-bit images (dim and bright), ten each."""
+    rng = np.random.default_rng(0)
+    for name, mean in (("dim", 1200), ("bright", 2800)):
+        for i in range(10):
+            _deep(root / name / f"{i}.png", rng.normal(mean, 400, (48, 48)).clip(0, 4095))
+    return root
+
+
 def _gradient(top: int) -> np.ndarray:
     return np.linspace(0, top, 48 * 48).reshape(48, 48)
 
@@ -94,12 +103,7 @@ def test_every_training_read_honours_the_white_level(tmp_path: Path) -> None:
 def test_a_run_on_twelve_bit_images_reads_them_at_their_depth_everywhere(
     strategy: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    rng = np.random.default_rng(0)
-    for name, mean in (("dim", 1200), ("bright", 2800)):
-        for i in range(10):
-            _deep(
-                tmp_path / "data" / name / f"{i}.png", rng.normal(mean, 400, (48, 48)).clip(0, 4095)
-            )
+    _twelve_bit_classes(tmp_path / "data")
     argv = ["--no-progress", "train", str(tmp_path / "data"), *FAST[:-1], "--strategy", strategy,
             "--epochs", "1", "--precision", "fp32"]  # fmt: skip
     printed, manifest = train_cli(argv, tmp_path / "run", capsys)
@@ -126,3 +130,24 @@ def test_a_run_on_twelve_bit_images_reads_them_at_their_depth_everywhere(
         assert "4095 as white" in meta["preprocessing"]["steps"][0]
         onnx = Predictor.load(run / "model.onnx")
         assert onnx.predict_paths([image], top_k=2)[0].top["class"][0][0] == read[0][0]
+
+
+def test_recommend_reads_every_candidate_at_the_datas_depth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import headstart.recommend.run as run
+
+    seen = []
+    for name in ("backbone_evidence", "domain_evidence"):
+        original = getattr(run, name)
+
+        def spy(cfg, backbone, *args, _original=original, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append(backbone.preprocessing.white_level)
+            return _original(cfg, backbone, *args, **kwargs)
+
+        monkeypatch.setattr(run, name, spy)
+    data = _twelve_bit_classes(tmp_path / "data")
+    argv = ["--no-progress", "recommend", str(data), *FAST[2:-1], "--out", str(tmp_path / "rec")]
+    assert main(argv) == 0
+    assert "read with 4,095 as white" in capsys.readouterr().out
+    assert seen and set(seen) == {4095}  # the evidence and the multi-layer probe's
