@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -148,12 +149,14 @@ def choose_head(
             "choose the head's penalty by cross-validation. Label at least two images of a "
             "class (ideally dozens of each)."
         )
-    if groups is None:
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        splits = list(splitter.split(np.zeros(len(first)), first))
-    else:  # an image's augmented views stay in one fold: no view leaks into its own test
-        grouped = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        splits = list(grouped.split(np.zeros(len(first)), first, groups))
+    with warnings.catch_warnings():  # a class rarer than the folds sits out of some: fine
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        if groups is None:
+            splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+            splits = list(splitter.split(np.zeros(len(first)), first))
+        else:  # an image's augmented views stay in one fold: no view leaks into its own test
+            grouped = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+            splits = list(grouped.split(np.zeros(len(first)), first, groups))
     scores: dict[tuple[int, float], float] = {}
     names = tuple(taps.stage_names) if taps is not None else ("pooled",)
     for stages in stage_counts(len(names)):
