@@ -52,6 +52,20 @@ def test_csv_blank_cells_are_missing_labels(tmp_path: Path) -> None:
     assert by_name["3.png"] == {"colour": 1, "size": 0}
 
 
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_semicolon_and_tab_separated_csvs_read_like_commas(tmp_path: Path, sep: str) -> None:
+    """Spreadsheets in locales with a decimal comma save with semicolons; paths may then
+    hold commas."""
+    comma = read_labels_csv(make_table(tmp_path))
+    (tmp_path / "img" / "0.png").rename(tmp_path / "img" / "0,a.png")
+    text = (tmp_path / "tasks.csv").read_text().replace(",", sep).replace("/0.png", "/0,a.png")
+    (tmp_path / "other.csv").write_text(text)
+    other = read_labels_csv(tmp_path / "other.csv")
+    assert other.tasks == comma.tasks and len(other.samples) == len(comma.samples)
+    assert other.samples[0].path.name == "0,a.png"
+    assert [s.target for s in other.samples] == [s.target for s in comma.samples]
+
+
 @pytest.mark.parametrize(
     ("csv_text", "tasks", "message"),
     [

@@ -92,6 +92,22 @@ def read_csv_text(path: Path) -> tuple[str, str | None]:
     raise AssertionError("latin-1 decodes any byte")  # pragma: no cover
 
 
+def delimiter(text: str) -> str:
+    """The CSV's separator: the one of comma, semicolon (spreadsheets in locales with a
+    decimal comma) and tab whose split of the header names an image column; else comma.
+
+    >>> delimiter("file;grade\\ncell 1,2.png;good\\n")
+    ';'
+    """
+    header = text.partition("\n")[0].rstrip("\r")
+    for sep in (",", ";", "\t"):
+        if any(
+            h.strip().lower() in IMAGE_COLUMNS for h in next(csv.reader([header], delimiter=sep))
+        ):
+            return sep
+    return ","
+
+
 def read_labels_csv(
     csv_path: str | Path,
     images_root: str | Path | None = None,
@@ -106,7 +122,7 @@ def read_labels_csv(
         raise DataError(f"DataError: labels file {csv_path} does not exist.")
     text, encoding_note = read_csv_text(csv_path)
     try:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter(text))
         header = [h.strip() for h in reader.fieldnames or []]
         reader.fieldnames = header
         rows = list(reader)
