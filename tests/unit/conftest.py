@@ -60,13 +60,13 @@ def with_and_without(
 
 def served_val_loss(run_dir: Path) -> float:
     """The validation loss of the run's model as predict and serve run it."""
-    from headstart.evaluation.evaluate import _scores, eval_samples, image_reader
+    from headstart.evaluation.evaluate import _scores, cached_reader, eval_samples
     from headstart.runtime.engines import load_engine
     from headstart.runtime.predictor import Predictor
 
     engine = load_engine(run_dir)  # what `headstart predict RUN` runs
     samples, _, _ = eval_samples(engine.run, None)
-    logits, targets = _scores(Predictor(engine), samples, image_reader(engine.run.preprocessing),
+    logits, targets = _scores(Predictor(engine), samples, cached_reader(engine.run.preprocessing),
                               raw=True, batch_size=8, progress=False)  # fmt: skip
     (z,), (y,) = logits.values(), targets.values()
     return float(torch.nn.functional.cross_entropy(torch.from_numpy(z), torch.from_numpy(y)))

@@ -212,9 +212,9 @@ def eval_samples(
     return scan.samples, scan.skipped, str(target)
 
 
-def image_reader(prep: Preprocessing) -> Callable[[Path], Image.Image]:
-    """Images through the decoded-image cache (bit-identical to reading them, and free the
-    second time), or straight from disk when the cache folder cannot be used."""
+def cached_reader(prep: Preprocessing) -> Callable[[Path], Image.Image]:
+    """Images through the user's decoded-image cache (bit-identical to reading them, and free
+    the second time), or straight from disk when the cache folder cannot be used."""
     from headstart.cache import Cache
     from headstart.cache.decoded import image_reader as reader
 
@@ -299,7 +299,7 @@ def evaluate_run(
     run = load_run(run_dir)
     predictor = run_predictor(run, dev)
     samples, skipped, source = eval_samples(run, data_dir)
-    read = image_reader(run.preprocessing)
+    read = cached_reader(run.preprocessing)
     split = _read_split(run)
     root = Path(split["root"]) if split else None
     kw = {"batch_size": batch_size, "progress": progress}

@@ -93,7 +93,7 @@ def calibrate_run(
 ) -> list[TemperatureFit]:
     """Fit a temperature per task on the run's validation split and store them in its
     manifest (``temperature``, ``temperature_fit``); returns the fits."""
-    from headstart.evaluation.evaluate import _scores, eval_samples, image_reader, run_predictor
+    from headstart.evaluation.evaluate import _scores, cached_reader, eval_samples, run_predictor
     from headstart.training.device import resolve_device
 
     run = load_run(run_dir)
@@ -101,7 +101,7 @@ def calibrate_run(
     dev = resolve_device(device)
     samples, _, _ = eval_samples(run, None)
     logits, targets = _scores(
-        run_predictor(run, dev), samples, image_reader(run.preprocessing), raw=True,
+        run_predictor(run, dev), samples, cached_reader(run.preprocessing), raw=True,
         batch_size=batch_size, progress=progress,
     )  # fmt: skip
     fits = []

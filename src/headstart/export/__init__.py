@@ -177,7 +177,7 @@ def calibration_batches(run: LoadedRun, batch: int = 32) -> list[np.ndarray]:
     preprocessed as the export expects, in batches: what static quantization calibrates
     its activation ranges on (never the validation images it is then verified on)."""
     from headstart.data import eval_transform
-    from headstart.evaluation.evaluate import image_reader, run_samples
+    from headstart.evaluation.evaluate import cached_reader, run_samples
 
     samples = run_samples(run, "train")
     if not samples:
@@ -187,7 +187,7 @@ def calibration_batches(run: LoadedRun, batch: int = 32) -> list[np.ndarray]:
         )
     rng = np.random.default_rng(0)
     chosen = rng.permutation(len(samples))[:CALIBRATION_IMAGES]
-    read, transform = image_reader(run.preprocessing), eval_transform(run.preprocessing)
+    read, transform = cached_reader(run.preprocessing), eval_transform(run.preprocessing)
     images = np.stack([transform(read(samples[i].path)).numpy() for i in sorted(chosen)])
     return [images[i : i + batch].astype(np.float32) for i in range(0, len(images), batch)]
 

@@ -87,11 +87,11 @@ def verify(
 ) -> Verification:
     """Run both engines on the samples' images and compare."""
     from headstart.backbones import Preprocessing
-    from headstart.evaluation.evaluate import image_reader
+    from headstart.evaluation.evaluate import cached_reader
 
     prep = Preprocessing.from_dict(reference.meta["preprocessing"])
     transform = eval_transform(prep)
-    read = image_reader(prep)
+    read = cached_reader(prep)
     tasks = reference.meta["outputs"]
     ref_out: dict[str, list[np.ndarray]] = {t: [] for t in tasks}
     exp_out: dict[str, list[np.ndarray]] = {t: [] for t in tasks}
