@@ -353,3 +353,15 @@ def test_the_result_prints_recall_per_class(
     assert last.startswith("recall per class: blue ") and "red " in last and "(macro " in last
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert len(manifest["metrics"]["val_recall"]["class"]) == 2
+
+
+def test_the_recall_line_of_many_classes_shows_the_lowest() -> None:
+    from headstart.training.train import recall_line
+
+    names = [f"c{i:03d}" for i in range(102)]
+    values: list[float | None] = [1.0 - i / 200 for i in range(102)]
+    line = recall_line({"class": values}, {"class": names})
+    assert line.startswith("recall per class: the 12 lowest of 102: c101 0.495, c100 0.500")
+    assert line.count(", ") == 11 and "c089" not in line and line.endswith("(macro 0.748)")
+    few = recall_line({"class": [0.5, None, 1.0]}, {"class": ["a", "b", "c"]})
+    assert few == "recall per class: a 0.500, c 1.000 (macro 0.750)"  # all shown, in order

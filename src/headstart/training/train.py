@@ -359,13 +359,20 @@ def _quiet(line: str) -> None:
     """The echo of processes other than rank 0."""
 
 
-def recall_line(recall: dict[str, list[float | None]], tasks: dict[str, list[str]]) -> str:
+def recall_line(
+    recall: dict[str, list[float | None]], tasks: dict[str, list[str]], most: int = 12
+) -> str:
     """Per-class recall at the best epoch, task by task, with the macro average: what the
-    accuracy of an imbalanced set hides."""
+    accuracy of an imbalanced set hides. A task of more than ``most`` classes shows its
+    ``most`` lowest (the manifest and ``evaluate`` have them all)."""
     parts = []
     for task, values in recall.items():
-        shown = [f"{c} {v:.3f}" for c, v in zip(tasks[task], values) if v is not None]
-        known = [v for v in values if v is not None]
+        pairs = [(c, v) for c, v in zip(tasks[task], values) if v is not None]
+        lowest = sorted(pairs, key=lambda p: p[1])[:most] if len(pairs) > most else pairs
+        shown = [f"{c} {v:.3f}" for c, v in lowest]
+        if len(lowest) < len(pairs):
+            shown[0] = f"the {most} lowest of {len(pairs)}: {shown[0]}"
+        known = [v for _, v in pairs]
         macro = f" (macro {sum(known) / len(known):.3f})" if known else ""
         parts.append(("" if len(recall) == 1 else f"{task}: ") + ", ".join(shown) + macro)
     return "recall per class: " + "; ".join(parts)
