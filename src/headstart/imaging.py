@@ -12,6 +12,7 @@ all see the same pixels.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,27 +81,37 @@ def open_rgb(image: Image.Image, white_level: int | None = None) -> Image.Image:
     return to_rgb(ImageOps.exif_transpose(reduce_for_decoding(image)), white_level)
 
 
-def white_level_of(paths: Sequence[str | Path]) -> tuple[int, int] | None:
-    """For images stored with more than 8 bits of grey (16-bit PNG or TIFF, as microscopy,
-    X-ray and industrial cameras write them), the white level their bit depth implies, and
-    the brightest value seen: ``(4095, 3998)`` for a 12-bit camera's. None for 8-bit images,
+def white_level_of(paths: Sequence[str | Path]) -> tuple[int, float, str] | None:
+    """For images that store grey in more than 8 bits (16-bit PNG or TIFF, as microscopy,
+    X-ray and industrial cameras write them, or 32-bit floating-point TIFF), the white level
+    their values imply, the brightest value seen and the storage (``"integer"`` or
+    ``"float"``): ``(4095, 3998, "integer")`` for a 12-bit camera's. None for 8-bit images,
     and for 16-bit ones that use all 16 bits (65535 is the default).
 
     Read as 0-65535, 12-bit images keep 16 of their 4,096 grey levels; read as 0-4095, all of
     them. The level is rounded up to a whole number of bits so that an image darker than the
-    ones looked at still scales as they do."""
-    brightest, deep = 0, False
+    ones looked at still scales as they do; floating-point images up to 1 are read as 0-1
+    (per image, their scale used to depend on their own maximum, and 0-1 read as black)."""
+    brightest, kinds = 0.0, set()
     for path in paths:
         try:
             with Image.open(path) as image:
-                if not image.mode.startswith("I"):
+                if not (image.mode.startswith("I") or image.mode == "F"):
                     continue
-                deep = True
-                brightest = max(brightest, int(np.asarray(reduce_for_decoding(image)).max()))
+                values = np.asarray(reduce_for_decoding(image))
+                top = float(np.nanmax(values)) if values.size else 0.0
         except (OSError, ValueError):  # unreadable files are the scan's to report
             continue
-    level = 2 ** max(8, brightest.bit_length()) - 1
-    return (level, brightest) if deep and level != 65535 else None
+        kinds.add("float" if image.mode == "F" else "integer")
+        if math.isfinite(top):
+            brightest = max(brightest, top)
+    if not kinds:
+        return None
+    kind = "float" if kinds == {"float"} else "integer"
+    if kind == "float" and brightest <= 1.0:
+        return 1, brightest, kind
+    level = 2 ** max(8, math.ceil(brightest).bit_length()) - 1
+    return None if level == 65535 else (level, brightest, kind)
 
 
 def is_grayscale(path: str | Path) -> bool:
@@ -119,8 +130,9 @@ def to_rgb(image: Image.Image, white_level: int | None = None) -> Image.Image:
 
     Transparent pixels are composited on white (a plain ``convert("RGB")`` exposes whatever
     colour hides under alpha 0, often black); 16-bit and 32-bit greyscale are scaled to 8 bits
-    instead of clipped, with ``white_level`` as white when given (a 12-bit camera's 4095:
-    see :func:`white_level_of`), else 65535; CMYK goes through PIL's converter.
+    instead of clipped, with ``white_level`` as white when given (a 12-bit camera's 4095,
+    1 for floating point in 0-1: see :func:`white_level_of`), else 65535 (255 for an
+    image whose values stay under 256); CMYK goes through PIL's converter.
     """
     if image.mode == "RGB":
         return image
@@ -131,7 +143,7 @@ def to_rgb(image: Image.Image, white_level: int | None = None) -> Image.Image:
         return canvas
     if image.mode.startswith("I") or image.mode == "F":
         arr = np.array(image, dtype=np.float32)  # a copy: F images give read-only views
-        if white_level is not None and image.mode.startswith("I"):
+        if white_level is not None:
             top = float(white_level)
         else:
             top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0

@@ -51,9 +51,9 @@ def test_twelve_bit_images_keep_their_grey_levels(tmp_path: Path) -> None:
 
 def test_the_white_level_is_the_bit_depth_the_images_use(tmp_path: Path) -> None:
     twelve = [_deep(tmp_path / f"a{i}.png", _gradient(3000 + 300 * i)) for i in range(3)]
-    assert white_level_of(twelve) == (4095, 3600)
+    assert white_level_of(twelve) == (4095, 3600, "integer")
     dim = _deep(tmp_path / "dim.png", _gradient(200))  # a 16-bit file holding 8-bit values
-    assert white_level_of([dim]) == (255, 200)
+    assert white_level_of([dim]) == (255, 200, "integer")
     full = _deep(tmp_path / "full.png", _gradient(65535))
     assert white_level_of([*twelve, full]) is None  # all 16 bits: the default already
     photo = tmp_path / "photo.png"
@@ -61,7 +61,23 @@ def test_the_white_level_is_the_bit_depth_the_images_use(tmp_path: Path) -> None
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     assert white_level_of([photo, broken]) is None
-    assert white_level_of([photo, broken, *twelve]) == (4095, 3600)
+    assert white_level_of([photo, broken, *twelve]) == (4095, 3600, "integer")
+
+
+def test_floating_point_images_in_0_1_are_not_read_as_black(tmp_path: Path) -> None:
+    """32-bit float TIFFs (mode F): each used to be scaled by its own maximum's range, so
+    values in 0-1 came out as 0 or 1 of 255."""
+    paths = []
+    for i, top in enumerate((0.9, 0.75)):
+        paths.append(tmp_path / f"{i}.tif")
+        Image.fromarray(_gradient(top).astype(np.float32), mode="F").save(paths[-1])
+    assert Image.open(paths[0]).mode == "F"
+    assert np.asarray(load_rgb(paths[0])).max() <= 1  # black
+    assert white_level_of(paths) == (1, pytest.approx(0.9), "float")
+    assert np.asarray(load_rgb(paths[0], 1)).max() == 229  # 0.9 of white
+    wide = tmp_path / "wide.tif"
+    Image.fromarray(_gradient(3000.5).astype(np.float32), mode="F").save(wide)
+    assert white_level_of([wide]) == (4095, 3000.5, "float")
 
 
 def test_the_preprocessing_record_keeps_8_bit_runs_unchanged() -> None:

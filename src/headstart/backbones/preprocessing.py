@@ -18,8 +18,8 @@ Interpolation = Literal["bilinear", "bicubic", "nearest"]
 class Preprocessing:
     """How images must be prepared for a given set of weights.
 
-    Eval pipeline: read the image as 8-bit RGB (16-bit grey levels scaled so that
-    ``white_level`` is white, when the training images set one), resize the shorter side to
+    Eval pipeline: read the image as 8-bit RGB (grey stored in more than 8 bits scaled so
+    that ``white_level`` is white, when the training images set one), resize the shorter side to
     ``resize_size`` with ``interpolation``, centre-crop ``input_size``, scale to [0, 1], then
     normalise with ``mean`` and ``std``.
     """
@@ -29,7 +29,7 @@ class Preprocessing:
     interpolation: Interpolation
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    white_level: int | None = None  # 16-bit images: the value read as white (None: 65535)
+    white_level: int | None = None  # deeper than 8 bits: the value read as white (None: 65535)
 
     @property
     def crop_pct(self) -> float:

@@ -150,13 +150,17 @@ def white_level(split: DataSplit, sample: int = 256) -> tuple[int | None, str | 
     found = white_level_of([s.path for s in split.train[::step][:sample]])
     if found is None:
         return None, None
-    level, brightest = found
-    bits = level.bit_length()
+    level, brightest, kind = found
+    records = "the run records it, so evaluate, predict, export and serve read images the same way"
+    if kind == "float":
+        return level, (
+            f"note: the images store grey as floating point, up to {brightest:.4g}: read with "
+            f"{level:,} as white for every image (not each by its own maximum); {records}"
+        )
     return level, (
-        f"note: the images have more than 8 bits of grey, up to {brightest:,} ({bits} bits): "
-        f"read with {level:,} as white rather than 65,535, which would keep "
-        f"{max(1, 256 * (level + 1) // 65536)} of 256 grey levels; the run records it, so "
-        "evaluate, predict, export and serve read images the same way"
+        f"note: the images have more than 8 bits of grey, up to {brightest:,.0f} "
+        f"({level.bit_length()} bits): read with {level:,} as white rather than 65,535, which "
+        f"would keep {max(1, 256 * (level + 1) // 65536)} of 256 grey levels; {records}"
     )
 
 

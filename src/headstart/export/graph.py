@@ -97,7 +97,8 @@ def model_id(run: LoadedRun) -> str:
 def export_metadata(run: LoadedRun) -> dict[str, Any]:
     """Everything a consumer needs to feed the exported model and read its outputs."""
     prep = run.preprocessing
-    deep = prep.white_level is not None
+    level = prep.white_level
+    deep = "" if level is None else f"; grey deeper than 8 bits read with {level} as white"
     return {
         "format": METADATA_FORMAT,
         "model_id": model_id(run),
@@ -113,8 +114,7 @@ def export_metadata(run: LoadedRun) -> dict[str, Any]:
             **prep.to_dict(),
             "crop": {"mode": "center", "size": prep.input_size},
             "steps": [
-                "convert to RGB (EXIF orientation applied"
-                + (f"; 16-bit grey read with {prep.white_level} as white)" if deep else ")"),
+                f"convert to RGB (EXIF orientation applied{deep})",
                 f"resize the shorter side to {prep.resize_size} ({prep.interpolation})",
                 f"centre-crop {prep.input_size}x{prep.input_size}",
                 "scale to [0, 1]",
