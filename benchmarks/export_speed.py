@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from headstart.data import eval_transform
-from headstart.evaluation.evaluate import eval_samples, image_reader
+from headstart.evaluation.evaluate import cached_reader, eval_samples
 from headstart.export import calibration_batches, export_run, load_engine
 from headstart.export.runtime import TorchEngine
 from headstart.export.write import quantize_onnx
@@ -59,7 +59,7 @@ def main() -> None:
     }
     prep = torch_engine.run.preprocessing
     samples = eval_samples(torch_engine.run, None)[0]
-    read, transform = image_reader(prep), eval_transform(prep)
+    read, transform = cached_reader(prep), eval_transform(prep)
     images = np.stack([transform(read(s.path)).numpy() for s in samples]).astype(np.float32)
     labels = first_task_labels([s.target for s in samples])  # a labels CSV: {task: class}
     batches = [images[i : i + args.batch] for i in range(0, len(images), args.batch)]

@@ -51,3 +51,23 @@ def test_benchmark_refuses_unknown_options(capsys: pytest.CaptureFixture) -> Non
     assert "--runtimes from torch, onnx" in capsys.readouterr().err
     assert main(["benchmark", TINY, "--batch-sizes", "one"]) == 2
     assert "expected numbers such as 1,32" in capsys.readouterr().err
+
+
+def test_every_name_the_benchmark_scripts_import_from_headstart_exists() -> None:
+    """The scripts in benchmarks/ run outside the suite: a renamed function would break them
+    silently. Every ``from headstart... import name`` in them, top level or inside a function,
+    must resolve."""
+    import ast
+    import importlib
+
+    scripts = sorted((Path(__file__).parents[2] / "benchmarks").glob("*.py"))
+    assert scripts
+    checked = 0
+    for script in scripts:
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("headstart"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name), f"{script.name}: {node.module}.{alias.name}"
+                    checked += 1
+    assert checked > 10
