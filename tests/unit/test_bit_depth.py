@@ -139,6 +139,14 @@ def test_a_run_on_twelve_bit_images_reads_them_at_their_depth_everywhere(
     assert read == at_depth != as_sixteen
     served = decode_image(image.read_bytes(), "x.png", 10**6, predictor.white_level)
     assert np.array_equal(np.asarray(served), np.asarray(load_rgb(image, 4095)))
+    from fastapi.testclient import TestClient
+
+    from headstart.serve.app import ServeConfig, create_app
+
+    with TestClient(create_app(ServeConfig(model=str(run)))) as client:
+        upload = [("file", ("x.png", image.read_bytes(), "image/png"))]
+        top = client.post("/predict?top_k=2", files=upload).json()["results"][0]["predictions"]
+    assert [(t["label"], pytest.approx(t["probability"], abs=1e-5)) for t in top["class"]] == read
     if strategy == "probe":  # one export is enough: it is verified against the run
         assert main(["--no-progress", "export", str(run)]) == 0
         meta = json.loads((run / "model.onnx.json").read_text())
