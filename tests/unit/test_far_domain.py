@@ -20,8 +20,8 @@ from headstart.multilayer import StageTaps
 from headstart.training import load_run
 from headstart.training.lbfgs import fit_heads
 from headstart.training.objective import Objective
-from headstart.training.regularise import PENALTIES, pick, stage_counts
-from tests.conftest import TINY
+from headstart.training.regularise import PENALTIES, largest_class, pick, stage_counts
+from tests.conftest import TINY, make_class_folders
 from tests.unit.conftest import FAST
 
 TRAIN = ["--no-progress", "train", *FAST[:-1], "--epochs", "2"]
@@ -365,3 +365,25 @@ def test_the_recall_line_of_many_classes_shows_the_lowest() -> None:
     assert line.count(", ") == 11 and "c089" not in line and line.endswith("(macro 0.748)")
     few = recall_line({"class": [0.5, None, 1.0]}, {"class": ["a", "b", "c"]})
     assert few == "recall per class: a 0.500, c 1.000 (macro 0.750)"  # all shown, in order
+
+
+def test_the_heads_folds_count_images_not_their_augmented_views(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    labels = np.array([0, 0, 0, 1, 1, 1, -1])
+    assert largest_class(labels) == 3
+    assert largest_class(labels, [0, 0, 0, 1, 1, 1, 2]) == 1  # three views of one image each
+    one = make_class_folders(tmp_path / "one", {"red": 2, "blue": 2})  # one training image each
+    argv = [
+        *TRAIN,
+        str(one),
+        "--layers",
+        "all",
+        "--cached-views",
+        "2",
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert main(argv) == 2  # was an internal error from StratifiedGroupKFold
+    said = capsys.readouterr().err
+    assert "no class labelled twice" in said and "internal error" not in said

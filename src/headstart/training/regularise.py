@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -120,6 +121,14 @@ def pick(scores: dict[tuple[int, float], float], images: int) -> tuple[int, floa
     return k, l2
 
 
+def largest_class(labels: np.ndarray, groups: Sequence[int] | None = None) -> int:
+    """How many images the largest class has (labels below 0 are blank); with ``groups``
+    (rows that are augmented views of one image), images, not rows."""
+    ids = range(len(labels)) if groups is None else groups
+    images = {(int(label), g) for label, g in zip(labels, ids) if label >= 0}
+    return max(Counter(label for label, _ in images).values(), default=0)
+
+
 def choose_head(
     model: nn.Module,
     taps: StageTaps | None,
@@ -142,7 +151,7 @@ def choose_head(
     y = target_tensors(targets)
     first = next(iter(y.values())).numpy()  # the first task's labels: what folds stratify by
     images = len(first) if groups is None else len(set(groups))
-    folds = min(folds, int(np.bincount(first[first >= 0]).max(initial=0)))  # tiny data: fewer
+    folds = min(folds, largest_class(first, groups))  # tiny data: as many folds as it allows
     if folds < 2:
         raise ConfigError(
             f"ConfigError: {images} training image(s) with no class labelled twice: too few to "
