@@ -98,11 +98,12 @@ def white_level_of(paths: Sequence[str | Path]) -> tuple[int, float, str] | None
             with Image.open(path) as image:
                 if not (image.mode.startswith("I") or image.mode == "F"):
                     continue
+                stored = "float" if image.mode == "F" else "integer"
                 values = np.asarray(reduce_for_decoding(image))
                 top = float(np.nanmax(values)) if values.size else 0.0
         except (OSError, ValueError):  # unreadable files are the scan's to report
             continue
-        kinds.add("float" if image.mode == "F" else "integer")
+        kinds.add(stored)
         if math.isfinite(top):
             brightest = max(brightest, top)
     if not kinds:

@@ -30,8 +30,10 @@ class DecodedImages:
         self.size = prep.resize_size
         self.interpolation = prep.interpolation
         self.white = prep.white_level
-        parts: list = ["decoded", self.size, self.interpolation]
-        self.store = cache.store("decoded", digest_of(parts + ([self.white] if self.white else [])))
+        deep = [] if self.white is None else [self.white]  # 8-bit data keeps its key
+        self.store = cache.store(
+            "decoded", digest_of(["decoded", self.size, self.interpolation, *deep])
+        )
 
     def load(self, path: str | Path) -> Image.Image:
         """The decoded, resized RGB image of ``path``."""

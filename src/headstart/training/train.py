@@ -368,13 +368,12 @@ def recall_line(
     parts = []
     for task, values in recall.items():
         pairs = [(c, v) for c, v in zip(tasks[task], values) if v is not None]
-        lowest = sorted(pairs, key=lambda p: p[1])[:most] if len(pairs) > most else pairs
-        shown = [f"{c} {v:.3f}" for c, v in lowest]
-        if len(lowest) < len(pairs):
-            shown[0] = f"the {most} lowest of {len(pairs)}: {shown[0]}"
-        known = [v for _, v in pairs]
-        macro = f" (macro {sum(known) / len(known):.3f})" if known else ""
-        parts.append(("" if len(recall) == 1 else f"{task}: ") + ", ".join(shown) + macro)
+        many = len(pairs) > most
+        shown = sorted(pairs, key=lambda p: p[1])[:most] if many else pairs
+        head = f"the {most} lowest of {len(pairs)}: " if many else ""
+        macro = f" (macro {sum(v for _, v in pairs) / len(pairs):.3f})" if pairs else ""
+        listed = ", ".join(f"{c} {v:.3f}" for c, v in shown)
+        parts.append(("" if len(recall) == 1 else f"{task}: ") + head + listed + macro)
     return "recall per class: " + "; ".join(parts)
 
 
