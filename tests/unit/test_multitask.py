@@ -69,7 +69,7 @@ def test_semicolon_and_tab_separated_csvs_read_like_commas(tmp_path: Path, sep: 
 @pytest.mark.parametrize(
     ("csv_text", "tasks", "message"),
     [
-        ("file_name,colour\nimg/0.png,red\n", None, "no image column. Its header is"),
+        ("picture,colour\nimg/9.png,red\n", None, "no image column. Its header is"),
         ("image,colour,size\nimg/0.png,red,big\n", ["shape"], "--tasks shape: no such column"),
         ("image,colour\nimg/0.png,red\nimg/404.png,blue\n", None, "line 3: image 'img/404.png'"),
         ("image,colour,size\nimg/0.png,red,big\nimg/1.png,blue,big\n", None, "'size' in"),

@@ -282,13 +282,15 @@ def _rare_labels(table: LabelTable, notes: list[str]) -> set[int]:
     for task, classes in table.tasks.items():
         labels = [s.target[task] for s in table.samples]  # type: ignore[index]
         counts = Counter(c for c in labels if c != MISSING)
-        for c, n in sorted(counts.items()):
-            if n < 2:
-                kept |= {i for i, label in enumerate(labels) if label == c}
-                notes.append(
-                    f"note: class {classes[c]!r} of task {task!r} labels only {n} image; it is "
-                    "kept for training, so its validation accuracy is not measured. Add images."
-                )
+        rare = sorted(c for c, n in counts.items() if n < 2)
+        kept |= {i for i, label in enumerate(labels) if label in rare}
+        if rare:
+            names = ", ".join(repr(classes[c]) for c in rare[:5]) + (", ..." if rare[5:] else "")
+            notes.append(
+                f"note: {'class' if len(rare) == 1 else f'{len(rare)} classes'} {names} of task "
+                f"{task!r} label{'s' if len(rare) == 1 else ''} only 1 image; kept for training, "
+                "so their validation accuracy is not measured. Add images."
+            )
     return kept
 
 

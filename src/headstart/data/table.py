@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from headstart.cache import Cache
+from headstart.data.columns import default_tasks, delimiter, image_column, resolve_image
 from headstart.data.scan import Sample, audit_image
 from headstart.errors import DataError
 
 MISSING = -1
 DEFAULT_TASK = "class"  # the one task of class-per-folder data
-IMAGE_COLUMNS = ("image", "path", "file", "filename", "image_path", "img")
 
 
 def task_label(target: int | Mapping[str, int], task: str) -> int:
@@ -92,22 +92,6 @@ def read_csv_text(path: Path) -> tuple[str, str | None]:
     raise AssertionError("latin-1 decodes any byte")  # pragma: no cover
 
 
-def delimiter(text: str) -> str:
-    """The CSV's separator: the one of comma, semicolon (spreadsheets in locales with a
-    decimal comma) and tab whose split of the header names an image column; else comma.
-
-    >>> delimiter("file;grade\\ncell 1,2.png;good\\n")
-    ';'
-    """
-    header = text.partition("\n")[0].rstrip("\r")
-    for sep in (",", ";", "\t"):
-        if any(
-            h.strip().lower() in IMAGE_COLUMNS for h in next(csv.reader([header], delimiter=sep))
-        ):
-            return sep
-    return ","
-
-
 def read_labels_csv(
     csv_path: str | Path,
     images_root: str | Path | None = None,
@@ -131,22 +115,20 @@ def read_labels_csv(
             f"DataError: {csv_path} is not a readable CSV ({e}). Save it as comma-separated "
             "values with a header row."
         ) from None
-    image_col = next((h for h in header if h.lower() in IMAGE_COLUMNS), None)
-    if image_col is None:
-        raise DataError(
-            f"DataError: {csv_path} has no image column. Its header is {header}; name the "
-            f"column of image paths one of {', '.join(IMAGE_COLUMNS)}."
-        )
+    image_col, image_note = image_column(header, rows, root, csv_path)
     columns = [h for h in header if h != image_col]
-    tasks = tasks or columns
+    notes = [n for n in (encoding_note, image_note) if n]
+    if not columns:
+        raise DataError(f"DataError: {csv_path} has an image column but no task columns.")
+    if not tasks:
+        tasks, tasks_note = default_tasks(columns, rows)
+        notes += [tasks_note] if tasks_note else []
     unknown = [t for t in tasks if t not in columns]
     if unknown:
         raise DataError(
             f"DataError: --tasks {','.join(unknown)}: no such column in {csv_path}. "
             f"Task columns there: {', '.join(columns)}."
         )
-    if not tasks:
-        raise DataError(f"DataError: {csv_path} has an image column but no task columns.")
     classes = {t: sorted({(r.get(t) or "").strip() for r in rows} - {""}) for t in tasks}
     for t, names in classes.items():
         if len(names) < 2:
@@ -156,17 +138,18 @@ def read_labels_csv(
                 "at least two classes. Drop it with --tasks."
             )
     index = {t: {c: i for i, c in enumerate(names)} for t, names in classes.items()}
-    table = LabelTable(csv_path, root, classes, [], notes=[encoding_note] if encoding_note else [])
+    table = LabelTable(csv_path, root, classes, [], notes=notes)
     rows = _one_row_per_image(rows, image_col, tasks, root, table)
     for line, row in rows:
         rel = (row.get(image_col) or "").strip()
         if not rel:
             raise DataError(f"DataError: {csv_path} line {line}: the {image_col!r} cell is empty.")
-        path = root / rel
-        if not path.is_file():
+        path = resolve_image(root, rel)
+        if path is None:
             raise DataError(
-                f"DataError: {csv_path} line {line}: image {rel!r} not found under {root}. "
-                "Fix the path, or pass --images-root DIR (the folder paths are relative to)."
+                f"DataError: {csv_path} line {line}: image {rel!r} not found under {root} (with "
+                "or without an image extension). Fix the path, or pass --images-root DIR (the "
+                "folder paths are relative to)."
             )
         target = {t: index[t].get((row.get(t) or "").strip(), MISSING) for t in tasks}
         if all(v == MISSING for v in target.values()):

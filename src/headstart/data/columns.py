@@ -1,0 +1,129 @@
+"""Which column of a labels CSV names the images, and which columns are tasks.
+
+CSVs come as their sources wrote them: ``image,label`` from a script, HAM10000's
+``lesion_id,image_id,dx,...`` with ids and no file extension, a spreadsheet saved with
+semicolons. The image column is the one whose header is a usual name for it (``image``,
+``path``, ``image_id``, ...) or, failing that, the one whose cells name image files under
+the images root; a cell may leave out the file's extension (``ISIC_0024306`` for
+``ISIC_0024306.jpg``). Without ``--tasks``, every other column is a task except those that
+cannot be one: a column with more distinct values than half its labelled rows (an
+identifier such as ``lesion_id``, or a measurement) leaves most classes with a single image,
+so it is left out while another column remains.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+from headstart.errors import DataError
+from headstart.imaging import IMAGE_EXTENSIONS
+
+IMAGE_COLUMNS = (
+    "image",
+    "path",
+    "file",
+    "filename",
+    "file_name",
+    "filepath",
+    "file_path",
+    "image_path",
+    "image_id",
+    "image_name",
+    "img",
+)
+SAMPLE = 20  # cells per column read to recognise the image column by its content
+_SUFFIXES = sorted(IMAGE_EXTENSIONS) + sorted(e.upper() for e in IMAGE_EXTENSIONS)
+
+
+def resolve_image(root: Path, cell: str) -> Path | None:
+    """The file a CSV cell names under ``root``: the path itself or, when the cell has no
+    image extension (an id), the path with the first image extension that exists.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp()); _ = (d / "a.png").write_bytes(b"")
+    >>> resolve_image(d, "a").name, resolve_image(d, "a.png").name, resolve_image(d, "b")
+    ('a.png', 'a.png', None)
+    """
+    path = root / cell
+    if path.is_file():
+        return path
+    if Path(cell).suffix.lower() in IMAGE_EXTENSIONS:
+        return None
+    return next((p for s in _SUFFIXES if (p := root / f"{cell}{s}").is_file()), None)
+
+
+def delimiter(text: str) -> str:
+    """The CSV's separator: the one of comma, semicolon (spreadsheets in locales with a
+    decimal comma) and tab whose split of the header names an image column; else the one
+    :class:`csv.Sniffer` finds in the first lines; else comma.
+
+    >>> delimiter("file;grade\\ncell 1,2.png;good\\n"), delimiter("id\\tgrade\\na\\tgood\\n")
+    (';', '\\t')
+    """
+    header = text.partition("\n")[0].rstrip("\r")
+    for sep in (",", ";", "\t"):
+        if any(
+            h.strip().lower() in IMAGE_COLUMNS for h in next(csv.reader([header], delimiter=sep))
+        ):
+            return sep
+    try:
+        return csv.Sniffer().sniff(text[:4096], delimiters=",;\t").delimiter
+    except csv.Error:
+        return ","
+
+
+def image_column(
+    header: Sequence[str], rows: Sequence[dict[str, str]], root: Path, csv_path: Path
+) -> tuple[str, str | None]:
+    """The image column, and a note when it was recognised by its cells rather than its name.
+
+    Raises :class:`DataError` naming the header when no column (or more than one) qualifies.
+    """
+    named = next((h for h in header if h.lower() in IMAGE_COLUMNS), None)
+    if named is not None:
+        return named, None
+    found = []
+    for h in header:
+        cells = [c for r in rows if (c := (r.get(h) or "").strip())][:SAMPLE]
+        if cells and all(resolve_image(root, c) for c in cells):
+            found.append(h)
+    if len(found) == 1:
+        return found[0], f"note: image column {found[0]!r}: its cells name images under {root}"
+    if found:
+        raise DataError(
+            f"DataError: {csv_path}: columns {', '.join(map(repr, found))} all name images under "
+            f"{root}; name the one to learn from 'image'."
+        )
+    raise DataError(
+        f"DataError: {csv_path} has no image column. Its header is {list(header)}, and no "
+        f"column's cells name images under {root}. Name the column of image paths one of "
+        f"{', '.join(IMAGE_COLUMNS)}, or pass --images-root DIR (the folder the paths are "
+        "relative to)."
+    )
+
+
+def default_tasks(
+    columns: Sequence[str], rows: Sequence[dict[str, str]]
+) -> tuple[list[str], str | None]:
+    """Task columns when ``--tasks`` names none: every column but those with more distinct
+    values than half their labelled rows, unless that leaves none; a note names what was
+    left out.
+
+    >>> rows = [{"id": str(i), "grade": "ab"[i % 2]} for i in range(6)]
+    >>> default_tasks(["id", "grade"], rows)[0]
+    ['grade']
+    """
+    tasks, left = [], []
+    for c in columns:
+        values = [v for r in rows if (v := (r.get(c) or "").strip())]
+        (left if len(set(values)) > len(values) / 2 else tasks).append(c)
+    if not tasks:  # small tables: a few rows may hold as many classes; keep them all
+        return list(columns), None
+    note = None
+    if left:
+        note = (
+            f"note: column(s) {', '.join(left)} left out of the tasks: more distinct values "
+            "than half their rows (an identifier or a measurement); --tasks picks columns"
+        )
+    return tasks, note

@@ -1,0 +1,73 @@
+"""Labels CSVs as their sources write them: image ids without extensions, an image column
+recognised by its cells, identifier columns kept out of the tasks, many rare classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from headstart.data import load_table_split, read_labels_csv
+from headstart.errors import DataError
+from tests.conftest import make_image
+
+
+def ham_like(root: Path, n: int = 12, sep: str = ",") -> Path:
+    """HAM10000's layout: ``lesion_id`` (an identifier), ``image_id`` without extension,
+    images in ``images/``, a diagnosis and a few metadata columns."""
+    lines = [sep.join(["lesion_id", "isic", "dx", "sex"])]
+    for i in range(n):
+        make_image(root / "images" / f"ISIC_{i:04d}.jpg", (40 * (i % 2), 90, 160), seed=i)
+        lines.append(
+            sep.join([f"HAM_{i}", f"ISIC_{i:04d}", "nv" if i % 2 else "mel", "mf"[i % 3 > 0]])
+        )
+    (root / "meta.csv").write_text("\n".join(lines) + "\n")
+    return root / "meta.csv"
+
+
+@pytest.mark.parametrize("sep", [",", ";"])
+def test_ids_without_extension_in_an_unnamed_column_are_found(tmp_path: Path, sep: str) -> None:
+    table = read_labels_csv(ham_like(tmp_path, sep=sep), images_root=tmp_path / "images")
+    assert len(table.samples) == 12
+    assert {s.path.suffix for s in table.samples} == {".jpg"}
+    assert table.samples[0].path == tmp_path / "images" / "ISIC_0000.jpg"
+    assert any("image column 'isic'" in n for n in table.notes)
+
+
+def test_identifier_columns_are_not_tasks_unless_asked(tmp_path: Path) -> None:
+    csv = ham_like(tmp_path)
+    table = read_labels_csv(csv, images_root=tmp_path / "images")
+    assert list(table.tasks) == ["dx", "sex"]
+    assert any("lesion_id left out of the tasks" in n for n in table.notes)
+    asked = read_labels_csv(csv, images_root=tmp_path / "images", tasks=["dx", "lesion_id"])
+    assert list(asked.tasks) == ["dx", "lesion_id"] and len(asked.tasks["lesion_id"]) == 12
+
+
+def test_a_named_image_column_may_leave_out_the_extension(tmp_path: Path) -> None:
+    for i in range(4):
+        make_image(tmp_path / f"{i}.PNG", (200, 40, 40), seed=i)
+    (tmp_path / "l.csv").write_text("image_id,c\n0,a\n1,a\n2,b\n3,b\n")
+    table = read_labels_csv(tmp_path / "l.csv")
+    assert [s.path.name for s in table.samples] == ["0.PNG", "1.PNG", "2.PNG", "3.PNG"]
+
+
+def test_the_image_column_must_be_one_column(tmp_path: Path) -> None:
+    for i in range(4):
+        make_image(tmp_path / f"{i}.png", (200, 40, 40), seed=i)
+    (tmp_path / "two.csv").write_text("a,b,c\n0,1,x\n1,2,x\n2,3,y\n3,0,y\n")
+    with pytest.raises(DataError, match="columns 'a', 'b' all name images"):
+        read_labels_csv(tmp_path / "two.csv")
+    (tmp_path / "none.csv").write_text("a,c\n7,x\n8,y\n")
+    with pytest.raises(DataError, match="no column's cells name images under"):
+        read_labels_csv(tmp_path / "none.csv")
+
+
+def test_many_single_image_classes_make_one_note(tmp_path: Path) -> None:
+    lines = ham_like(tmp_path, n=16).read_text().splitlines()
+    grades = ["a", "b"] * 4 + [str(i) for i in range(8, 16)]  # eight classes of one image
+    text = [lines[0] + ",grade"] + [f"{r},{g}" for r, g in zip(lines[1:], grades)]
+    (tmp_path / "g.csv").write_text("\n".join(text) + "\n")
+    split = load_table_split(tmp_path / "g.csv", tmp_path / "images", tasks=["dx", "grade"])
+    notes = [n for n in split.notes if "only 1 image" in n]
+    assert len(notes) == 1
+    assert notes[0].startswith("note: 8 classes '10', '11', '12', '13', '14', ... of task")
