@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from headstart.data import eval_transform
-from headstart.evaluation.evaluate import cached_reader, eval_samples
+from headstart.evaluation.evaluate import cached_reader
+from headstart.evaluation.sources import eval_samples
 from headstart.export import calibration_batches, export_run, load_engine
 from headstart.export.runtime import TorchEngine
 from headstart.export.write import quantize_onnx

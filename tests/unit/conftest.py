@@ -60,7 +60,8 @@ def with_and_without(
 
 def served_val_loss(run_dir: Path) -> float:
     """The validation loss of the run's model as predict and serve run it."""
-    from headstart.evaluation.evaluate import _scores, cached_reader, eval_samples
+    from headstart.evaluation.evaluate import _scores, cached_reader
+    from headstart.evaluation.sources import eval_samples
     from headstart.runtime.engines import load_engine
     from headstart.runtime.predictor import Predictor
 

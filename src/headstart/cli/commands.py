@@ -289,6 +289,7 @@ def evaluate(args: argparse.Namespace) -> int:
     ev = evaluate_run(
         args.run,
         args.data,
+        images_root=args.images_root,
         tta=args.tta,
         analysis=not args.no_analysis,
         batch_size=args.batch_size,

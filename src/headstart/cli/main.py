@@ -399,8 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument(
-        "data", nargs="?", metavar="DATA_DIR", help="default: the run's own validation split"
-    )
+        "data", nargs="?", metavar="DATA",
+        help="a folder of class subfolders or a labels CSV (a test set); default: the run's own "
+        "validation split. Images the run trained on are left out",
+    )  # fmt: skip
+    p.add_argument("--images-root", metavar="DIR", help="folder the CSV's image paths start from")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.add_argument("--tta", action="store_true", help="average ten crops per image (and compare)")

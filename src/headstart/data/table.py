@@ -97,9 +97,15 @@ def read_labels_csv(
     images_root: str | Path | None = None,
     tasks: list[str] | None = None,
     cache: Cache | None = None,
+    known: Mapping[str, list[str]] | None = None,
 ) -> LabelTable:
     """Read ``csv_path``; image paths are relative to ``images_root`` (default: the CSV's
-    folder); ``tasks`` picks columns (default: every column but the image column)."""
+    folder); ``tasks`` picks columns (default: every column but the image column).
+
+    ``known``: a trained model's classes per task, to evaluate it on the CSV: the tasks are
+    the model's that the CSV has a column for (a single-task model reads a CSV's only task
+    column whatever its name), targets index the model's classes, and a label the model
+    does not know is refused by name."""
     csv_path = Path(csv_path)
     root = Path(images_root) if images_root else csv_path.parent
     if not csv_path.is_file():
@@ -120,7 +126,9 @@ def read_labels_csv(
     notes = [n for n in (encoding_note, image_note) if n]
     if not columns:
         raise DataError(f"DataError: {csv_path} has an image column but no task columns.")
-    if not tasks:
+    if known is not None:
+        tasks = _known_columns(known, columns, rows, csv_path)
+    elif not tasks:
         tasks, tasks_note = default_tasks(columns, rows)
         notes += [tasks_note] if tasks_note else []
     unknown = [t for t in tasks if t not in columns]
@@ -131,7 +139,10 @@ def read_labels_csv(
         )
     classes = {t: sorted({(r.get(t) or "").strip() for r in rows} - {""}) for t in tasks}
     for t, names in classes.items():
-        if len(names) < 2:
+        if known is not None:
+            _check_known(t, names, known[t], csv_path)
+            classes[t] = list(known[t])
+        elif len(names) < 2:
             raise DataError(
                 f"DataError: task column {t!r} in {csv_path} has "
                 f"{'only the class ' + repr(names[0]) if names else 'no labels'}; a task needs "
@@ -162,6 +173,36 @@ def read_labels_csv(
         else:
             table.skipped.append((path, reason))
     return table
+
+
+def _known_columns(
+    known: Mapping[str, list[str]], columns: list[str], rows: list[dict[str, str]], csv_path: Path
+) -> list[str]:
+    """The model's tasks the CSV has a column for; a single-task model's task read from the
+    CSV's only task column when no column bears its name (the rows gain that key)."""
+    present = [t for t in known if t in columns]
+    if present:
+        return present
+    if len(known) == 1 and len(columns) == 1:
+        task = next(iter(known))
+        for r in rows:
+            r[task] = r.get(columns[0]) or ""
+        columns.append(task)
+        return [task]
+    raise DataError(
+        f"DataError: {csv_path} has no column for the model's task(s) {', '.join(known)}; its "
+        f"task columns are {', '.join(columns)}. Name each column after the task it labels."
+    )
+
+
+def _check_known(task: str, names: list[str], classes: list[str], csv_path: Path) -> None:
+    new = [n for n in names if n not in classes]
+    if new:
+        raise DataError(
+            f"DataError: {csv_path}: task {task!r} has label(s) {', '.join(map(repr, new[:5]))} "
+            f"the model was not trained on (its classes: {', '.join(classes)}). Fix the labels, "
+            "or leave those rows out."
+        )
 
 
 def _one_row_per_image(

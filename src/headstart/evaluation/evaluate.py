@@ -17,15 +17,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from headstart.backbones import Preprocessing
-from headstart.data import (
-    MISSING,
-    TTA_VIEWS,
-    ImageDataset,
-    Sample,
-    scan_folder,
-)
-from headstart.data.split import find_val_dir
-from headstart.errors import CheckpointError, ConfigError
+from headstart.data import MISSING, TTA_VIEWS, ImageDataset, Sample
+from headstart.errors import ConfigError
 from headstart.evaluation.analysis import (
     DuplicatePair,
     Suspect,
@@ -35,12 +28,12 @@ from headstart.evaluation.analysis import (
     top_losses,
 )
 from headstart.evaluation.calibration import Calibration, calibration
+from headstart.evaluation.sources import eval_samples, read_split, split_samples
 from headstart.model import DEFAULT_TASK
 from headstart.plots import plot_confusion_matrix, plot_image_grid, plot_reliability
 from headstart.runtime.predictor import Predictor
 from headstart.stats import wilson_interval
 from headstart.training import LoadedRun, load_run
-from headstart.training.checkpoint import read_json
 from headstart.training.device import resolve_device
 
 Probabilities = dict[str, np.ndarray]
@@ -149,69 +142,6 @@ class Evaluation:
         return out
 
 
-def _read_split(run: LoadedRun) -> dict[str, Any]:
-    """The run's ``split.json`` ({} when absent); CheckpointError when it is malformed."""
-    path = run.run_dir / "split.json"
-    if not path.is_file():
-        return {}
-    split = read_json(path)
-    parts = [split.get(part, []) for part in ("train", "val")]
-    rows = [r for part in parts if isinstance(part, list) for r in part]
-    ok = all(isinstance(p, list) for p in parts) and all(
-        isinstance(r, list) and len(r) == 2 and isinstance(r[0], str)
-        and isinstance(r[1], (int, dict)) for r in rows
-    )  # fmt: skip
-    if not ok or not isinstance(split.get("root", ""), str):
-        raise CheckpointError(
-            f"CheckpointError: {path}: 'train' and 'val' must be lists of [path, label] pairs "
-            "and 'root' a string. Restore the file from a backup, or pass DATA_DIR to "
-            "evaluate on a folder instead."
-        )
-    return split
-
-
-def _split_samples(split: dict[str, Any], part: str, root: Path) -> list[Sample]:
-    return [Sample(root / p, t if isinstance(t, dict) else int(t)) for p, t in split[part]]
-
-
-def run_samples(run: LoadedRun, part: str) -> list[Sample]:
-    """The labelled images of the run's own ``train`` or ``val`` split, where it recorded
-    them (``split.json``; [] without one)."""
-    split = _read_split(run)
-    return _split_samples(split, part, Path(split.get("root", ""))) if split.get(part) else []
-
-
-def eval_samples(
-    run: LoadedRun, data_dir: str | Path | None
-) -> tuple[list[Sample], list[tuple[Path, str]], str]:
-    """Which labelled images to evaluate on, and a description of where they came from.
-
-    The run's own validation split when ``data_dir`` is None or the folder it split at
-    training time (always, for a labels-CSV run); else ``data_dir/val`` when the folder has
-    train/ and val/; else every image under it.
-    """
-    split = _read_split(run)
-    own = Path(split.get("root", "")) if split else None
-    layout = split.get("layout")
-    if split and (
-        data_dir is None
-        or layout == "labels CSV"
-        or (layout == "split" and own == Path(data_dir).resolve())
-    ):
-        root = own if data_dir is None or layout == "labels CSV" else Path(data_dir)
-        samples = _split_samples(split, "val", root)
-        return samples, [], f"{root} (the run's held-out validation split)"
-    if data_dir is None:
-        raise FileNotFoundError(
-            f"{run.run_dir / 'split.json'} is missing; pass the data folder to evaluate on."
-        )
-    data_dir = Path(data_dir)
-    val_dir = find_val_dir(data_dir)
-    target = val_dir if (data_dir / "train").is_dir() and val_dir is not None else data_dir
-    scan = scan_folder(target, classes=run.tasks[DEFAULT_TASK])
-    return scan.samples, scan.skipped, str(target)
-
-
 def cached_reader(prep: Preprocessing) -> Callable[[Path], Image.Image]:
     """Images through the user's decoded-image cache (bit-identical to reading them, and free
     the second time), or straight from disk when the cache folder cannot be used."""
@@ -281,6 +211,7 @@ def evaluate_run(
     run_dir: str | Path,
     data_dir: str | Path | None = None,
     *,
+    images_root: str | Path | None = None,
     tta: bool = False,
     analysis: bool = True,
     batch_size: int = 32,
@@ -291,6 +222,8 @@ def evaluate_run(
     the confusion matrix, the reliability diagram and the top losses (``NAME.png`` for a
     single task, ``NAME_TASK.png`` for several).
 
+    ``data_dir``: see :func:`~headstart.evaluation.sources.eval_samples` (default: the run's
+    validation split; a folder, or a labels CSV with paths under ``images_root``).
     ``tta``: average the softmax of ten crops per image (and report the plain pass too).
     ``analysis``: also pass over the run's training images, for likely label errors and
     near-duplicates between training and evaluated images.
@@ -298,9 +231,9 @@ def evaluate_run(
     dev = resolve_device(device)
     run = load_run(run_dir)
     predictor = run_predictor(run, dev)
-    samples, skipped, source = eval_samples(run, data_dir)
+    samples, skipped, source = eval_samples(run, data_dir, images_root)
     read = cached_reader(run.preprocessing)
-    split = _read_split(run)
+    split = read_split(run)
     root = Path(split["root"]) if split else None
     kw = {"batch_size": batch_size, "progress": progress}
     probs, targets = _scores(predictor, samples, read, **kw)
@@ -308,7 +241,7 @@ def evaluate_run(
     if tta:
         plain = probs
         probs, _ = _scores(predictor, samples, read, tta=True, **kw)
-    train_samples = _split_samples(split, "train", root) if analysis and split else []
+    train_samples = split_samples(split, "train", root) if analysis and split else []
     train_probs, train_targets = (
         _scores(predictor, train_samples, read, **kw) if train_samples else ({}, {})
     )
@@ -325,6 +258,8 @@ def evaluate_run(
         )
     results = {}
     for task, classes in run.tasks.items():
+        if task not in targets or (targets[task] == MISSING).all():
+            continue  # a test CSV without this task's column
         y_true = targets[task]
         labelled = y_true != MISSING
         p, y = probs[task][labelled], y_true[labelled]

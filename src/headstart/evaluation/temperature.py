@@ -93,7 +93,8 @@ def calibrate_run(
 ) -> list[TemperatureFit]:
     """Fit a temperature per task on the run's validation split and store them in its
     manifest (``temperature``, ``temperature_fit``); returns the fits."""
-    from headstart.evaluation.evaluate import _scores, cached_reader, eval_samples, run_predictor
+    from headstart.evaluation.evaluate import _scores, cached_reader, run_predictor
+    from headstart.evaluation.sources import eval_samples
     from headstart.training.device import resolve_device
 
     run = load_run(run_dir)

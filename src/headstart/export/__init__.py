@@ -39,7 +39,7 @@ class ExportResult:
 
 def verification_samples(run_dir: Path, images: list[str] | None) -> list[Sample]:
     """The run's validation images (labelled), or the given files and folders (unlabelled)."""
-    from headstart.evaluation.evaluate import eval_samples
+    from headstart.evaluation.sources import eval_samples
     from headstart.runtime.predictions import expand_inputs
     from headstart.training import load_run
 
@@ -177,7 +177,8 @@ def calibration_batches(run: LoadedRun, batch: int = 32) -> list[np.ndarray]:
     preprocessed as the export expects, in batches: what static quantization calibrates
     its activation ranges on (never the validation images it is then verified on)."""
     from headstart.data import eval_transform
-    from headstart.evaluation.evaluate import cached_reader, run_samples
+    from headstart.evaluation.evaluate import cached_reader
+    from headstart.evaluation.sources import run_samples
 
     samples = run_samples(run, "train")
     if not samples:

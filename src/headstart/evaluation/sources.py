@@ -1,0 +1,97 @@
+"""Which labelled images an evaluation reads: the run's own validation split, a folder of
+class subfolders, or a labels CSV (a held-out test set, read against the model's classes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from headstart.data import Sample, read_labels_csv, scan_folder
+from headstart.data.split import find_val_dir
+from headstart.errors import CheckpointError, DataError
+from headstart.training import LoadedRun
+from headstart.training.checkpoint import read_json
+
+
+def read_split(run: LoadedRun) -> dict[str, Any]:
+    """The run's ``split.json`` ({} when absent); CheckpointError when it is malformed."""
+    path = run.run_dir / "split.json"
+    if not path.is_file():
+        return {}
+    split = read_json(path)
+    parts = [split.get(part, []) for part in ("train", "val")]
+    rows = [r for part in parts if isinstance(part, list) for r in part]
+    ok = all(isinstance(p, list) for p in parts) and all(
+        isinstance(r, list) and len(r) == 2 and isinstance(r[0], str)
+        and isinstance(r[1], (int, dict)) for r in rows
+    )  # fmt: skip
+    if not ok or not isinstance(split.get("root", ""), str):
+        raise CheckpointError(
+            f"CheckpointError: {path}: 'train' and 'val' must be lists of [path, label] pairs "
+            "and 'root' a string. Restore the file from a backup, or pass DATA to "
+            "evaluate on a folder or a labels CSV instead."
+        )
+    return split
+
+
+def split_samples(split: dict[str, Any], part: str, root: Path) -> list[Sample]:
+    """The samples of ``part`` (``train`` or ``val``) of a ``split.json``, under ``root``."""
+    return [Sample(root / p, t if isinstance(t, dict) else int(t)) for p, t in split[part]]
+
+
+def run_samples(run: LoadedRun, part: str) -> list[Sample]:
+    """The labelled images of the run's own ``train`` or ``val`` split, where it recorded
+    them (``split.json``; [] without one)."""
+    split = read_split(run)
+    return split_samples(split, part, Path(split.get("root", ""))) if split.get(part) else []
+
+
+def eval_samples(
+    run: LoadedRun, data: str | Path | None, images_root: str | Path | None = None
+) -> tuple[list[Sample], list[tuple[Path, str]], str]:
+    """Which labelled images to evaluate on, and a description of where they came from.
+
+    ``data`` None, or the folder the run split at training time: the run's own validation
+    split. A file: a labels CSV, paths relative to ``images_root`` (default: its folder).
+    A folder: ``data/val`` when it has train/ and val/, else every image under it, in class
+    subfolders named as the model's classes (a single-task model's).
+    """
+    split = read_split(run)
+    own = Path(split.get("root", "")) if split else None
+    if data is None or (split.get("layout") == "split" and own == Path(data).resolve()):
+        if not split:
+            raise FileNotFoundError(
+                f"{run.run_dir / 'split.json'} is missing; pass the data folder to evaluate on."
+            )
+        root = own if data is None else Path(data)
+        source = f"{root} (the run's held-out validation split)"
+        return split_samples(split, "val", root), [], source
+    data = Path(data)
+    if not data.exists():
+        raise DataError(
+            f"DataError: {data} does not exist. Pass a folder of class subfolders or a labels CSV."
+        )
+    if data.is_file():
+        table = read_labels_csv(data, images_root, known=run.tasks)
+        samples, skipped, source = table.samples, table.skipped, str(data)
+    elif len(run.tasks) > 1:
+        raise DataError(
+            f"DataError: {data} is a folder, and this model has tasks {', '.join(run.tasks)}; "
+            "class subfolders label one task. Pass a labels CSV with a column per task."
+        )
+    else:
+        val_dir = find_val_dir(data)
+        target = val_dir if (data / "train").is_dir() and val_dir is not None else data
+        scan = scan_folder(target, classes=next(iter(run.tasks.values())))
+        samples, skipped, source = scan.samples, scan.skipped, str(target)
+    trained = {s.path.resolve() for s in run_samples(run, "train")}
+    unseen = [s for s in samples if s.path.resolve() not in trained]
+    if samples and not unseen:
+        raise DataError(
+            f"DataError: every image in {data} is one {run.run_dir} trained on, so its accuracy "
+            "there says nothing of new images. Evaluate on held-out images (without DATA: the "
+            "run's own validation split)."
+        )
+    if len(unseen) < len(samples):
+        source += f" ({len(samples) - len(unseen):,} images the run trained on left out)"
+    return unseen, skipped, source
