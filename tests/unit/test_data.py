@@ -142,10 +142,13 @@ def test_val_class_unknown_to_train_is_refused(trainval_dataset: Path) -> None:
         load_split(trainval_dataset)
 
 
-def test_train_without_val_is_refused(tmp_path: Path) -> None:
-    make_class_folders(tmp_path / "d" / "train", {"red": 3, "blue": 3})
-    with pytest.raises(DataError, match="no val/ folder"):
-        load_split(tmp_path / "d")
+def test_train_without_val_is_split_and_test_left_alone(tmp_path: Path) -> None:
+    make_class_folders(tmp_path / "d" / "train", {"red": 10, "blue": 10})
+    make_class_folders(tmp_path / "d" / "test", {"red": 2, "blue": 2}, seed=50)
+    split = load_split(tmp_path / "d", val_fraction=0.2)
+    assert (len(split.train), len(split.val)) == (16, 4)
+    assert all("train" in s.path.parts for s in split.train + split.val)
+    assert "test/ is left alone: `headstart evaluate RUN" in split.summary()
 
 
 PREP = Preprocessing(32, 40, "bilinear", (0.5, 0.25, 0.0), (0.5, 0.25, 1.0))

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from headstart.cli.main import main
 from headstart.errors import DataError
 from headstart.evaluation import evaluate_run
+from tests.conftest import make_class_folders
+from tests.unit.conftest import FAST
 from tests.unit.test_multitask import _train, make_table
 
 KW = {"device": "cpu", "progress": False, "analysis": False}
@@ -71,3 +74,13 @@ def test_a_multi_task_model_is_evaluated_on_the_tasks_a_csv_labels(tmp_path: Pat
     assert list(ev.tasks) == ["colour"] and ev.single.n == 8
     with pytest.raises(DataError, match="tasks colour, size; class subfolders label one task"):
         evaluate_run(tmp_path / "run", tmp_path / "test" / "img", **KW)
+
+
+def test_train_and_test_folders_train_on_a_split_and_evaluate_on_test(tmp_path: Path) -> None:
+    make_class_folders(tmp_path / "d" / "train", {"red": 10, "blue": 10})
+    make_class_folders(tmp_path / "d" / "test", {"red": 3, "blue": 3}, seed=50)
+    argv = ["--no-progress", "train", str(tmp_path / "d"), *FAST[:-1], "--epochs", "1"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    ev = evaluate_run(tmp_path / "run", tmp_path / "d", **KW)
+    assert ev.source == str(tmp_path / "d" / "test") and ev.single.n == 6
+    assert evaluate_run(tmp_path / "run", **KW).single.n == 4  # its own split of train/

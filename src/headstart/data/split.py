@@ -22,6 +22,7 @@ from headstart.errors import DataError
 from headstart.text import display
 
 VAL_DIR_NAMES = ("val", "valid", "validation")
+TEST_DIR_NAMES = ("test", "testing")
 
 
 @dataclass
@@ -179,13 +180,19 @@ def find_val_dir(root: Path) -> Path | None:
     return None
 
 
+def find_test_dir(root: Path) -> Path | None:
+    """The test subfolder beside ``root/train``, if ``root`` has one."""
+    return next((root / n for n in TEST_DIR_NAMES if (root / n).is_dir()), None)
+
+
 def load_split(
     root: str | Path, val_fraction: float = 0.2, seed: int = 0, cache: Cache | None = None
 ) -> DataSplit:
     """Scan ``root`` and return its split (``cache`` remembers each file's audit).
 
-    ``root/train`` + ``root/val`` are used as given; otherwise ``root/<class>/`` is split
-    stratified by class with ``val_fraction`` held out, reproducibly for a given ``seed``.
+    ``root/train`` + ``root/val`` are used as given; ``root/train`` alone (beside a test/
+    folder, say) is split; otherwise ``root/<class>/`` is split stratified by class with
+    ``val_fraction`` held out, reproducibly for a given ``seed``.
     """
     root = Path(root)
     val_dir = find_val_dir(root)
@@ -207,11 +214,16 @@ def load_split(
             ),
             cache,
         )  # fmt: skip
-    if (root / "train").is_dir():
-        raise DataError(
-            f"DataError: {root} has a train/ folder but no val/ folder. Add val/ (same class "
-            f"subfolders), or point at {root / 'train'} to split it with --val-fraction."
-        )
+    if (root / "train").is_dir():  # train/ (and maybe test/) without val/: split train/
+        split = load_split(root / "train", val_fraction, seed, cache)
+        test = find_test_dir(root)
+        split.notes.append(
+            f"note: {root} has train/ but no val/ folder: {val_fraction:.0%} of train/ is held "
+            "out for validation (--val-fraction)"
+            + (f"; {test.name}/ is left alone: `headstart evaluate RUN {test}` measures on it"
+               if test else "")
+        )  # fmt: skip
+        return split
     scan = scan_folder(root, cache=cache)
     _check_classes(scan)
     if not 0.0 < val_fraction < 1.0:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from headstart.data import Sample, read_labels_csv, scan_folder
-from headstart.data.split import find_val_dir
+from headstart.data.split import find_test_dir, find_val_dir
 from headstart.errors import CheckpointError, DataError
 from headstart.training import LoadedRun
 from headstart.training.checkpoint import read_json
@@ -53,8 +53,8 @@ def eval_samples(
 
     ``data`` None, or the folder the run split at training time: the run's own validation
     split. A file: a labels CSV, paths relative to ``images_root`` (default: its folder).
-    A folder: ``data/val`` when it has train/ and val/, else every image under it, in class
-    subfolders named as the model's classes (a single-task model's).
+    A folder: ``data/val`` (else ``data/test``) when it has train/ beside it, else every image
+    under it, in class subfolders named as the model's classes (a single-task model's).
     """
     split = read_split(run)
     own = Path(split.get("root", "")) if split else None
@@ -80,8 +80,8 @@ def eval_samples(
             "class subfolders label one task. Pass a labels CSV with a column per task."
         )
     else:
-        val_dir = find_val_dir(data)
-        target = val_dir if (data / "train").is_dir() and val_dir is not None else data
+        held = find_val_dir(data) or find_test_dir(data)
+        target = held if (data / "train").is_dir() and held is not None else data
         scan = scan_folder(target, classes=next(iter(run.tasks.values())))
         samples, skipped, source = scan.samples, scan.skipped, str(target)
     trained = {s.path.resolve() for s in run_samples(run, "train")}
