@@ -71,3 +71,32 @@ def test_many_single_image_classes_make_one_note(tmp_path: Path) -> None:
     notes = [n for n in split.notes if "only 1 image" in n]
     assert len(notes) == 1
     assert notes[0].startswith("note: 8 classes '10', '11', '12', '13', '14', ... of task")
+
+
+def with_split(root: Path, parts: list[str], column: str = "split") -> Path:
+    lines = ham_like(root, n=len(parts)).read_text().splitlines()
+    text = [f"{lines[0]},{column}"] + [f"{r},{p}" for r, p in zip(lines[1:], parts)]
+    (root / "s.csv").write_text("\n".join(text) + "\n")
+    return root / "s.csv"
+
+
+def test_a_split_column_is_the_split_and_never_a_task(tmp_path: Path) -> None:
+    parts = ["train"] * 8 + ["Validation"] * 4 + ["test"] * 4
+    split = load_table_split(with_split(tmp_path, parts), tmp_path / "images", seed=3)
+    assert "split" not in split.tasks
+    names = {s.path.name for s in split.val}
+    assert names == {f"ISIC_{i:04d}.jpg" for i in range(8, 12)} and len(split.train) == 8
+    assert "8 train, 4 val, 4 test rows; test rows are left out" in split.summary()
+
+
+def test_is_valid_false_and_true_and_train_test_only(tmp_path: Path) -> None:
+    csv = with_split(tmp_path, ["False", "True"] * 6, column="is_valid")
+    split = load_table_split(csv, tmp_path / "images")
+    assert (len(split.train), len(split.val)) == (6, 6)
+    csv = with_split(tmp_path / "b", ["train"] * 10 + ["test"] * 2)
+    split = load_table_split(csv, tmp_path / "b" / "images", val_fraction=0.2)
+    assert (len(split.train), len(split.val)) == (8, 2)
+    assert all(int(s.path.stem[-4:]) < 10 for s in split.train + split.val)
+    csv = with_split(tmp_path / "c", ["train", "holdout"] * 3)
+    with pytest.raises(DataError, match="line 3: 'split' is 'holdout'"):
+        load_table_split(csv, tmp_path / "c" / "images")

@@ -84,3 +84,17 @@ def test_train_and_test_folders_train_on_a_split_and_evaluate_on_test(tmp_path: 
     ev = evaluate_run(tmp_path / "run", tmp_path / "d", **KW)
     assert ev.source == str(tmp_path / "d" / "test") and ev.single.n == 6
     assert evaluate_run(tmp_path / "run", **KW).single.n == 4  # its own split of train/
+
+
+def test_a_csv_with_a_split_column_trains_on_its_split_and_evaluates_its_test_rows(
+    tmp_path: Path,
+) -> None:
+    lines = make_table(tmp_path, n=30).read_text().splitlines()
+    parts = ["train"] * 20 + ["val"] * 6 + ["test"] * 4
+    (tmp_path / "s.csv").write_text(
+        "\n".join([f"{lines[0]},split"] + [f"{r},{p}" for r, p in zip(lines[1:], parts)]) + "\n"
+    )
+    _train(tmp_path / "s.csv", tmp_path / "run")
+    assert evaluate_run(tmp_path / "run", **KW).single.n == 6  # val rows
+    ev = evaluate_run(tmp_path / "run", tmp_path / "s.csv", **KW)
+    assert ev.source.endswith("s.csv (its test rows)") and ev.single.n == 4

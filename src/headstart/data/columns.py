@@ -5,7 +5,9 @@ CSVs come as their sources wrote them: ``image,label`` from a script, HAM10000's
 semicolons. The image column is the one whose header is a usual name for it (``image``,
 ``path``, ``image_id``, ...) or, failing that, the one whose cells name image files under
 the images root; a cell may leave out the file's extension (``ISIC_0024306`` for
-``ISIC_0024306.jpg``). Without ``--tasks``, every other column is a task except those that
+``ISIC_0024306.jpg``). A ``split`` column (``subset``, ``partition``, fastai's ``is_valid``)
+holds the dataset's own train/val/test split and is never a task. Without ``--tasks``, every
+other column is a task except those that
 cannot be one: a column with more distinct values than half its labelled rows (an
 identifier such as ``lesion_id``, or a measurement) leaves most classes with a single image,
 so it is left out while another column remains.
@@ -33,6 +35,12 @@ IMAGE_COLUMNS = (
     "image_name",
     "img",
 )
+SPLIT_COLUMNS = ("split", "subset", "partition", "is_valid")  # the dataset's own split
+PARTS = {  # a split cell, lower-cased -> the part of the data its row belongs to
+    **dict.fromkeys(("train", "training", "false", "0"), "train"),
+    **dict.fromkeys(("val", "valid", "validation", "dev", "true", "1"), "val"),
+    **dict.fromkeys(("test", "testing"), "test"),
+}
 SAMPLE = 20  # cells per column read to recognise the image column by its content
 _SUFFIXES = sorted(IMAGE_EXTENSIONS) + sorted(e.upper() for e in IMAGE_EXTENSIONS)
 
@@ -101,6 +109,28 @@ def image_column(
         f"{', '.join(IMAGE_COLUMNS)}, or pass --images-root DIR (the folder the paths are "
         "relative to)."
     )
+
+
+def split_column(columns: Sequence[str]) -> str | None:
+    """The column holding the dataset's own train/val/test split, if the CSV has one
+    (``split``, ``subset``, ``partition``, or fastai's ``is_valid``)."""
+    return next((c for c in columns if c.lower() in SPLIT_COLUMNS), None)
+
+
+def part_of(cell: str, column: str, line: int, csv_path: Path) -> str:
+    """``train``, ``val`` or ``test`` for a split column's cell (``is_valid``: true is val).
+
+    >>> part_of("Validation", "split", 2, Path("t.csv")), part_of("False", "is_valid", 2, Path(""))
+    ('val', 'train')
+    """
+    part = PARTS.get(cell.strip().lower())
+    if part is None:
+        raise DataError(
+            f"DataError: {csv_path} line {line}: {column!r} is {cell!r}; the split column's "
+            "cells must be train, val (valid, validation, dev) or test (is_valid: true or "
+            "false)."
+        )
+    return part
 
 
 def default_tasks(

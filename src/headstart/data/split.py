@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -247,11 +247,15 @@ def load_table_split(
     from sklearn.model_selection import train_test_split
 
     table = read_labels_csv(csv_path, images_root, tasks, cache)
+    notes = list(table.notes)
+    if table.parts:
+        table = _own_split(table, notes)
+        if "val" in table.parts:
+            return checked(_table_split(table, [p == "train" for p in table.parts], notes), cache)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"DataError: --val-fraction must be between 0 and 1, got {val_fraction}.")
     if len(table.samples) < 4:
         raise DataError(f"DataError: {csv_path} has {len(table.samples)} usable rows; too few.")
-    notes = list(table.notes)
     kept = _rare_labels(table, notes)  # indices that must train: too rare to hold out
     rest = [i for i in range(len(table.samples)) if i not in kept]
     n_val = max(1, round(len(rest) * val_fraction))
@@ -265,26 +269,58 @@ def load_table_split(
         kept |= {i for i, g in zip(rest, groups) if size[g] < 2}
         rest, groups = map(list, zip(*[(i, g) for i, g in zip(rest, groups) if size[g] >= 2]))
         n_val = max(1, round(len(rest) * val_fraction))
-    train, val = train_test_split(
+    train, _ = train_test_split(
         [table.samples[i] for i in rest],
         test_size=n_val,
         random_state=seed,
         stratify=groups if stratify else None,
     )
     train += [table.samples[i] for i in sorted(kept)]
-    split = DataSplit(
+    trains = {id(s) for s in train}
+    split = _table_split(table, [id(s) in trains for s in table.samples], notes)
+    split.val_fraction, split.seed = val_fraction, seed
+    return checked(split, cache)
+
+
+def _table_split(table: LabelTable, is_train: list[bool], notes: list[str]) -> DataSplit:
+    """The table's samples as training (where ``is_train``) and validation, in path order."""
+    train = [s for s, t in zip(table.samples, is_train) if t]
+    val = [s for s, t in zip(table.samples, is_train) if not t]
+    return DataSplit(
         table.images_root,
         "labels CSV",
         next(iter(table.tasks.values())),
         sorted(train, key=lambda s: str(s.path)),
         sorted(val, key=lambda s: str(s.path)),
         table.skipped,
-        val_fraction,
-        seed,
-        table.tasks,
+        tasks=table.tasks,
         notes=notes,
     )
-    return checked(split, cache)
+
+
+def _own_split(table: LabelTable, notes: list[str]) -> LabelTable:
+    """The table without its test rows, noting what the CSV's split column holds: its train
+    and val rows are used as given (when it names val rows; else train rows are split)."""
+    counts = Counter(table.parts)
+    if not counts["train"]:
+        raise DataError(
+            f"DataError: {table.csv}'s split column names no training row (it holds "
+            f"{dict(counts)}). Mark the rows to train on as train."
+        )
+    notes.append(
+        f"note: the CSV's split column: {counts['train']} train, {counts['val']} val, "
+        f"{counts['test']} test rows"
+        + ("" if counts["val"] else "; train rows are split for validation (--val-fraction)")
+        + ("; test rows are left out: `headstart evaluate RUN CSV` measures on them"
+           if counts["test"] else "")
+    )  # fmt: skip
+    keep = [i for i, p in enumerate(table.parts) if p != "test"]
+    return replace(
+        table,
+        samples=[table.samples[i] for i in keep],
+        rows=[table.rows[i] for i in keep],
+        parts=[table.parts[i] for i in keep],
+    )
 
 
 def _rare_labels(table: LabelTable, notes: list[str]) -> set[int]:

@@ -23,7 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from headstart.cache import Cache
-from headstart.data.columns import default_tasks, delimiter, image_column, resolve_image
+from headstart.data.columns import (
+    default_tasks,
+    delimiter,
+    image_column,
+    part_of,
+    resolve_image,
+    split_column,
+)
 from headstart.data.scan import Sample, audit_image
 from headstart.errors import DataError
 
@@ -69,6 +76,7 @@ class LabelTable:
     samples: list[Sample]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)  # every task column's cell, per sample
+    parts: list[str] = field(default_factory=list)  # per sample, its split column's part if any
     notes: list[str] = field(default_factory=list)  # "note: ..." lines for the data summary
 
 
@@ -122,7 +130,8 @@ def read_labels_csv(
             "values with a header row."
         ) from None
     image_col, image_note = image_column(header, rows, root, csv_path)
-    columns = [h for h in header if h != image_col]
+    split_col = split_column([h for h in header if h != image_col])
+    columns = [h for h in header if h not in (image_col, split_col)]
     notes = [n for n in (encoding_note, image_note) if n]
     if not columns:
         raise DataError(f"DataError: {csv_path} has an image column but no task columns.")
@@ -170,6 +179,8 @@ def read_labels_csv(
         if reason is None:
             table.samples.append(Sample(path, target))
             table.rows.append([(row.get(c) or "").strip() for c in columns])
+            if split_col:
+                table.parts.append(part_of(row.get(split_col) or "", split_col, line, csv_path))
         else:
             table.skipped.append((path, reason))
     return table

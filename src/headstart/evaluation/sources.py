@@ -52,7 +52,8 @@ def eval_samples(
     """Which labelled images to evaluate on, and a description of where they came from.
 
     ``data`` None, or the folder the run split at training time: the run's own validation
-    split. A file: a labels CSV, paths relative to ``images_root`` (default: its folder).
+    split. A file: a labels CSV, paths relative to ``images_root`` (default: its folder); its
+    test rows alone when its split column names some.
     A folder: ``data/val`` (else ``data/test``) when it has train/ beside it, else every image
     under it, in class subfolders named as the model's classes (a single-task model's).
     """
@@ -74,6 +75,9 @@ def eval_samples(
     if data.is_file():
         table = read_labels_csv(data, images_root, known=run.tasks)
         samples, skipped, source = table.samples, table.skipped, str(data)
+        if "test" in table.parts:  # the CSV's own split names a test set: that is the one
+            samples = [s for s, p in zip(samples, table.parts) if p == "test"]
+            source += " (its test rows)"
     elif len(run.tasks) > 1:
         raise DataError(
             f"DataError: {data} is a folder, and this model has tasks {', '.join(run.tasks)}; "
