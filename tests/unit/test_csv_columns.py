@@ -87,6 +87,10 @@ def test_a_split_column_is_the_split_and_never_a_task(tmp_path: Path) -> None:
     names = {s.path.name for s in split.val}
     assert names == {f"ISIC_{i:04d}.jpg" for i in range(8, 12)} and len(split.train) == 8
     assert "8 train, 4 val, 4 test rows; test rows are left out" in split.summary()
+    assert "no val row" not in split.summary()
+    parts = ["train"] * 8 + ["val", "test"] * 4  # val rows 8, 10, 12, 14: every dx is 'mel'
+    split = load_table_split(with_split(tmp_path / "b", parts), tmp_path / "b" / "images")
+    assert "warning: class 'nv' of task 'dx' has no val row" in split.summary()
 
 
 def test_is_valid_false_and_true_and_train_test_only(tmp_path: Path) -> None:

@@ -251,7 +251,16 @@ def load_table_split(
     if table.parts:
         table = _own_split(table, notes)
         if "val" in table.parts:
-            return checked(_table_split(table, [p == "train" for p in table.parts], notes), cache)
+            split = _table_split(table, [p == "train" for p in table.parts], notes)
+            for task, classes in split.tasks.items():
+                held = set(split.labels(split.val, task))
+                notes += [
+                    f"warning: class {c!r} of task {task!r} has no val row in the CSV's split, "
+                    "so its accuracy is not measured"
+                    for i, c in enumerate(classes)
+                    if i not in held
+                ]
+            return checked(split, cache)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"DataError: --val-fraction must be between 0 and 1, got {val_fraction}.")
     if len(table.samples) < 4:
