@@ -207,3 +207,19 @@ def test_compare_refuses_unknown_strategies(
 ) -> None:
     assert main(["compare", str(trainval_dataset), "--strategies", "probe,magic"]) == 2
     assert "unknown: magic" in capsys.readouterr().err
+
+
+def test_the_suggested_train_command_keeps_what_decides_the_data_and_split() -> None:
+    """recommend's and lr-find's "train it:" lines: the images root, the tasks and a
+    non-default split must survive, quoted, so the command runs on the same held-out images."""
+    import shlex
+
+    from headstart.cli.commands import _data_args, config_from_args
+    from headstart.cli.main import build_parser
+
+    argv = ["train", "--labels", "my data/t.csv", "--images-root", "my data/img", "--tasks",
+            "a,b", "--val-fraction", "0.3", "--seed", "5"]  # fmt: skip
+    cfg = config_from_args(build_parser().parse_args(argv))
+    again = config_from_args(build_parser().parse_args(["train", *shlex.split(_data_args(cfg))]))
+    assert again.data == cfg.data and again.seed == 5
+    assert "--seed" not in _data_args(cfg, split=False)

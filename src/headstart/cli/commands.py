@@ -73,10 +73,25 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_args(cfg: TrainConfig) -> str:
-    """The data options of ``cfg`` as a command line would give them."""
-    data = f"--labels {cfg.data.labels}" if cfg.data.labels else str(cfg.data.root)
-    return data + (f" --tasks {','.join(cfg.data.tasks)}" if cfg.data.tasks else "")
+def _data_args(cfg: TrainConfig, split: bool = True) -> str:
+    """The data options of ``cfg`` as a command line would give them: the data, its images
+    root and tasks and, with ``split``, a validation fraction or seed other than the default
+    (what decides the held-out images)."""
+    import shlex
+
+    from headstart.config import TrainConfig
+
+    data, default = cfg.data, TrainConfig()
+    args = ["--labels", data.labels] if data.labels else [data.root]
+    if data.labels and data.images_root:
+        args += ["--images-root", data.images_root]
+    if data.tasks:
+        args += ["--tasks", ",".join(data.tasks)]
+    if split and data.val_fraction != default.data.val_fraction:
+        args += ["--val-fraction", f"{data.val_fraction:g}"]
+    if split and cfg.seed != default.seed:
+        args += ["--seed", str(cfg.seed)]
+    return shlex.join(args)
 
 
 def lr_find(args: argparse.Namespace) -> int:
@@ -220,7 +235,7 @@ def _cross_validate(
         overwrite=args.overwrite, progress=not args.no_progress, resume=args.resume,
     )  # fmt: skip
     print(
-        f"\n{folds}-fold cross-validation x {repeats} on {_data_args(cfg)} "
+        f"\n{folds}-fold cross-validation x {repeats} on {_data_args(cfg, split=False)} "
         f"({result.n} images), {cfg.optim.epochs} epochs per fold, seed {cfg.seed}:\n"
     )
     print(result.table())
