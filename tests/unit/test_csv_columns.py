@@ -104,3 +104,12 @@ def test_is_valid_false_and_true_and_train_test_only(tmp_path: Path) -> None:
     csv = with_split(tmp_path / "c", ["train", "holdout"] * 3)
     with pytest.raises(DataError, match="line 3: 'split' is 'holdout'"):
         load_table_split(csv, tmp_path / "c" / "images")
+
+
+def test_paths_written_on_windows_resolve(tmp_path: Path) -> None:
+    for i in range(4):
+        make_image(tmp_path / "img" / f"{i}.png", (200, 40, 40), seed=i)
+    (tmp_path / "w.csv").write_text("image,c\r\n" + "".join(
+        f"img\\{i}.png,{'ab'[i % 2]}\r\n" for i in range(4)))  # fmt: skip
+    table = read_labels_csv(tmp_path / "w.csv")
+    assert [s.path for s in table.samples] == [tmp_path / "img" / f"{i}.png" for i in range(4)]

@@ -46,8 +46,9 @@ _SUFFIXES = sorted(IMAGE_EXTENSIONS) + sorted(e.upper() for e in IMAGE_EXTENSION
 
 
 def resolve_image(root: Path, cell: str) -> Path | None:
-    """The file a CSV cell names under ``root``: the path itself or, when the cell has no
-    image extension (an id), the path with the first image extension that exists.
+    """The file a CSV cell names under ``root``: the path itself (with ``\\`` read as ``/``
+    when the CSV was written on Windows) or, when the cell has no image extension (an id),
+    the path with the first image extension that exists.
 
     >>> import tempfile; d = Path(tempfile.mkdtemp()); _ = (d / "a.png").write_bytes(b"")
     >>> resolve_image(d, "a").name, resolve_image(d, "a.png").name, resolve_image(d, "b")
@@ -56,6 +57,8 @@ def resolve_image(root: Path, cell: str) -> Path | None:
     path = root / cell
     if path.is_file():
         return path
+    if "\\" in cell and "/" not in cell:  # a CSV written on Windows: images\cell0001.png
+        return resolve_image(root, cell.replace("\\", "/"))
     if Path(cell).suffix.lower() in IMAGE_EXTENSIONS:
         return None
     return next((p for s in _SUFFIXES if (p := root / f"{cell}{s}").is_file()), None)
