@@ -113,3 +113,17 @@ def test_paths_written_on_windows_resolve(tmp_path: Path) -> None:
         f"img\\{i}.png,{'ab'[i % 2]}\r\n" for i in range(4)))  # fmt: skip
     table = read_labels_csv(tmp_path / "w.csv")
     assert [s.path for s in table.samples] == [tmp_path / "img" / f"{i}.png" for i in range(4)]
+
+
+def test_bare_names_are_found_in_subfolders_once_and_only_when_unique(tmp_path: Path) -> None:
+    """HAM10000 spreads its images over two folders; the CSV names them by id alone."""
+    for i in range(6):
+        make_image(tmp_path / "imgs" / f"part_{i % 2 + 1}" / f"ISIC_{i}.jpg", (9, 9, 9), seed=i)
+    (tmp_path / "m.csv").write_text("image_id,dx\n" + "".join(
+        f"ISIC_{i},{'ab'[i % 2]}\n" for i in range(6)))  # fmt: skip
+    table = read_labels_csv(tmp_path / "m.csv", images_root=tmp_path / "imgs")
+    assert [s.path.parent.name for s in table.samples] == ["part_1", "part_2"] * 3
+    assert any("6 image(s) named by file alone were found in subfolders" in n for n in table.notes)
+    make_image(tmp_path / "imgs" / "part_2" / "ISIC_0.jpg", (9, 9, 9))  # now in both folders
+    with pytest.raises(DataError, match="line 2: image 'ISIC_0' not found"):
+        read_labels_csv(tmp_path / "m.csv", images_root=tmp_path / "imgs")

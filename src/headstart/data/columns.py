@@ -16,6 +16,7 @@ so it is left out while another column remains.
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,6 +65,39 @@ def resolve_image(root: Path, cell: str) -> Path | None:
     return next((p for s in _SUFFIXES if (p := root / f"{cell}{s}").is_file()), None)
 
 
+class ImageFinder:
+    """:func:`resolve_image`, then, for a bare file name or id that is not at the root, the
+    one image of that name (or stem) anywhere under it: datasets that spread their images
+    over several folders (HAM10000's part_1 and part_2, NIH ChestX-ray's images_001 to 012)
+    name them by file alone. A name found in two folders stays unresolved."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.found_below = 0  # cells resolved by the search below the root
+        self._index: dict[str, Path | None] | None = None
+
+    def __call__(self, cell: str) -> Path | None:
+        path = resolve_image(self.root, cell)
+        if path is not None or "/" in cell or "\\" in cell:
+            return path
+        path = self.index().get(cell)
+        self.found_below += path is not None
+        return path
+
+    def index(self) -> dict[str, Path | None]:
+        """Every image below the root by name and by stem (None where two share it)."""
+        if self._index is None:
+            self._index = {}
+            for folder, dirs, files in os.walk(self.root):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in files:
+                    if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                        path = Path(folder) / name
+                        for key in {name, Path(name).stem}:
+                            self._index[key] = None if key in self._index else path
+        return self._index
+
+
 def delimiter(text: str) -> str:
     """The CSV's separator: the one of comma, semicolon (spreadsheets in locales with a
     decimal comma) and tab whose split of the header names an image column; else the one
@@ -94,10 +128,10 @@ def image_column(
     named = next((h for h in header if h.lower() in IMAGE_COLUMNS), None)
     if named is not None:
         return named, None
-    found = []
+    found, find = [], ImageFinder(root)
     for h in header:
         cells = [c for r in rows if (c := (r.get(h) or "").strip())][:SAMPLE]
-        if cells and all(resolve_image(root, c) for c in cells):
+        if cells and all(find(c) for c in cells):
             found.append(h)
     if len(found) == 1:
         return found[0], f"note: image column {found[0]!r}: its cells name images under {root}"

@@ -24,11 +24,11 @@ import numpy as np
 
 from headstart.cache import Cache
 from headstart.data.columns import (
+    ImageFinder,
     default_tasks,
     delimiter,
     image_column,
     part_of,
-    resolve_image,
     split_column,
 )
 from headstart.data.scan import Sample, audit_image
@@ -160,16 +160,18 @@ def read_labels_csv(
     index = {t: {c: i for i, c in enumerate(names)} for t, names in classes.items()}
     table = LabelTable(csv_path, root, classes, [], notes=notes)
     rows = _one_row_per_image(rows, image_col, tasks, root, table)
+    find = ImageFinder(root)
     for line, row in rows:
         rel = (row.get(image_col) or "").strip()
         if not rel:
             raise DataError(f"DataError: {csv_path} line {line}: the {image_col!r} cell is empty.")
-        path = resolve_image(root, rel)
+        path = find(rel)
         if path is None:
             raise DataError(
                 f"DataError: {csv_path} line {line}: image {rel!r} not found under {root} (with "
-                "or without an image extension). Fix the path, or pass --images-root DIR (the "
-                "folder paths are relative to)."
+                "or without an image extension; a bare name is also looked for, once, in its "
+                "subfolders). Fix the path, or pass --images-root DIR (the folder paths are "
+                "relative to)."
             )
         target = {t: index[t].get((row.get(t) or "").strip(), MISSING) for t in tasks}
         if all(v == MISSING for v in target.values()):
@@ -183,6 +185,11 @@ def read_labels_csv(
                 table.parts.append(part_of(row.get(split_col) or "", split_col, line, csv_path))
         else:
             table.skipped.append((path, reason))
+    if find.found_below:
+        table.notes.append(
+            f"note: {find.found_below:,} image(s) named by file alone were found in "
+            f"subfolders of {root}"
+        )
     return table
 
 
