@@ -252,14 +252,7 @@ def load_table_split(
         table = _own_split(table, notes)
         if "val" in table.parts:
             split = _table_split(table, [p == "train" for p in table.parts], notes)
-            for task, classes in split.tasks.items():
-                held = set(split.labels(split.val, task))
-                notes += [
-                    f"warning: class {c!r} of task {task!r} has no val row in the CSV's split, "
-                    "so its accuracy is not measured"
-                    for i, c in enumerate(classes)
-                    if i not in held
-                ]
+            split.notes += _unvalidated(split)
             return checked(split, cache)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"DataError: --val-fraction must be between 0 and 1, got {val_fraction}.")
@@ -305,6 +298,17 @@ def _table_split(table: LabelTable, is_train: list[bool], notes: list[str]) -> D
         tasks=table.tasks,
         notes=notes,
     )
+
+
+def _unvalidated(split: DataSplit) -> list[str]:
+    """A warning for each class that a given split validates on no image."""
+    return [
+        f"warning: class {c!r} of task {task!r} has no val row in the CSV's split, so its "
+        "accuracy is not measured"
+        for task, classes in split.tasks.items()
+        for i, c in enumerate(classes)
+        if i not in set(split.labels(split.val, task))
+    ]
 
 
 def _own_split(table: LabelTable, notes: list[str]) -> LabelTable:
