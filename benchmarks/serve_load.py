@@ -79,12 +79,14 @@ def offline_throughput(model: str, paths: list[Path], batch: int = 32) -> float:
     from headstart.export import load_engine
 
     engine = load_engine(model)
-    transform = eval_transform(Preprocessing.from_dict(engine.meta["preprocessing"]))
-    engine.logits(np.stack([transform(load_rgb(paths[0])).numpy()]))  # warm-up
+    prep = Preprocessing.from_dict(engine.meta["preprocessing"])
+    transform = eval_transform(prep)
+    white = prep.white_level  # deeper than 8 bits: read as in training
+    engine.logits(np.stack([transform(load_rgb(paths[0], white)).numpy()]))  # warm-up
     t0 = time.perf_counter()
     for start in range(0, len(paths), batch):
         chunk = paths[start : start + batch]
-        engine.logits(np.stack([transform(load_rgb(p)).numpy() for p in chunk]))
+        engine.logits(np.stack([transform(load_rgb(p, white)).numpy() for p in chunk]))
     return len(paths) / (time.perf_counter() - t0)
 
 
