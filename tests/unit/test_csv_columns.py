@@ -121,6 +121,7 @@ def test_bare_names_are_found_in_subfolders_once_and_only_when_unique(tmp_path: 
         make_image(tmp_path / "imgs" / f"part_{i % 2 + 1}" / f"ISIC_{i}.jpg", (9, 9, 9), seed=i)
     (tmp_path / "m.csv").write_text("image_id,dx\n" + "".join(
         f"ISIC_{i},{'ab'[i % 2]}\n" for i in range(6)))  # fmt: skip
+    make_image(tmp_path / "imgs" / "__MACOSX" / "part_2" / "ISIC_1.jpg", (9, 9, 9))  # debris
     table = read_labels_csv(tmp_path / "m.csv", images_root=tmp_path / "imgs")
     assert [s.path.parent.name for s in table.samples] == ["part_1", "part_2"] * 3
     assert any("6 image(s) named by file alone were found in subfolders" in n for n in table.notes)

@@ -7,10 +7,9 @@ semicolons. The image column is the one whose header is a usual name for it (``i
 the images root; a cell may leave out the file's extension (``ISIC_0024306`` for
 ``ISIC_0024306.jpg``). A ``split`` column (``subset``, ``partition``, fastai's ``is_valid``)
 holds the dataset's own train/val/test split and is never a task. Without ``--tasks``, every
-other column is a task except those that
-cannot be one: a column with more distinct values than half its labelled rows (an
-identifier such as ``lesion_id``, or a measurement) leaves most classes with a single image,
-so it is left out while another column remains.
+other column is a task except those that cannot be one: a column with more distinct values
+than half its labelled rows (an identifier such as ``lesion_id``, or a measurement) leaves
+most classes with a single image, so it is left out while another column remains.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from headstart.data.scan import is_hidden
 from headstart.errors import DataError
 from headstart.imaging import IMAGE_EXTENSIONS
 
@@ -73,7 +73,7 @@ class ImageFinder:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.found_below = 0  # cells resolved by the search below the root
+        self.found_below: set[Path] = set()  # images resolved by the search below the root
         self._index: dict[str, Path | None] | None = None
 
     def __call__(self, cell: str) -> Path | None:
@@ -81,17 +81,19 @@ class ImageFinder:
         if path is not None or "/" in cell or "\\" in cell:
             return path
         path = self.index().get(cell)
-        self.found_below += path is not None
+        if path is not None:
+            self.found_below.add(path)
         return path
 
     def index(self) -> dict[str, Path | None]:
-        """Every image below the root by name and by stem (None where two share it)."""
+        """Every image below the root by name and by stem (None where two share it),
+        hidden files and folders left out as the folder scan leaves them."""
         if self._index is None:
             self._index = {}
             for folder, dirs, files in os.walk(self.root):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                dirs[:] = sorted(d for d in dirs if not is_hidden(d))
                 for name in files:
-                    if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                    if not is_hidden(name) and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
                         path = Path(folder) / name
                         for key in {name, Path(name).stem}:
                             self._index[key] = None if key in self._index else path
@@ -119,16 +121,17 @@ def delimiter(text: str) -> str:
 
 
 def image_column(
-    header: Sequence[str], rows: Sequence[dict[str, str]], root: Path, csv_path: Path
+    header: Sequence[str], rows: Sequence[dict[str, str]], find: ImageFinder, csv_path: Path
 ) -> tuple[str, str | None]:
-    """The image column, and a note when it was recognised by its cells rather than its name.
+    """The image column, and a note when it was recognised by its cells (as ``find``
+    resolves them) rather than its name.
 
     Raises :class:`DataError` naming the header when no column (or more than one) qualifies.
     """
     named = next((h for h in header if h.lower() in IMAGE_COLUMNS), None)
     if named is not None:
         return named, None
-    found, find = [], ImageFinder(root)
+    found, root = [], find.root
     for h in header:
         cells = [c for r in rows if (c := (r.get(h) or "").strip())][:SAMPLE]
         if cells and all(find(c) for c in cells):

@@ -272,14 +272,10 @@ def load_table_split(
         rest, groups = map(list, zip(*[(i, g) for i, g in zip(rest, groups) if size[g] >= 2]))
         n_val = max(1, round(len(rest) * val_fraction))
     train, _ = train_test_split(
-        [table.samples[i] for i in rest],
-        test_size=n_val,
-        random_state=seed,
-        stratify=groups if stratify else None,
+        rest, test_size=n_val, random_state=seed, stratify=groups if stratify else None
     )
-    train += [table.samples[i] for i in sorted(kept)]
-    trains = {id(s) for s in train}
-    split = _table_split(table, [id(s) in trains for s in table.samples], notes)
+    trains = set(train) | kept
+    split = _table_split(table, [i in trains for i in range(len(table.samples))], notes)
     split.val_fraction, split.seed = val_fraction, seed
     return checked(split, cache)
 
@@ -302,12 +298,13 @@ def _table_split(table: LabelTable, is_train: list[bool], notes: list[str]) -> D
 
 def _unvalidated(split: DataSplit) -> list[str]:
     """A warning for each class that a given split validates on no image."""
+    held = {task: set(split.labels(split.val, task)) for task in split.tasks}
     return [
         f"warning: class {c!r} of task {task!r} has no val row in the CSV's split, so its "
         "accuracy is not measured"
         for task, classes in split.tasks.items()
         for i, c in enumerate(classes)
-        if i not in set(split.labels(split.val, task))
+        if i not in held[task]
     ]
 
 

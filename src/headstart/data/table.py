@@ -129,14 +129,18 @@ def read_labels_csv(
             f"DataError: {csv_path} is not a readable CSV ({e}). Save it as comma-separated "
             "values with a header row."
         ) from None
-    image_col, image_note = image_column(header, rows, root, csv_path)
+    find = ImageFinder(root)  # one search of the subfolders at most, shared by both uses
+    image_col, image_note = image_column(header, rows, find, csv_path)
     split_col = split_column([h for h in header if h != image_col])
     columns = [h for h in header if h not in (image_col, split_col)]
     notes = [n for n in (encoding_note, image_note) if n]
     if not columns:
         raise DataError(f"DataError: {csv_path} has an image column but no task columns.")
     if known is not None:
-        tasks = _known_columns(known, columns, rows, csv_path)
+        tasks, column = _known_columns(known, columns, csv_path)
+        if column is not None:  # a single-task model's labels under another column name
+            rows = [{**r, tasks[0]: r.get(column) or ""} for r in rows]
+            columns = [tasks[0] if c == column else c for c in columns]
     elif not tasks:
         tasks, tasks_note = default_tasks(columns, rows)
         notes += [tasks_note] if tasks_note else []
@@ -160,7 +164,6 @@ def read_labels_csv(
     index = {t: {c: i for i, c in enumerate(names)} for t, names in classes.items()}
     table = LabelTable(csv_path, root, classes, [], notes=notes)
     rows = _one_row_per_image(rows, image_col, tasks, root, table)
-    find = ImageFinder(root)
     for line, row in rows:
         rel = (row.get(image_col) or "").strip()
         if not rel:
@@ -187,26 +190,22 @@ def read_labels_csv(
             table.skipped.append((path, reason))
     if find.found_below:
         table.notes.append(
-            f"note: {find.found_below:,} image(s) named by file alone were found in "
+            f"note: {len(find.found_below):,} image(s) named by file alone were found in "
             f"subfolders of {root}"
         )
     return table
 
 
 def _known_columns(
-    known: Mapping[str, list[str]], columns: list[str], rows: list[dict[str, str]], csv_path: Path
-) -> list[str]:
-    """The model's tasks the CSV has a column for; a single-task model's task read from the
-    CSV's only task column when no column bears its name (the rows gain that key)."""
+    known: Mapping[str, list[str]], columns: list[str], csv_path: Path
+) -> tuple[list[str], str | None]:
+    """The model's tasks the CSV has a column for, and the column to read a single-task
+    model's task from when no column bears its name (the CSV's only task column)."""
     present = [t for t in known if t in columns]
     if present:
-        return present
+        return present, None
     if len(known) == 1 and len(columns) == 1:
-        task = next(iter(known))
-        for r in rows:
-            r[task] = r.get(columns[0]) or ""
-        columns.append(task)
-        return [task]
+        return list(known), columns[0]
     raise DataError(
         f"DataError: {csv_path} has no column for the model's task(s) {', '.join(known)}; its "
         f"task columns are {', '.join(columns)}. Name each column after the task it labels."

@@ -88,7 +88,8 @@ def eval_samples(
         target = held if (data / "train").is_dir() and held is not None else data
         scan = scan_folder(target, classes=next(iter(run.tasks.values())))
         samples, skipped, source = scan.samples, scan.skipped, str(target)
-    trained = {s.path.resolve() for s in run_samples(run, "train")}
+    train = split_samples(split, "train", own) if own and split.get("train") else []
+    trained = {s.path.resolve() for s in train}
     unseen = [s for s in samples if s.path.resolve() not in trained]
     if samples and not unseen:
         raise DataError(
