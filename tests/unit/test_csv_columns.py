@@ -128,3 +128,33 @@ def test_bare_names_are_found_in_subfolders_once_and_only_when_unique(tmp_path: 
     make_image(tmp_path / "imgs" / "part_2" / "ISIC_0.jpg", (9, 9, 9))  # now in both folders
     with pytest.raises(DataError, match="line 2: image 'ISIC_0' not found"):
         read_labels_csv(tmp_path / "m.csv", images_root=tmp_path / "imgs")
+
+
+def isic_like(root: Path, rows: list[tuple[int, ...]]) -> Path:
+    """ISIC's ground-truth layout: ``image`` ids and one 0.0/1.0 column per diagnosis."""
+    lines = ["image,MEL,NV,BCC,UNK"]
+    for i, bits in enumerate(rows):
+        make_image(root / f"ISIC_{i:04d}.jpg", (40 * (i % 3), 90, 160), seed=i)
+        lines.append(",".join([f"ISIC_{i:04d}", *(f"{b:.1f}" for b in bits)]))
+    (root / "gt.csv").write_text("\n".join(lines) + "\n")
+    return root / "gt.csv"
+
+
+def test_one_hot_columns_are_read_as_one_task(tmp_path: Path) -> None:
+    rows = [(1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0)] * 4
+    table = read_labels_csv(isic_like(tmp_path, rows))
+    assert table.tasks == {"class": ["BCC", "MEL", "NV"]}  # UNK, never 1, is no class
+    assert [s.target["class"] for s in table.samples[:3]] == [1, 2, 0]
+    assert any("MEL, NV, BCC, UNK hold one task one-hot" in n for n in table.notes)
+    # evaluating a model trained on it reads a test file of the same shape
+    known = read_labels_csv(tmp_path / "gt.csv", known={"class": ["BCC", "MEL", "NV"]})
+    assert [s.target for s in known.samples] == [s.target for s in table.samples]
+    alone = read_labels_csv(tmp_path / "gt.csv", tasks=["MEL"])  # asked for: yes/no
+    assert alone.tasks == {"MEL": ["0.0", "1.0"]}
+
+
+def test_rows_with_two_ones_or_none_stay_yes_no_tasks(tmp_path: Path) -> None:
+    rows = [(1, 0, 0, 0), (0, 1, 0, 0), (1, 1, 0, 0), (0, 0, 1, 0)] * 3  # multi-label
+    table = read_labels_csv(isic_like(tmp_path, rows), tasks=["MEL", "NV", "BCC"])
+    assert list(table.tasks) == ["MEL", "NV", "BCC"]
+    assert not any("one-hot" in n for n in table.notes)

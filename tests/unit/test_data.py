@@ -151,6 +151,17 @@ def test_train_without_val_is_split_and_test_left_alone(tmp_path: Path) -> None:
     assert "test/ is left alone: `headstart evaluate RUN" in split.summary()
 
 
+def test_a_tiny_given_val_folder_is_warned_of(tmp_path: Path, trainval_dataset: Path) -> None:
+    make_class_folders(tmp_path / "xray" / "train", {"red": 25, "blue": 25})
+    make_class_folders(tmp_path / "xray" / "val", {"red": 2, "blue": 2}, seed=50)
+    make_class_folders(tmp_path / "xray" / "test", {"red": 2, "blue": 2}, seed=60)
+    summary = load_split(tmp_path / "xray").summary()
+    assert "val/ holds only 4 images, against 50 in train/" in summary
+    assert f"`headstart train {tmp_path / 'xray' / 'train'}` holds out" in summary
+    assert f"`headstart evaluate RUN {tmp_path / 'xray' / 'test'}` then measures" in summary
+    assert "holds only" not in load_split(trainval_dataset).summary()  # 12 against 32
+
+
 PREP = Preprocessing(32, 40, "bilinear", (0.5, 0.25, 0.0), (0.5, 0.25, 1.0))
 
 

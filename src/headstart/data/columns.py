@@ -10,6 +10,8 @@ holds the dataset's own train/val/test split and is never a task. Without ``--ta
 other column is a task except those that cannot be one: a column with more distinct values
 than half its labelled rows (an identifier such as ``lesion_id``, or a measurement) leaves
 most classes with a single image, so it is left out while another column remains.
+Columns that hold one task one-hot, as challenge files do (ISIC's ``image,MEL,NV,BCC,...``
+of 0s and 1s, one 1 per row), are read as that one task, its classes named by the columns.
 """
 
 from __future__ import annotations
@@ -197,3 +199,51 @@ def default_tasks(
             "than half their rows (an identifier or a measurement); --tasks picks columns"
         )
     return tasks, note
+
+
+def _bit(cell: str | None) -> int | None:
+    """0 or 1 for a one-hot cell (``1``, ``0.0``; blank is 0), None for anything else."""
+    cell = (cell or "").strip()
+    if not cell:
+        return 0
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return int(value) if value in (0.0, 1.0) else None
+
+
+def one_hot(columns: Sequence[str], rows: Sequence[dict[str, str]]) -> list[str]:
+    """The columns that encode one task one-hot: at least two columns of 0/1 cells with
+    exactly one 1 in every row that fills any of them (a row of blanks has no label); an
+    empty list when the columns are not that (a row of all 0s or of two 1s is several
+    yes/no tasks, as in multi-label files, and stays so).
+
+    >>> rows = [{"MEL": "1.0", "NV": "0.0", "age": "40"}, {"MEL": "0", "NV": "1", "age": "50"}]
+    >>> one_hot(["MEL", "NV", "age"], rows)
+    ['MEL', 'NV']
+    >>> one_hot(["MEL", "NV"], [*rows, {"MEL": "0", "NV": "0"}])
+    []
+    """
+    group = [c for c in columns if all(_bit(r.get(c)) is not None for r in rows)]
+    if len(group) < 2:
+        return []
+    for r in rows:
+        if any((r.get(c) or "").strip() for c in group) and sum(_bit(r.get(c)) for c in group) != 1:
+            return []
+    return group
+
+
+def merge_one_hot(
+    group: Sequence[str], columns: Sequence[str], rows: Sequence[dict[str, str]]
+) -> tuple[list[str], list[dict[str, str]], str]:
+    """One task column in place of the one-hot ``group`` (named ``class``, else ``label``):
+    the columns and rows with it, and the note that says so."""
+    name = "class" if "class" not in columns else "label"
+    merged = [{**r, name: next((c for c in group if _bit(r.get(c)) == 1), "")} for r in rows]
+    kept = [c for c in columns if c not in group] + [name]
+    note = (
+        f"note: columns {', '.join(group)} hold one task one-hot (one 1 per row): read as task "
+        f"{name!r} with those classes (--tasks {group[0]} would learn one column as yes/no)"
+    )
+    return kept, merged, note

@@ -19,10 +19,12 @@ from headstart.data.table import (
     task_label,
 )
 from headstart.errors import DataError
+from headstart.stats import wilson_interval
 from headstart.text import display
 
 VAL_DIR_NAMES = ("val", "valid", "validation")
 TEST_DIR_NAMES = ("test", "testing")
+SMALL_VAL = 100  # a given val/ with fewer images, and ten times as many in train/, is warned of
 
 
 @dataclass
@@ -172,6 +174,22 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
+def _small_val(root: Path, val_dir: Path, n_train: int, n_val: int) -> list[str]:
+    """A warning when a given val/ folder is too small to choose by (a chest X-ray set ships
+    16 validation images beside 5,216 training ones) while train/ could spare ten times more."""
+    if not 0 < n_val < SMALL_VAL or n_val * 10 > n_train:
+        return []
+    low, high = wilson_interval(round(0.9 * n_val), n_val)
+    test = find_test_dir(root)
+    return [
+        f"warning: {val_dir.name}/ holds only {n_val} images, against {n_train:,} in train/: "
+        f"the best epoch and head are chosen on them, and 90% measured on {n_val} images means "
+        f"anywhere from {low:.0%} to {high:.0%}. `headstart train {root / 'train'}` holds out "
+        "part of train/ instead (--val-fraction)"
+        + (f"; `headstart evaluate RUN {test}` then measures on {test.name}/" if test else "")
+    ]
+
+
 def find_val_dir(root: Path) -> Path | None:
     """The validation subfolder of a train/val layout, if ``root`` has one."""
     for name in VAL_DIR_NAMES:
@@ -205,7 +223,7 @@ def load_split(
             f"warning: class {c!r} has no image in {val_dir.name}/, so its accuracy is not "
             f"measured; add some to {val_dir / c}"
             for c in missing
-        ]
+        ] + _small_val(root, val_dir, len(train.samples), len(val.samples))
         return checked(
             DataSplit(
                 root, "train/val folders", train.classes, train.samples, val.samples,

@@ -28,6 +28,8 @@ from headstart.data.columns import (
     default_tasks,
     delimiter,
     image_column,
+    merge_one_hot,
+    one_hot,
     part_of,
     split_column,
 )
@@ -136,6 +138,10 @@ def read_labels_csv(
     notes = [n for n in (encoding_note, image_note) if n]
     if not columns:
         raise DataError(f"DataError: {csv_path} has an image column but no task columns.")
+    group = one_hot(columns, rows)
+    if group and not set(tasks or ()) & set(group):  # --tasks naming a column reads it alone
+        columns, rows, one_hot_note = merge_one_hot(group, columns, rows)
+        notes.append(one_hot_note)
     if known is not None:
         tasks, column = _known_columns(known, columns, csv_path)
         if column is not None:  # a single-task model's labels under another column name
