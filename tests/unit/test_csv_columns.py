@@ -38,7 +38,7 @@ def test_identifier_columns_are_not_tasks_unless_asked(tmp_path: Path) -> None:
     csv = ham_like(tmp_path)
     table = read_labels_csv(csv, images_root=tmp_path / "images")
     assert list(table.tasks) == ["dx", "sex"]
-    assert any("lesion_id left out of the tasks" in n for n in table.notes)
+    assert any("lesion_id (more distinct values" in n for n in table.notes)
     asked = read_labels_csv(csv, images_root=tmp_path / "images", tasks=["dx", "lesion_id"])
     assert list(asked.tasks) == ["dx", "lesion_id"] and len(asked.tasks["lesion_id"]) == 12
 
@@ -158,3 +158,19 @@ def test_rows_with_two_ones_or_none_stay_yes_no_tasks(tmp_path: Path) -> None:
     table = read_labels_csv(isic_like(tmp_path, rows), tasks=["MEL", "NV", "BCC"])
     assert list(table.tasks) == ["MEL", "NV", "BCC"]
     assert not any("one-hot" in n for n in table.notes)
+
+
+def test_list_files_without_a_header_keep_their_first_row(tmp_path: Path) -> None:
+    for i in range(6):
+        make_image(tmp_path / "images" / f"pet_{i}.jpg", (200 * (i % 2), 90, 60), seed=i)
+    pairs = [(f"images/pet_{i}.jpg", "ab"[i % 2]) for i in range(6)]
+    (tmp_path / "train.csv").write_text("".join(f"{p},{c}\n" for p, c in pairs))
+    table = read_labels_csv(tmp_path / "train.csv")
+    assert table.tasks == {"class": ["a", "b"]} and len(table.samples) == 6  # row 1 is data
+    assert any("train.csv has no header row" in n for n in table.notes)
+    # Oxford Pets' list.txt: comment lines, spaces, ids without extension, several columns
+    lines = [f"pet_{i} {i % 2 + 1}  {i % 3} x" for i in range(6)]
+    (tmp_path / "list.txt").write_text("#Image CLASS-ID SPECIES\n#All images\n" + "\n".join(lines))
+    pets = read_labels_csv(tmp_path / "list.txt", images_root=tmp_path / "images")
+    assert list(pets.tasks) == ["column2", "column3"]  # column4 has one class: not a task
+    assert [s.path.name for s in pets.samples] == [f"pet_{i}.jpg" for i in range(6)]

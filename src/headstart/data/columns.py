@@ -9,7 +9,8 @@ the images root; a cell may leave out the file's extension (``ISIC_0024306`` for
 holds the dataset's own train/val/test split and is never a task. Without ``--tasks``, every
 other column is a task except those that cannot be one: a column with more distinct values
 than half its labelled rows (an identifier such as ``lesion_id``, or a measurement) leaves
-most classes with a single image, so it is left out while another column remains.
+most classes with a single image, and a column with one value throughout has nothing to
+learn, so they are left out while another column remains.
 Columns that hold one task one-hot, as challenge files do (ISIC's ``image,MEL,NV,BCC,...``
 of 0s and 1s, one 1 per row), are read as that one task, its classes named by the columns.
 """
@@ -105,10 +106,13 @@ class ImageFinder:
 def delimiter(text: str) -> str:
     """The CSV's separator: the one of comma, semicolon (spreadsheets in locales with a
     decimal comma) and tab whose split of the header names an image column; else the one
-    :class:`csv.Sniffer` finds in the first lines; else comma.
+    :class:`csv.Sniffer` finds in the first lines; else a space where the first line has one
+    (list files such as ``images/a.jpg 3``); else comma.
 
     >>> delimiter("file;grade\\ncell 1,2.png;good\\n"), delimiter("id\\tgrade\\na\\tgood\\n")
     (';', '\\t')
+    >>> delimiter("images/a.jpg 3\\nimages/b.jpg 1\\n")
+    ' '
     """
     header = text.partition("\n")[0].rstrip("\r")
     for sep in (",", ";", "\t"):
@@ -119,7 +123,26 @@ def delimiter(text: str) -> str:
     try:
         return csv.Sniffer().sniff(text[:4096], delimiters=",;\t").delimiter
     except csv.Error:
-        return ","
+        return " " if " " in header.strip() else ","
+
+
+def headerless(header: Sequence[str], find: ImageFinder) -> list[str] | None:
+    """Column names for a file whose first row is data, not a header (a cell of it names an
+    image and none is a usual image column name): ``image`` there, and ``class`` for a
+    single other column, else ``column2``, ``column3``, ... by position. None for a header.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp()); _ = (d / "a.png").write_bytes(b"")
+    >>> headerless(["a.png", "3"], ImageFinder(d)), headerless(["image", "grade"], ImageFinder(d))
+    (['image', 'class'], None)
+    """
+    if any(h.strip().lower() in IMAGE_COLUMNS for h in header):
+        return None
+    at = next((i for i, h in enumerate(header) if h.strip() and find(h.strip())), None)
+    if at is None:
+        return None
+    if len(header) == 2:
+        return ["image" if i == at else "class" for i in range(2)]
+    return ["image" if i == at else f"column{i + 1}" for i in range(len(header))]
 
 
 def image_column(
@@ -179,26 +202,30 @@ def default_tasks(
     columns: Sequence[str], rows: Sequence[dict[str, str]]
 ) -> tuple[list[str], str | None]:
     """Task columns when ``--tasks`` names none: every column but those with more distinct
-    values than half their labelled rows, unless that leaves none; a note names what was
-    left out.
+    values than half their labelled rows, or with one value throughout, unless that leaves
+    none; a note names what was left out.
 
-    >>> rows = [{"id": str(i), "grade": "ab"[i % 2]} for i in range(6)]
-    >>> default_tasks(["id", "grade"], rows)[0]
+    >>> rows = [{"id": str(i), "grade": "ab"[i % 2], "site": "x"} for i in range(6)]
+    >>> default_tasks(["id", "grade", "site"], rows)[0]
     ['grade']
     """
-    tasks, left = [], []
+    tasks, many, one = [], [], []
     for c in columns:
         values = [v for r in rows if (v := (r.get(c) or "").strip())]
-        (left if len(set(values)) > len(values) / 2 else tasks).append(c)
+        distinct = len(set(values))
+        (many if distinct > len(values) / 2 else one if distinct < 2 else tasks).append(c)
     if not tasks:  # small tables: a few rows may hold as many classes; keep them all
         return list(columns), None
-    note = None
-    if left:
-        note = (
-            f"note: column(s) {', '.join(left)} left out of the tasks: more distinct values "
-            "than half their rows (an identifier or a measurement); --tasks picks columns"
+    left = [
+        f"{', '.join(cs)} ({why})"
+        for cs, why in (
+            (many, "more distinct values than half their rows: an identifier or a measurement"),
+            (one, "one value throughout"),
         )
-    return tasks, note
+        if cs
+    ]
+    note = f"note: column(s) {'; '.join(left)} left out of the tasks; --tasks picks columns"
+    return tasks, note if left else None
 
 
 def _bit(cell: str | None) -> int | None:

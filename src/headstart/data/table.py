@@ -27,6 +27,7 @@ from headstart.data.columns import (
     ImageFinder,
     default_tasks,
     delimiter,
+    headerless,
     image_column,
     merge_one_hot,
     one_hot,
@@ -121,21 +122,12 @@ def read_labels_csv(
     if not csv_path.is_file():
         raise DataError(f"DataError: labels file {csv_path} does not exist.")
     text, encoding_note = read_csv_text(csv_path)
-    try:
-        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter(text))
-        header = [h.strip() for h in reader.fieldnames or []]
-        reader.fieldnames = header
-        rows = list(reader)
-    except csv.Error as e:
-        raise DataError(
-            f"DataError: {csv_path} is not a readable CSV ({e}). Save it as comma-separated "
-            "values with a header row."
-        ) from None
-    find = ImageFinder(root)  # one search of the subfolders at most, shared by both uses
+    find = ImageFinder(root)  # one search of the subfolders at most, shared by every use
+    header, rows, header_note = _read_rows(text, find, csv_path)
     image_col, image_note = image_column(header, rows, find, csv_path)
     split_col = split_column([h for h in header if h != image_col])
     columns = [h for h in header if h not in (image_col, split_col)]
-    notes = [n for n in (encoding_note, image_note) if n]
+    notes = [n for n in (encoding_note, header_note, image_note) if n]
     if not columns:
         raise DataError(f"DataError: {csv_path} has an image column but no task columns.")
     group = one_hot(columns, rows)
@@ -200,6 +192,37 @@ def read_labels_csv(
             f"subfolders of {root}"
         )
     return table
+
+
+def _read_rows(
+    text: str, find: ImageFinder, csv_path: Path
+) -> tuple[list[str], list[dict[str, str]], str | None]:
+    """The header and rows of a labels file, its leading ``#`` comment lines skipped; a file
+    whose first row already names an image has no header, and is given one (with a note)."""
+    lines = text.splitlines(keepends=True)
+    text = "".join(lines[next((i for i, x in enumerate(lines) if not x.startswith("#")), 0) :])
+    sep = delimiter(text)
+    try:
+        first = next(csv.reader(io.StringIO(text, newline=""), delimiter=sep,
+                                skipinitialspace=sep == " "), [])  # fmt: skip
+        names = headerless([h.strip() for h in first], find)
+        reader = csv.DictReader(io.StringIO(text, newline=""), fieldnames=names, delimiter=sep,
+                                skipinitialspace=sep == " ")  # fmt: skip
+        header = [h.strip() for h in reader.fieldnames or []]
+        reader.fieldnames = header
+        rows = list(reader)
+    except csv.Error as e:
+        raise DataError(
+            f"DataError: {csv_path} is not a readable CSV ({e}). Save it as comma-separated "
+            "values with a header row."
+        ) from None
+    note = None
+    if names:
+        note = (
+            f"note: {csv_path.name} has no header row (its first row names an image): columns "
+            f"read as {', '.join(names)} (a header line names them)"
+        )
+    return header, rows, note
 
 
 def _known_columns(
