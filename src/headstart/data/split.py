@@ -69,15 +69,16 @@ class DataSplit:
             )
         else:
             head = f"data: {self.root} ({self.layout}), {len(self.classes)} classes"
-        lines = [head]
+        rows = []
         for task, classes in self.tasks.items():
             tr, va = self.labels(self.train, task), self.labels(self.val, task)
             names = [*classes, "(no label)"] if MISSING in tr + va else classes
             for i, c in enumerate(names):
                 i = MISSING if i == len(classes) else i
-                label = f"{task}: {c}" if self.multitask else c
-                lines.append(f"  {label:<20} train {tr.count(i):>5}  val {va.count(i):>5}")
-        lines.append(f"  {'total':<20} train {len(self.train):>5}  val {len(self.val):>5}")
+                rows.append((f"{task}: {c}" if self.multitask else c, tr.count(i), va.count(i)))
+        rows.append(("total", len(self.train), len(self.val)))
+        width = min(max(20, *(len(r[0]) for r in rows)), 40)  # long names widen the column
+        lines = [head] + [f"  {name:<{width}} train {t:>5}  val {v:>5}" for name, t, v in rows]
         for path, reason in self.skipped:
             lines.append(f"  skipped {display(_rel(path, self.root))}: {reason}")
         if self.hidden:
