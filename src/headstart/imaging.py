@@ -19,8 +19,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+import headstart.dicom  # noqa: F401  (registers DICOM with Pillow for every reader)
+
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".dcm"}
+    | {".dicom"}
 )
 
 

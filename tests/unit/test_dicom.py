@@ -1,0 +1,103 @@
+"""DICOM files read as radiologists see them: the modality rescale, the file's window, the
+stored bit depth without one, MONOCHROME1 inverted; and refused, with the reason, when they
+hold no single image."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from headstart.data import load_split, read_labels_csv
+from headstart.data.scan import audit_image
+from headstart.imaging import load_rgb
+from headstart.serve.app import UploadError, decode_image
+
+RAMP = np.tile(np.linspace(0, 4095, 64).round().astype(np.uint16), (48, 1))  # 12-bit, 0 to 4095
+
+
+def write_dicom(
+    path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12, **tags
+) -> Path:
+    """A DICOM file as a modality writes one: file meta, the pixels, then ``tags``."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        SecondaryCaptureImageStorage,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.set_pixel_data(pixels, photometric_interpretation=photometric, bits_stored=bits)
+    for name, value in tags.items():
+        setattr(ds, name, value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def grey(path: Path) -> np.ndarray:
+    """The first row of the image as every reader sees it (RGB, one channel)."""
+    return np.asarray(load_rgb(path))[0, :, 0].astype(int)
+
+
+def test_without_a_window_the_stored_bit_depth_is_the_range(tmp_path: Path) -> None:
+    row = grey(write_dicom(tmp_path / "a.dcm", RAMP))
+    assert (row[0], row[-1]) == (0, 255) and np.all(np.diff(row) >= 0)
+    half = grey(write_dicom(tmp_path / "half.dcm", RAMP // 2))  # not stretched to its own max
+    assert half[-1] == 127  # 2047 of 4095
+
+
+def test_the_files_window_and_rescale_and_monochrome1(tmp_path: Path) -> None:
+    window = grey(write_dicom(tmp_path / "w.dcm", RAMP, WindowCenter=2048, WindowWidth=1024))
+    at = np.linspace(0, 4095, 64)
+    assert np.all(window[at < 1536] == 0) and np.all(window[at > 2560] == 255)
+    standard = np.clip((at - 2047.5) / 1023 + 0.5, 0, 1) * 255  # DICOM PS3.3 C.11.2.1.2.1
+    assert np.abs(window - standard).max() <= 1
+    # CT-style: stored 0-4095 with intercept -1024 (Hounsfield units), window in those units
+    ct_tags = {"RescaleSlope": 1, "RescaleIntercept": -1024, "WindowCenter": 40, "WindowWidth": 400}
+    ct = grey(write_dicom(tmp_path / "ct.dcm", RAMP, **ct_tags))
+    hu = at - 1024
+    assert np.all(ct[hu < -160] == 0) and np.all(ct[hu > 240] == 255)
+    inverted = grey(write_dicom(tmp_path / "m1.dcm", RAMP, photometric="MONOCHROME1"))
+    assert np.array_equal(inverted, 255 - grey(write_dicom(tmp_path / "a.dcm", RAMP)))
+
+
+def test_files_without_one_image_are_skipped_with_the_reason(tmp_path: Path) -> None:
+    frames = np.stack([RAMP, RAMP])
+    write_dicom(tmp_path / "cine.dcm", frames, NumberOfFrames=2)
+    assert "2 frames" in audit_image(tmp_path / "cine.dcm")
+    good = write_dicom(tmp_path / "good.dcm", RAMP).read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(good[: len(good) // 2])
+    assert audit_image(tmp_path / "cut.dcm").startswith("unreadable")
+    (tmp_path / "fake.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64)
+    assert audit_image(tmp_path / "fake.dcm").startswith("unreadable")
+    assert audit_image(tmp_path / "good.dcm") is None
+
+
+def test_folders_csv_ids_and_uploads_read_dicom(tmp_path: Path) -> None:
+    for c, level in (("clear", 800), ("opacity", 3200)):
+        for i in range(4):
+            write_dicom(tmp_path / "d" / c / f"{c}{i}.dcm", np.full((32, 32), level, np.uint16))
+    split = load_split(tmp_path / "d", val_fraction=0.5)
+    assert len(split.train) + len(split.val) == 8 and split.classes == ["clear", "opacity"]
+    # RSNA's labels: patientId without extension
+    (tmp_path / "labels.csv").write_text(
+        "patientId,Target\n"
+        + "".join(f"opacity/opacity{i},1\nclear/clear{i},0\n" for i in range(4))
+    )
+    table = read_labels_csv(tmp_path / "labels.csv", images_root=tmp_path / "d")
+    assert {s.path.suffix for s in table.samples} == {".dcm"} and len(table.samples) == 8
+    data = (tmp_path / "d" / "opacity" / "opacity0.dcm").read_bytes()
+    assert np.asarray(decode_image(data, "x.dcm", 10_000))[0, 0, 0] == 199  # 3200 of 4095
+    with pytest.raises(UploadError, match="more than the limit"):  # checked before decoding
+        decode_image(data, "x.dcm", 1000)
+    with Image.open(io.BytesIO(data)) as im:
+        assert (im.format, im.mode, im.size) == ("DICOM", "L", (32, 32))
