@@ -90,7 +90,8 @@ def decode_image(
         raise UploadError(413, f"{name}: refused as a decompression bomb.") from None
     except Image.UnidentifiedImageError:
         raise UploadError(
-            400, f"{name}: not an image PIL can read (send a JPEG, PNG, TIFF, WebP, GIF, BMP or DICOM)."
+            400,
+            f"{name}: not an image PIL can read (send a JPEG, PNG, TIFF, WebP, GIF, BMP or DICOM).",
         ) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise UploadError(400, f"{name}: the image is damaged or truncated ({e}).") from None
