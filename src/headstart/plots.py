@@ -126,6 +126,27 @@ def plot_reliability(calibration: Any, path: Path, title: str = "") -> Path:
     return path
 
 
+def plot_roc(roc: Any, path: Path, title: str = "") -> Path:
+    """ROC curves (true against false positive rate): the positive class's for two classes,
+    each class against the rest for more, with the AUC in the legend."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for c, (fpr, tpr) in roc.curves.items():
+        lo, hi = roc.ci[c]
+        ax.plot(fpr, tpr, lw=1.5, label=f"{c}: AUC {roc.auc[c]:.3f} [{lo:.3f}, {hi:.3f}]")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="chance")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_image_grid(
     images: Sequence[Any], captions: Sequence[str], path: Path, title: str = "", columns: int = 4
 ) -> Path:

@@ -161,5 +161,8 @@ def test_evaluate_reports_calibration_tta_losses_and_leakage(
     assert 0 <= ev["calibration"]["ece"] <= 1 and ev["without_tta"]["accuracy"] >= 0
     assert len(ev["top_losses"]) == 13 - round(ev["accuracy"] * 13)
     assert np.allclose(np.sum(ev["confusion_matrix_normalised"], axis=1), 1)
-    for name in ("confusion_matrix.png", "reliability.png", "top_losses.png"):
+    for name in ("confusion_matrix.png", "reliability.png", "top_losses.png", "roc.png"):
         assert (trained_run / name).stat().st_size > 1000
+    auc = ev["roc_auc"]["per_class"]["red"]  # blue, red: the second class is the positive
+    assert 0 <= auc["ci"][0] <= auc["auc"] <= auc["ci"][1] <= 1
+    assert f"ROC AUC {auc['auc']:.4f}" in out and "positive class 'red'" in out

@@ -42,11 +42,11 @@ def test_report_is_self_contained_and_has_every_section(report: Path) -> None:
     for section in SECTIONS:
         assert f'<section id="{section}">' in html
     sources = re.findall(r'src="([^"]*)"', html)
-    assert len(sources) == 4  # curves, confusion matrix, reliability diagram, top losses
+    assert len(sources) == 5  # curves, confusion matrix, ROC, reliability diagram, top losses
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert "<script" not in html and "http://" not in html and "https://" not in html
     assert "0.9200" in html and "only one strategy" in html  # the cv.json beside the run
-    assert "95% CI" in html
+    assert "95% CI" in html and "DeLong; positive class red" in html
 
 
 def test_report_escapes_what_comes_from_data(trained_run: Path) -> None:
@@ -70,7 +70,7 @@ def test_report_renders_in_chromium_without_errors(report: Path) -> None:
             "[...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length"
         )
         images = b.page.evaluate("document.images.length")
-        assert images == 4 and broken == 0
+        assert images == 5 and broken == 0
         summary = b.page.locator("section#summary").inner_text()
         assert "best validation accuracy" in summary and "95% CI" in summary
         assert b.errors == []

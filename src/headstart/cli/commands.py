@@ -329,6 +329,8 @@ def evaluation_text(t: TaskEvaluation, name: str = "") -> str:
     lo, hi = t.ci
     correct = round(t.accuracy * t.n)
     lines = [f"{name}accuracy {t.accuracy:.4f} ({correct}/{t.n}; 95% CI {lo:.3f}-{hi:.3f})"]
+    if t.roc is not None:
+        lines.append(f"{t.roc.text()}; curve: {t.pngs['roc']}")
     if t.without_tta:
         before = t.without_tta
         delta = correct - round(before["accuracy"] * t.n)

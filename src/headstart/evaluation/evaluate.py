@@ -28,9 +28,10 @@ from headstart.evaluation.analysis import (
     top_losses,
 )
 from headstart.evaluation.calibration import Calibration, calibration
+from headstart.evaluation.roc import RocAuc, roc_auc
 from headstart.evaluation.sources import eval_samples, read_split, split_samples
 from headstart.model import DEFAULT_TASK
-from headstart.plots import plot_confusion_matrix, plot_image_grid, plot_reliability
+from headstart.plots import plot_confusion_matrix, plot_image_grid, plot_reliability, plot_roc
 from headstart.runtime.predictor import Predictor
 from headstart.stats import wilson_interval
 from headstart.training import LoadedRun, load_run
@@ -54,6 +55,7 @@ class TaskEvaluation:
     top_losses: list[Suspect]
     label_errors: list[Suspect] | None = None  # None: the training images are unknown
     without_tta: dict[str, float] | None = None  # accuracy and ECE of the plain pass
+    roc: RocAuc | None = None  # None: fewer than two classes among the images
 
     @property
     def n(self) -> int:
@@ -99,6 +101,7 @@ class TaskEvaluation:
             if self.label_errors is None
             else [s.to_dict() for s in self.label_errors],
             "without_tta": self.without_tta,
+            "roc_auc": None if self.roc is None else self.roc.to_dict(),
             "pngs": {k: p.name for k, p in self.pngs.items()},
             "confusion_png": self.pngs["confusion"].name,
         }
@@ -321,6 +324,7 @@ def _task_evaluation(
     what = f" {task}" if several else ""
     title = f"{run.run_dir.name}{what}: accuracy {accuracy:.1%} on {len(y_true)} images"
     cal = calibration(probs, y_true)
+    roc = roc_auc(probs, y_true, classes)
     losses = top_losses(paths, probs, y_true, classes)
     crop = run.preprocessing.input_size
     pngs = {
@@ -341,6 +345,8 @@ def _task_evaluation(
             f"{run.run_dir.name}{what}: top losses (most confidently wrong)",
         ),
     }
+    if roc is not None:
+        pngs["roc"] = plot_roc(roc, run.run_dir / f"roc{suffix}.png", title)
     return TaskEvaluation(
         task=task,
         classes=classes,
@@ -352,4 +358,5 @@ def _task_evaluation(
         calibration=cal,
         top_losses=losses,
         label_errors=label_errors,
+        roc=roc,
     )
