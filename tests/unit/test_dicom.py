@@ -101,3 +101,38 @@ def test_folders_csv_ids_and_uploads_read_dicom(tmp_path: Path) -> None:
         decode_image(data, "x.dcm", 1000)
     with Image.open(io.BytesIO(data)) as im:
         assert (im.format, im.mode, im.size) == ("DICOM", "L", (32, 32))
+
+
+def encapsulated(path: Path, pixels: np.ndarray, syntax: str, frame: bytes) -> Path:
+    """An 8-bit grey DICOM whose pixel data is one compressed ``frame`` (RSNA's are JPEG)."""
+    from pydicom.encaps import encapsulate
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        SecondaryCaptureImageStorage,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_jpeg_compressed_dicom_is_read_and_a_missing_decoder_is_named(tmp_path: Path) -> None:
+    from pydicom.uid import JPEGBaseline8Bit, JPEGLosslessSV1
+
+    pixels = (RAMP // 16).astype(np.uint8)
+    jpeg = io.BytesIO()
+    Image.fromarray(pixels).save(jpeg, "JPEG", quality=95)
+    path = encapsulated(tmp_path / "rsna.dcm", pixels, JPEGBaseline8Bit, jpeg.getvalue())
+    assert np.abs(grey(path) - pixels[0]).max() <= 2  # decoded through Pillow's JPEG
+    lossless = encapsulated(tmp_path / "ll.dcm", pixels, JPEGLosslessSV1, b"\xff\xd8" + b"\0" * 64)
+    assert "pip install pylibjpeg" in audit_image(lossless)
