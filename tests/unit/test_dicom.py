@@ -21,20 +21,24 @@ from headstart.serve.app import UploadError, decode_image
 RAMP = np.tile(np.linspace(0, 4095, 64).round().astype(np.uint16), (48, 1))  # 12-bit, 0 to 4095
 
 
+def dataset(syntax: str) -> Dataset:
+    """An empty secondary-capture dataset with its file meta, pixel data in ``syntax``."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    return ds
+
+
 def write_dicom(
     path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12, **tags
 ) -> Path:
     """A DICOM file as a modality writes one: file meta, the pixels, then ``tags``."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = (
-        SecondaryCaptureImageStorage,
-        meta.MediaStorageSOPInstanceUID,
-    )
+    ds = dataset(ExplicitVRLittleEndian)
     ds.set_pixel_data(pixels, photometric_interpretation=photometric, bits_stored=bits)
     for name, value in tags.items():
         setattr(ds, name, value)
@@ -107,16 +111,7 @@ def encapsulated(path: Path, pixels: np.ndarray, syntax: str, frame: bytes) -> P
     """An 8-bit grey DICOM whose pixel data is one compressed ``frame`` (RSNA's are JPEG)."""
     from pydicom.encaps import encapsulate
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = (
-        SecondaryCaptureImageStorage,
-        meta.MediaStorageSOPInstanceUID,
-    )
+    ds = dataset(syntax)
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
