@@ -99,7 +99,7 @@ def decode(ds: Any) -> np.ndarray:
         syntax = ds.file_meta.get("TransferSyntaxUID")
         raise OSError(
             f"its pixel data ({getattr(syntax, 'name', syntax)}) could not be decoded: {e}. "
-            "Compressed DICOM may need pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
+            "JPEG lossless and JPEG-LS need pip install pylibjpeg pylibjpeg-libjpeg"
         ) from None
     if pixels.ndim == 3:  # colour: pydicom has converted YBR to RGB
         bits = int(ds.get("BitsStored", 8) or 8)
