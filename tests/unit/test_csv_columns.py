@@ -174,3 +174,24 @@ def test_list_files_without_a_header_keep_their_first_row(tmp_path: Path) -> Non
     pets = read_labels_csv(tmp_path / "list.txt", images_root=tmp_path / "images")
     assert list(pets.tasks) == ["column2", "column3"]  # column4 has one class: not a task
     assert [s.path.name for s in pets.samples] == [f"pet_{i}.jpg" for i in range(6)]
+
+
+def test_labels_joined_by_a_bar_are_one_yes_no_task_each(tmp_path: Path) -> None:
+    findings = ["Effusion", "Atelectasis|Effusion", "No Finding", "Atelectasis"] * 3
+    lines = ["Image Index,Finding Labels,Patient Gender"]
+    for i, f in enumerate(findings):
+        make_image(tmp_path / f"{i:08d}_000.png", (40 * (i % 4), 90, 160), seed=i)
+        lines.append(f"{i:08d}_000.png,{f},{'MF'[i % 2]}")
+    (tmp_path / "Data_Entry.csv").write_text("\n".join(lines) + "\n")
+    table = read_labels_csv(tmp_path / "Data_Entry.csv", tasks=["Finding Labels"])
+    assert table.tasks == {t: ["no", "yes"] for t in ("Atelectasis", "Effusion", "No Finding")}
+    assert [s.target for s in table.samples[:3]] == [
+        {"Atelectasis": 0, "Effusion": 1, "No Finding": 0},
+        {"Atelectasis": 1, "Effusion": 1, "No Finding": 0},
+        {"Atelectasis": 0, "Effusion": 0, "No Finding": 1},
+    ]
+    assert any("multi-label column(s) Finding Labels (3 labels)" in n for n in table.notes)
+    # a test file of the same shape is read against the model's yes/no tasks
+    known = {t: ["no", "yes"] for t in table.tasks}
+    again = read_labels_csv(tmp_path / "Data_Entry.csv", known=known)
+    assert [s.target for s in again.samples] == [s.target for s in table.samples]

@@ -51,3 +51,5 @@ def test_binary_scores_the_second_class_and_more_classes_one_against_the_rest() 
     three = roc_auc(p3, y3, ["a", "b", "c"])
     assert np.isclose(three.headline, roc_auc_score(y3, p3, multi_class="ovr"))
     assert roc_auc(probs, np.zeros(5, int), ["ants", "bees"]) is None  # one class only
+    apart = roc_auc(np.eye(2)[y], y, ["ants", "bees"])  # every positive above every negative
+    assert apart.headline == 1.0 and "classes apart: no interval" in apart.text()

@@ -13,6 +13,8 @@ most classes with a single image, and a column with one value throughout has not
 learn, so they are left out while another column remains.
 Columns that hold one task one-hot, as challenge files do (ISIC's ``image,MEL,NV,BCC,...``
 of 0s and 1s, one 1 per row), are read as that one task, its classes named by the columns.
+A column whose cells list several labels joined by ``|`` (NIH ChestX-ray14's
+``Atelectasis|Effusion``) is multi-label: it becomes one yes/no task per label.
 """
 
 from __future__ import annotations
@@ -274,3 +276,49 @@ def merge_one_hot(
         f"{name!r} with those classes (--tasks {group[0]} would learn one column as yes/no)"
     )
     return kept, merged, note
+
+
+def multi_label(
+    columns: Sequence[str], rows: Sequence[dict[str, str]]
+) -> tuple[list[str], list[dict[str, str]], dict[str, list[str]], str | None]:
+    """Columns whose cells join several labels with ``|`` replaced by one yes/no column per
+    label (named by the label, or ``column: label`` where that name is taken); a blank cell
+    stays blank in each. Returns the columns, the rows, each split column's new names, and
+    a note.
+
+    >>> rows = [{"f": "A|B"}, {"f": "B"}, {"f": ""}]
+    >>> cols, rows, new, _ = multi_label(["f"], rows)
+    >>> cols, [r["A"] for r in rows], [r["B"] for r in rows]
+    (['A', 'B'], ['yes', 'no', ''], ['yes', 'yes', ''])
+    """
+    split = {
+        c: sorted({p.strip() for r in rows for p in (r.get(c) or "").split("|")} - {""})
+        for c in columns
+        if any("|" in (r.get(c) or "") for r in rows)
+    }
+    if not split:
+        return list(columns), list(rows), {}, None
+    out_columns: list[str] = []
+    new: dict[str, list[str]] = {}
+    for c in columns:
+        if c not in split:
+            out_columns.append(c)
+            continue
+        taken = set(columns) | set(out_columns)
+        new[c] = [f"{c}: {label}" if label in taken else label for label in split[c]]
+        out_columns += new[c]
+    out_rows = []
+    for r in rows:
+        row = dict(r)
+        for c, names in new.items():
+            cell = (r.get(c) or "").strip()
+            parts = {p.strip() for p in cell.split("|")}
+            for label, name in zip(split[c], names):
+                row[name] = ("yes" if label in parts else "no") if cell else ""
+        out_rows.append(row)
+    note = "; ".join(f"{c} ({len(n)} labels)" for c, n in new.items())
+    note = (
+        f"note: multi-label column(s) {note}: labels joined by '|', each read as a yes/no task "
+        "(evaluate reports each task's ROC AUC)"
+    )
+    return out_columns, out_rows, new, note

@@ -30,6 +30,7 @@ from headstart.data.columns import (
     headerless,
     image_column,
     merge_one_hot,
+    multi_label,
     one_hot,
     part_of,
     split_column,
@@ -134,6 +135,11 @@ def read_labels_csv(
     if group and not set(tasks or ()) & set(group):  # --tasks naming a column reads it alone
         columns, rows, one_hot_note = merge_one_hot(group, columns, rows)
         notes.append(one_hot_note)
+    columns, rows, split_into, multi_note = multi_label(columns, rows)
+    if multi_note:
+        notes.append(multi_note)
+        if tasks:  # --tasks naming a multi-label column asks for each of its labels
+            tasks = [n for t in tasks for n in split_into.get(t, [t])]
     if known is not None:
         tasks, column = _known_columns(known, columns, csv_path)
         if column is not None:  # a single-task model's labels under another column name

@@ -74,10 +74,8 @@ class RocAuc:
         if len(self.classes) == 2:
             c = self.classes[1]
             lo, hi = self.ci[c]
-            return (
-                f"ROC AUC {self.auc[c]:.4f} (95% CI {lo:.3f}-{hi:.3f}, DeLong; positive class "
-                f"{c!r})"
-            )
+            ci = f"95% CI {lo:.3f}-{hi:.3f}, DeLong" if hi > lo else "classes apart: no interval"
+            return f"ROC AUC {self.auc[c]:.4f} ({ci}; positive class {c!r})"
         each = ", ".join(f"{c} {a:.3f}" for c, a in self.auc.items())
         return f"ROC AUC one-vs-rest, macro {self.headline:.4f} ({each})"
 
