@@ -195,3 +195,18 @@ def test_labels_joined_by_a_bar_are_one_yes_no_task_each(tmp_path: Path) -> None
     known = {t: ["no", "yes"] for t in table.tasks}
     again = read_labels_csv(tmp_path / "Data_Entry.csv", known=known)
     assert [s.target for s in again.samples] == [s.target for s in table.samples]
+
+
+def test_patient_ids_and_measurements_are_not_default_tasks() -> None:
+    from headstart.data.columns import default_tasks
+
+    rows = [
+        {"finding": "ab"[i % 2], "patient": f"P{i // 3}", "age": str(20 + i % 60), "view": "PA"}
+        for i in range(300)  # 100 patients of three images, 60 ages
+    ]
+    tasks, note = default_tasks(["finding", "patient", "age", "view"], rows)
+    assert tasks == ["finding"]
+    assert "patient (more distinct values than a task could learn" in note
+    assert "age (numbers with over 50 distinct values" in note and "view (one value" in note
+    few = [{**r, "age": str(20 + i % 40)} for i, r in enumerate(rows)]  # 40 ages: a task
+    assert default_tasks(["finding", "age"], few)[0] == ["finding", "age"]

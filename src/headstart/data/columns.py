@@ -7,10 +7,10 @@ semicolons. The image column is the one whose header is a usual name for it (``i
 the images root; a cell may leave out the file's extension (``ISIC_0024306`` for
 ``ISIC_0024306.jpg``). A ``split`` column (``subset``, ``partition``, fastai's ``is_valid``)
 holds the dataset's own train/val/test split and is never a task. Without ``--tasks``, every
-other column is a task except those that cannot be one: a column with more distinct values
-than half its labelled rows (an identifier such as ``lesion_id``, or a measurement) leaves
-most classes with a single image, and a column with one value throughout has nothing to
-learn, so they are left out while another column remains.
+other column is a task except those that cannot be one: an identifier (``lesion_id``,
+``Patient ID``) or a measurement (an age, an image width) leaves most classes with a few
+images, and a column with one value throughout has nothing to learn, so they are left out
+while another column remains.
 Columns that hold one task one-hot, as challenge files do (ISIC's ``image,MEL,NV,BCC,...``
 of 0s and 1s, one 1 per row), are read as that one task, its classes named by the columns.
 A column whose cells list several labels joined by ``|`` (NIH ChestX-ray14's
@@ -200,28 +200,47 @@ def part_of(cell: str, column: str, line: int, csv_path: Path) -> str:
     return part
 
 
+MANY = 50  # more distinct values than this, and a fifth of the rows, or numbers: not a task
+
+
+def _number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
 def default_tasks(
     columns: Sequence[str], rows: Sequence[dict[str, str]]
 ) -> tuple[list[str], str | None]:
-    """Task columns when ``--tasks`` names none: every column but those with more distinct
-    values than half their labelled rows, or with one value throughout, unless that leaves
-    none; a note names what was left out.
+    """Task columns when ``--tasks`` names none: every column but identifiers (more distinct
+    values than half the labelled rows, or than :data:`MANY` and a fifth of them: NIH's
+    Patient ID), measurements (numbers with more than :data:`MANY` distinct values: an age, a
+    width) and columns with one value throughout, unless that leaves none; a note names what
+    was left out.
 
     >>> rows = [{"id": str(i), "grade": "ab"[i % 2], "site": "x"} for i in range(6)]
     >>> default_tasks(["id", "grade", "site"], rows)[0]
     ['grade']
     """
-    tasks, many, one = [], [], []
+    tasks, ids, measures, one = [], [], [], []
     for c in columns:
         values = [v for r in rows if (v := (r.get(c) or "").strip())]
-        distinct = len(set(values))
-        (many if distinct > len(values) / 2 else one if distinct < 2 else tasks).append(c)
+        distinct = set(values)
+        if len(distinct) > len(values) / 2 or len(distinct) > max(MANY, len(values) / 5):
+            ids.append(c)
+        elif len(distinct) > MANY and all(_number(v) for v in distinct):
+            measures.append(c)
+        else:
+            (one if len(distinct) < 2 else tasks).append(c)
     if not tasks:  # small tables: a few rows may hold as many classes; keep them all
         return list(columns), None
     left = [
         f"{', '.join(cs)} ({why})"
         for cs, why in (
-            (many, "more distinct values than half their rows: an identifier or a measurement"),
+            (ids, "more distinct values than a task could learn: an identifier"),
+            (measures, f"numbers with over {MANY} distinct values: a measurement"),
             (one, "one value throughout"),
         )
         if cs
