@@ -59,7 +59,7 @@ def test_without_a_window_the_stored_bit_depth_is_the_range(tmp_path: Path) -> N
     assert half[-1] == 127  # 2047 of 4095
 
 
-def test_the_files_window_and_rescale_and_monochrome1(tmp_path: Path) -> None:
+def test_the_files_window_lut_and_rescale_and_monochrome1(tmp_path: Path) -> None:
     window = grey(write_dicom(tmp_path / "w.dcm", RAMP, WindowCenter=2048, WindowWidth=1024))
     at = np.linspace(0, 4095, 64)
     assert np.all(window[at < 1536] == 0) and np.all(window[at > 2560] == 255)
@@ -70,6 +70,11 @@ def test_the_files_window_and_rescale_and_monochrome1(tmp_path: Path) -> None:
     ct = grey(write_dicom(tmp_path / "ct.dcm", RAMP, **ct_tags))
     hu = at - 1024
     assert np.all(ct[hu < -160] == 0) and np.all(ct[hu > 240] == 255)
+    lut = Dataset()  # a VOI LUT (here one that inverts) wins over the window
+    lut.LUTDescriptor, lut.LUTData = [4096, 0, 12], [4095 - v for v in range(4096)]
+    lut["LUTDescriptor"].VR, lut["LUTData"].VR = "US", "US"
+    by_lut = grey(write_dicom(tmp_path / "lut.dcm", RAMP, VOILUTSequence=[lut]))
+    assert np.array_equal(by_lut, 255 - np.round(RAMP[0] / 4095 * 255))
     inverted = grey(write_dicom(tmp_path / "m1.dcm", RAMP, photometric="MONOCHROME1"))
     assert np.array_equal(inverted, 255 - grey(write_dicom(tmp_path / "a.dcm", RAMP)))
 
