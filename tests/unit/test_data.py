@@ -115,6 +115,12 @@ def test_train_val_layout_is_used_as_given(trainval_dataset: Path) -> None:
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         load_split(tmp_path / "nope")
+    (tmp_path / "data.tar.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(DataError, match="is an archive: unpack it first"):
+        load_split(tmp_path / "data.tar.gz")
+    (tmp_path / "labels.csv").write_text("image,class\n")
+    with pytest.raises(DataError, match=f"pass it as --labels {tmp_path / 'labels.csv'}"):
+        load_split(tmp_path / "labels.csv")
 
 
 def test_single_class_is_refused(tmp_path: Path) -> None:

@@ -159,6 +159,18 @@ def walk_files(
     return files, hidden, bad
 
 
+def _not_a_folder(path: Path) -> str:
+    """What a data path that is not a folder is, and what to do with it."""
+    if not path.exists():
+        return "does not exist"
+    name = path.name.lower()
+    if name.endswith((".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".7z", ".rar")):
+        return "is an archive: unpack it first (e.g. unzip, or tar xf) and pass the folder it holds"
+    if path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        return f"is a file of labels, not a folder: pass it as --labels {path}"
+    return "is a file, not a folder"
+
+
 def scan_folder(
     root: str | Path,
     classes: list[str] | None = None,
@@ -175,8 +187,8 @@ def scan_folder(
     root = Path(root)
     if not root.is_dir():
         raise DataError(
-            f"DataError: data folder {root} does not exist or is not a folder. "
-            "Pass a folder with one subfolder per class (or train/ and val/ subfolders)."
+            f"DataError: data folder {root} {_not_a_folder(root)}. Pass a folder with one "
+            "subfolder per class (or train/ and val/ subfolders)."
         )
     dirs, hidden = _class_dirs(root)
     found = [d.name for d in dirs]
