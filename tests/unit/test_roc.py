@@ -51,5 +51,13 @@ def test_binary_scores_the_second_class_and_more_classes_one_against_the_rest() 
     three = roc_auc(p3, y3, ["a", "b", "c"])
     assert np.isclose(three.headline, roc_auc_score(y3, p3, multi_class="ovr"))
     assert roc_auc(probs, np.zeros(5, int), ["ants", "bees"]) is None  # one class only
+    y20 = np.arange(40) % 20
+    p20 = np.eye(20)[y20] * 0.5 + np.random.default_rng(0).random((40, 20))
+    many = roc_auc(p20, y20, [f"c{k}" for k in range(20)])
+    assert len(many.auc) == 20 and "the 12 lowest: " in many.text()
+    listed = many.text().split("the 12 lowest: ")[1].rstrip(")").split(", ")
+    assert len(listed) == 12 and max(float(e.split()[1]) for e in listed) <= np.median(
+        list(many.auc.values())
+    )
     apart = roc_auc(np.eye(2)[y], y, ["ants", "bees"])  # every positive above every negative
     assert apart.headline == 1.0 and "classes apart: no interval" in apart.text()

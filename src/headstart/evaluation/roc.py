@@ -20,6 +20,8 @@ from scipy.stats import norm, rankdata
 
 from headstart.stats import CONFIDENCE
 
+SHOWN = 12  # classes listed on the terminal line; evaluation.json holds them all
+
 
 def delong(scores: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
     """AUC of ``scores`` for the boolean ``positive`` labels, and DeLong's standard error.
@@ -76,8 +78,10 @@ class RocAuc:
             lo, hi = self.ci[c]
             ci = f"95% CI {lo:.3f}-{hi:.3f}, DeLong" if hi > lo else "classes apart: no interval"
             return f"ROC AUC {self.auc[c]:.4f} ({ci}; positive class {c!r})"
-        each = ", ".join(f"{c} {a:.3f}" for c, a in self.auc.items())
-        return f"ROC AUC one-vs-rest, macro {self.headline:.4f} ({each})"
+        shown = sorted(self.auc.items(), key=lambda ca: ca[1])[:SHOWN]
+        each = ", ".join(f"{c} {a:.3f}" for c, a in self.auc.items() if (c, a) in shown)
+        lowest = f"the {SHOWN} lowest: " if len(self.auc) > SHOWN else ""
+        return f"ROC AUC one-vs-rest, macro {self.headline:.4f} ({lowest}{each})"
 
     def to_dict(self) -> dict[str, object]:
         """JSON form: the headline, and each scored class's AUC and interval."""
