@@ -56,8 +56,7 @@ def test_binary_scores_the_second_class_and_more_classes_one_against_the_rest() 
     many = roc_auc(p20, y20, [f"c{k}" for k in range(20)])
     assert len(many.auc) == 20 and "the 12 lowest: " in many.text()
     listed = many.text().split("the 12 lowest: ")[1].rstrip(")").split(", ")
-    assert len(listed) == 12 and max(float(e.split()[1]) for e in listed) <= np.median(
-        list(many.auc.values())
-    )
+    twelfth = sorted(many.auc.values())[11]
+    assert len(listed) == 12 and max(float(e.split()[1]) for e in listed) <= twelfth + 5e-4
     apart = roc_auc(np.eye(2)[y], y, ["ants", "bees"])  # every positive above every negative
     assert apart.headline == 1.0 and "classes apart: no interval" in apart.text()
