@@ -210,3 +210,10 @@ def test_patient_ids_and_measurements_are_not_default_tasks() -> None:
     assert "age (numbers with over 50 distinct values" in note and "view (one value" in note
     few = [{**r, "age": str(20 + i % 40)} for i, r in enumerate(rows)]  # 40 ages: a task
     assert default_tasks(["finding", "age"], few)[0] == ["finding", "age"]
+
+
+def test_text_with_bars_is_not_split_into_labels() -> None:
+    from headstart.data.columns import multi_label
+
+    rows = [{"note": f"seen by dr {i} | follow up {i}"} for i in range(60)]  # 120 "labels"
+    assert multi_label(["note"], rows)[0] == ["note"]

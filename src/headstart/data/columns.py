@@ -301,20 +301,21 @@ def multi_label(
     columns: Sequence[str], rows: Sequence[dict[str, str]]
 ) -> tuple[list[str], list[dict[str, str]], dict[str, list[str]], str | None]:
     """Columns whose cells join several labels with ``|`` replaced by one yes/no column per
-    label (named by the label, or ``column: label`` where that name is taken); a blank cell
-    stays blank in each. Returns the columns, the rows, each split column's new names, and
-    a note.
+    label (named by the label, or ``column: label`` where that name is taken; at most
+    :data:`MANY` labels, or the column is text, not labels); a blank cell stays blank in
+    each. Returns the columns, the rows, each split column's new names, and a note.
 
     >>> rows = [{"f": "A|B"}, {"f": "B"}, {"f": ""}]
     >>> cols, rows, new, _ = multi_label(["f"], rows)
     >>> cols, [r["A"] for r in rows], [r["B"] for r in rows]
     (['A', 'B'], ['yes', 'no', ''], ['yes', 'yes', ''])
     """
-    split = {
+    labels = {
         c: sorted({p.strip() for r in rows for p in (r.get(c) or "").split("|")} - {""})
         for c in columns
         if any("|" in (r.get(c) or "") for r in rows)
     }
+    split = {c: names for c, names in labels.items() if len(names) <= MANY}  # not free text
     if not split:
         return list(columns), list(rows), {}, None
     out_columns: list[str] = []
