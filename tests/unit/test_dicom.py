@@ -10,41 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.dataset import Dataset
 
 from headstart.data import load_split, read_labels_csv
 from headstart.data.scan import audit_image
 from headstart.imaging import load_rgb
 from headstart.serve.app import UploadError, decode_image
+from tests.dicom_files import encapsulated, write_dicom
 
 RAMP = np.tile(np.linspace(0, 4095, 64).round().astype(np.uint16), (48, 1))  # 12-bit, 0 to 4095
-
-
-def dataset(syntax: str) -> Dataset:
-    """An empty secondary-capture dataset with its file meta, pixel data in ``syntax``."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    return ds
-
-
-def write_dicom(
-    path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12, **tags
-) -> Path:
-    """A DICOM file as a modality writes one: file meta, the pixels, then ``tags``."""
-    ds = dataset(ExplicitVRLittleEndian)
-    ds.set_pixel_data(pixels, photometric_interpretation=photometric, bits_stored=bits)
-    for name, value in tags.items():
-        setattr(ds, name, value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def grey(path: Path) -> np.ndarray:
@@ -110,20 +84,6 @@ def test_folders_csv_ids_and_uploads_read_dicom(tmp_path: Path) -> None:
         decode_image(data, "x.dcm", 1000)
     with Image.open(io.BytesIO(data)) as im:
         assert (im.format, im.mode, im.size) == ("DICOM", "L", (32, 32))
-
-
-def encapsulated(path: Path, pixels: np.ndarray, syntax: str, frame: bytes) -> Path:
-    """An 8-bit grey DICOM whose pixel data is one compressed ``frame`` (RSNA's are JPEG)."""
-    from pydicom.encaps import encapsulate
-
-    ds = dataset(syntax)
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = encapsulate([frame])
-    ds["PixelData"].VR = "OB"
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def test_jpeg_compressed_dicom_is_read_and_a_missing_decoder_is_named(tmp_path: Path) -> None:

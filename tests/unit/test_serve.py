@@ -15,6 +15,7 @@ from PIL import Image
 from headstart.serve import Predictor
 from headstart.serve.app import ServeConfig, create_app
 from tests.browser import browser_page
+from tests.dicom_files import write_dicom
 from tests.serving import running_server
 
 
@@ -142,7 +143,14 @@ def test_web_page_shows_the_top_label(trained_run: Path, red_image: Path) -> Non
                                                 "buffer": b"garbage"}])  # fmt: skip
         b.page.wait_for_function("document.getElementById('error').textContent.length > 0")
         assert "not an image" in b.page.inner_text("#error")
-        assert b.errors == [] or all("400" in e for e in b.errors)
+        dicom = write_dicom(red_image.parent / "red.dcm", np.full((48, 48), 3000, np.uint16))
+        b.page.set_input_files("#file", str(dicom))  # predicted; the browser cannot preview it
+        b.page.wait_for_function("document.getElementById('error').textContent === ''")
+        b.page.wait_for_selector(".top-label")
+        b.page.wait_for_function(
+            "getComputedStyle(document.getElementById('preview')).display === 'none'"
+        )
+        assert b.errors == [] or all("400" in e or "dcm" in e for e in b.errors)
 
 
 def test_serving_an_onnx_export_gives_the_same_answer(trained_run: Path, red_image: Path) -> None:
