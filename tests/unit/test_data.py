@@ -157,6 +157,16 @@ def test_train_without_val_is_split_and_test_left_alone(tmp_path: Path) -> None:
     assert "test/ is left alone: `headstart evaluate RUN" in split.summary()
 
 
+def test_a_folder_that_only_wraps_the_data_is_looked_into(tmp_path: Path) -> None:
+    make_class_folders(tmp_path / "xray" / "xray", {"red": 4, "blue": 4})  # unzip's nesting
+    (tmp_path / "xray" / "__MACOSX" / "xray").mkdir(parents=True)
+    split = load_split(tmp_path / "xray", val_fraction=0.25)
+    assert split.classes == ["blue", "red"] and split.root == tmp_path / "xray" / "xray"
+    assert f"{tmp_path / 'xray'} only wraps {tmp_path / 'xray' / 'xray'}" in split.summary()
+    make_class_folders(tmp_path / "only" / "train", {"red": 4, "blue": 4})  # a layout, kept
+    assert "only wraps" not in load_split(tmp_path / "only", val_fraction=0.25).summary()
+
+
 def test_a_tiny_given_val_folder_is_warned_of(tmp_path: Path, trainval_dataset: Path) -> None:
     make_class_folders(tmp_path / "xray" / "train", {"red": 25, "blue": 25})
     make_class_folders(tmp_path / "xray" / "val", {"red": 2, "blue": 2}, seed=50)

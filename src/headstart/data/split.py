@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from headstart.cache import Cache, file_digest
-from headstart.data.scan import FolderScan, Sample, scan_folder
+from headstart.data.scan import FolderScan, Sample, is_hidden, scan_folder
 from headstart.data.table import (
     DEFAULT_TASK,
     MISSING,
@@ -19,6 +19,7 @@ from headstart.data.table import (
     task_label,
 )
 from headstart.errors import DataError
+from headstart.imaging import IMAGE_EXTENSIONS
 from headstart.stats import wilson_interval
 from headstart.text import display
 
@@ -191,6 +192,32 @@ def _small_val(root: Path, val_dir: Path, n_train: int, n_val: int) -> list[str]
     ]
 
 
+def unwrapped(root: Path) -> tuple[Path, str | None]:
+    """The folder that holds the data when ``root`` only wraps it (an archive unpacked into a
+    folder of its own name: ``chest_xray/chest_xray/train``), and a note saying so; ``root``
+    itself otherwise. A wrapper holds no image and one visible folder, not named as a split
+    (train/ alone is a layout), which holds folders."""
+    inner = root
+    for _ in range(3):
+        if not inner.is_dir():
+            break
+        entries = [e for e in inner.iterdir() if not is_hidden(e.name)]
+        dirs = [e for e in entries if e.is_dir()]
+        images = [e for e in entries if e.suffix.lower() in IMAGE_EXTENSIONS]
+        split_names = ("train", *VAL_DIR_NAMES, *TEST_DIR_NAMES)  # train/ alone is a layout
+        if (
+            len(dirs) != 1
+            or images
+            or dirs[0].name.lower() in split_names
+            or not any(e.is_dir() and not is_hidden(e.name) for e in dirs[0].iterdir())
+        ):
+            break
+        inner = dirs[0]
+    if inner == root:
+        return root, None
+    return inner, f"note: {root} only wraps {inner}: reading the data there"
+
+
 def find_val_dir(root: Path) -> Path | None:
     """The validation subfolder of a train/val layout, if ``root`` has one."""
     for name in VAL_DIR_NAMES:
@@ -213,7 +240,14 @@ def load_split(
     folder, say) is split; otherwise ``root/<class>/`` is split stratified by class with
     ``val_fraction`` held out, reproducibly for a given ``seed``.
     """
-    root = Path(root)
+    root, wrapper_note = unwrapped(Path(root))
+    split = _load_split(root, val_fraction, seed, cache)
+    split.notes += [wrapper_note] if wrapper_note else []
+    return split
+
+
+def _load_split(root: Path, val_fraction: float, seed: int, cache: Cache | None) -> DataSplit:
+    """:func:`load_split` of a folder that holds the data itself."""
     val_dir = find_val_dir(root)
     if (root / "train").is_dir() and val_dir is not None:
         train = scan_folder(root / "train", cache=cache)
@@ -234,7 +268,7 @@ def load_split(
             cache,
         )  # fmt: skip
     if (root / "train").is_dir():  # train/ (and maybe test/) without val/: split train/
-        split = load_split(root / "train", val_fraction, seed, cache)
+        split = _load_split(root / "train", val_fraction, seed, cache)
         test = find_test_dir(root)
         split.notes.append(
             f"note: {root} has train/ but no val/ folder: {val_fraction:.0%} of train/ is held "

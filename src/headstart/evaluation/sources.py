@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from headstart.data import Sample, read_labels_csv, scan_folder
-from headstart.data.split import find_test_dir, find_val_dir
+from headstart.data.split import find_test_dir, find_val_dir, unwrapped
 from headstart.errors import CheckpointError, DataError
 from headstart.training import LoadedRun
 from headstart.training.checkpoint import read_json
@@ -59,6 +59,8 @@ def eval_samples(
     """
     split = read_split(run)
     own = Path(split.get("root", "")) if split else None
+    if data is not None and Path(data).is_dir():
+        data = unwrapped(Path(data))[0]
     if data is None or (split.get("layout") == "split" and own == Path(data).resolve()):
         if not split:
             raise FileNotFoundError(
