@@ -132,6 +132,8 @@ def test_multitask_training_trains_every_head_and_round_trips(tmp_path: Path) ->
         assert head[1].weight.abs().sum() > 0, f"head {key} did not train"
     ev = evaluate_run(tmp_path / "run", device="cpu", progress=False)
     assert set(ev.tasks) == {"colour", "size"}
+    aucs = [t.roc.headline for t in ev.tasks.values()]  # both tasks have two classes
+    assert ev.mean_auc == pytest.approx(sum(aucs) / 2)
     assert ev.tasks["colour"].accuracy == pytest.approx(m["metrics"]["val_acc_per_task"]["colour"])
     assert (tmp_path / "run" / "confusion_matrix_size.png").is_file()
     preds = Predictor.from_run(tmp_path / "run", "cpu").predict_paths(
@@ -150,7 +152,8 @@ def test_train_cli_with_labels_csv(tmp_path: Path, capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert "heads colour (2 classes), size (2 classes)" in out and "(colour " in out
     assert main(["--no-progress", "evaluate", str(tmp_path / "run")]) == 0
-    assert "task size: accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "task size: accuracy" in out and "mean ROC AUC" in out and "over 2 tasks" in out
     code = main(["train", "--labels", str(csv), "--task-weights", "shape=2", "--backbone", TINY,
                  "--out", str(tmp_path / "bad")])  # fmt: skip
     assert code != 0 and "--task-weights names shape" in capsys.readouterr().err

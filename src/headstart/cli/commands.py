@@ -319,7 +319,9 @@ def evaluate(args: argparse.Namespace) -> int:
     for task, t in ev.tasks.items():
         print(evaluation_text(t, "" if len(ev.tasks) == 1 else f"task {task}: "))
     if len(ev.tasks) > 1:
-        print(f"mean task accuracy {ev.accuracy:.4f}\n")
+        with_auc = sum(t.roc is not None for t in ev.tasks.values())
+        auc = f", mean ROC AUC {ev.mean_auc:.4f} over {with_auc} tasks" if with_auc else ""
+        print(f"mean task accuracy {ev.accuracy:.4f}{auc}\n")
     print(analysis_text(ev))
     return 0
 

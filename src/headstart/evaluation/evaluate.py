@@ -125,6 +125,12 @@ class Evaluation:
         return float(np.mean([t.accuracy for t in self.tasks.values()]))
 
     @property
+    def mean_auc(self) -> float | None:
+        """The mean ROC AUC over the tasks that have one (multi-label papers' headline)."""
+        aucs = [t.roc.headline for t in self.tasks.values() if t.roc is not None]
+        return float(np.mean(aucs)) if aucs else None
+
+    @property
     def single(self) -> TaskEvaluation:
         """The first (for folder data, the only) task."""
         return next(iter(self.tasks.values()))
@@ -132,6 +138,7 @@ class Evaluation:
     def to_dict(self) -> dict[str, Any]:
         """JSON form written as ``evaluation.json`` (a single task's keys also at the top)."""
         out: dict[str, Any] = {"source": self.source, "accuracy": self.accuracy}
+        out["mean_roc_auc"] = self.mean_auc
         if len(self.tasks) == 1:
             out.update(self.single.to_dict())
         out["tasks"] = {t: e.to_dict() for t, e in self.tasks.items()}
