@@ -118,6 +118,24 @@ def white_level_of(paths: Sequence[str | Path]) -> tuple[int, float, str] | None
     return None if level == 65535 else (level, brightest, kind)
 
 
+def deep_colour_of(paths: Sequence[str | Path]) -> tuple[int, int] | None:
+    """How many of ``paths`` are colour TIFFs of 16 bits a channel, and the brightest value
+    Pillow reads from them (it keeps each channel's top 8 bits, so a camera that stores 12
+    bits in 16 reads nearly black); None when there are none."""
+    count, brightest = 0, 0
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                bits = image.tag_v2.get(258, ()) if image.format == "TIFF" else ()
+                if image.mode not in ("RGB", "RGBA") or not any(b > 8 for b in bits):
+                    continue
+                count += 1
+                brightest = max(brightest, int(np.asarray(reduce_for_decoding(image)).max()))
+        except (OSError, ValueError):  # unreadable files are the scan's to report
+            continue
+    return (count, brightest) if count else None
+
+
 def is_grayscale(path: str | Path) -> bool:
     """True when the file holds no colour: a grey-level mode, or RGB whose three channels
     agree on a small thumbnail (JPEG chroma noise of a few levels tolerated)."""

@@ -64,6 +64,23 @@ def test_the_white_level_is_the_bit_depth_the_images_use(tmp_path: Path) -> None
     assert white_level_of([photo, broken, *twelve]) == (4095, 3600, "integer")
 
 
+def test_sixteen_bit_colour_tiffs_are_said_to_read_at_8_bits(tmp_path: Path) -> None:
+    import tifffile
+
+    from headstart.data import load_split
+    from headstart.data.split import white_level
+
+    rng = np.random.default_rng(0)
+    for name, mean in (("dim", 1200), ("bright", 2800)):  # a 12-bit colour camera's files
+        for i in range(4):
+            rgb = rng.normal(mean, 300, (24, 24, 3)).clip(0, 4095).astype(np.uint16)
+            (tmp_path / "d" / name).mkdir(parents=True, exist_ok=True)
+            tifffile.imwrite(tmp_path / "d" / name / f"{i}.tif", rgb, photometric="rgb")
+    level, note = white_level(load_split(tmp_path / "d", val_fraction=0.25))
+    assert level is None and note.startswith("warning: 6 of 6 sampled images are colour TIFFs")
+    assert "the brightest reads 15 of 255)" in note and "nearly black" in note
+
+
 def test_floating_point_images_in_0_1_are_not_read_as_black(tmp_path: Path) -> None:
     """32-bit float TIFFs (mode F): each used to be scaled by its own maximum's range, so
     values in 0-1 came out as 0 or 1 of 255."""

@@ -149,12 +149,28 @@ def white_level(split: DataSplit, sample: int = 256) -> tuple[int | None, str | 
     """The white level of the training images when they have more than 8 bits of grey
     (``sample`` of them, evenly spaced; see :func:`headstart.imaging.white_level_of`), with
     the note that says so; ``(None, None)`` for 8-bit images."""
-    from headstart.imaging import white_level_of
+    from headstart.imaging import deep_colour_of, white_level_of
 
     step = max(1, len(split.train) // sample)
-    found = white_level_of([s.path for s in split.train[::step][:sample]])
+    paths = [s.path for s in split.train[::step][:sample]]
+    found = white_level_of(paths)
     if found is None:
-        return None, None
+        deep = deep_colour_of(paths)
+        if deep is None:
+            return None, None
+        count, top = deep
+        dark = top < 64  # a 10-14-bit camera's values in 16 bits: the top 8 bits are dim
+        return None, (
+            f"{'warning' if dark else 'note'}: {count} of {len(paths)} sampled images are "
+            f"colour TIFFs of 16 bits a channel, read at 8 bits (the top 8 of each channel; "
+            f"the brightest reads {top} of 255)"
+            + (
+                ": they will look nearly black. Convert them to 8 bits a channel, scaled by "
+                "the camera's white, or to 16-bit grey, which headstart reads at its depth"
+                if dark
+                else ""
+            )
+        )
     level, brightest, kind = found
     records = "the run records it, so evaluate, predict, export and serve read images the same way"
     if kind == "float":
