@@ -53,7 +53,8 @@ def auc_interval(auc: float, se: float, confidence: float = CONFIDENCE) -> tuple
     z = norm.ppf(0.5 + confidence / 2)
     logit = np.log(auc / (1 - auc))
     half = z * se / (auc * (1 - auc))
-    return tuple(float(1 / (1 + np.exp(-x))) for x in (logit - half, logit + half))  # type: ignore[return-value]
+    low, high = 1 / (1 + np.exp(-(logit - half))), 1 / (1 + np.exp(-(logit + half)))
+    return float(low), float(high)
 
 
 @dataclass
