@@ -46,7 +46,7 @@ def test_report_is_self_contained_and_has_every_section(report: Path) -> None:
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert "<script" not in html and "http://" not in html and "https://" not in html
     assert "0.9200" in html and "only one strategy" in html  # the cv.json beside the run
-    assert "95% CI" in html and "DeLong; positive class red" in html
+    assert "95% CI" in html and "ROC AUC" in html and "positive class &#39;red&#39;" in html
 
 
 def test_report_escapes_what_comes_from_data(trained_run: Path) -> None:

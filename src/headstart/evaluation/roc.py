@@ -85,9 +85,11 @@ class RocAuc:
         return f"ROC AUC one-vs-rest, macro {self.headline:.4f} ({lowest}{each})"
 
     def to_dict(self) -> dict[str, object]:
-        """JSON form: the headline, and each scored class's AUC and interval."""
+        """JSON form: the headline, the line the terminal prints, and each scored class's AUC
+        and interval."""
         return {
             "auc": self.headline,
+            "summary": self.text(),
             "per_class": {c: {"auc": a, "ci": list(self.ci[c])} for c, a in self.auc.items()},
         }
 
