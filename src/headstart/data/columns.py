@@ -272,9 +272,11 @@ def one_hot(columns: Sequence[str], rows: Sequence[dict[str, str]]) -> list[str]
     ['MEL', 'NV']
     >>> one_hot(["MEL", "NV"], [*rows, {"MEL": "0", "NV": "0"}])
     []
+    >>> one_hot(["mask", "comment"], [{"mask": "1", "comment": ""}] * 2)  # one class: no task
+    []
     """
     group = [c for c in columns if all(_bit(r.get(c)) is not None for r in rows)]
-    if len(group) < 2:
+    if sum(any(_bit(r.get(c)) == 1 for r in rows) for c in group) < 2:  # two classes at least
         return []
     for r in rows:
         if any((r.get(c) or "").strip() for c in group) and sum(_bit(r.get(c)) for c in group) != 1:
