@@ -57,7 +57,8 @@ class DomainEvidence:
 
     @property
     def far(self) -> bool:
-        """Whether earlier stages beat the last alone by more than one standard error."""
+        """Whether the last stage alone scores more than one standard error below the best set
+        of stages (the one-standard-error rule then reads more than one)."""
         return self.stages_read > 1
 
     @property
@@ -75,9 +76,10 @@ class DomainEvidence:
         """The evidence in plain words."""
         se = standard_error(self.multi_cv, self.cv_images)
         verdict = (
-            f"reading {self.stages_read} of {self.stages} stages adds {self.gap:+.2%} over the "
-            f"last stage alone, more than one standard error ({se:.2%}): the data sits far "
-            "from ImageNet, and the multi-layer probe is a measured candidate"
+            f"the cross-validation reads {self.stages_read} of {self.stages} stages, "
+            f"{self.gap:+.2%} over the last stage alone (which scores more than one standard "
+            "error below the best set of stages): the data sits far from ImageNet, and the "
+            "multi-layer probe is a measured candidate"
             if self.far
             else f"earlier stages add no more than noise (one standard error, {se:.2%}) over "
             "the last stage alone: the last layer's abstraction suits this data"
