@@ -105,6 +105,15 @@ class ImageFinder:
         return self._index
 
 
+def named_image_column(header: Sequence[str]) -> str | None:
+    """The header cell that is a usual name for the image column (any case), if one is.
+
+    >>> named_image_column(["lesion_id", "Image_ID", "dx"]), named_image_column(["a", "b"])
+    ('Image_ID', None)
+    """
+    return next((h for h in header if h.strip().lower() in IMAGE_COLUMNS), None)
+
+
 def delimiter(text: str) -> str:
     """The CSV's separator: the one of comma, semicolon (spreadsheets in locales with a
     decimal comma) and tab whose split of the header names an image column; else the one
@@ -118,9 +127,7 @@ def delimiter(text: str) -> str:
     """
     header = text.partition("\n")[0].rstrip("\r")
     for sep in (",", ";", "\t"):
-        if any(
-            h.strip().lower() in IMAGE_COLUMNS for h in next(csv.reader([header], delimiter=sep))
-        ):
+        if named_image_column(next(csv.reader([header], delimiter=sep))) is not None:
             return sep
     try:
         return csv.Sniffer().sniff(text[:4096], delimiters=",;\t").delimiter
@@ -137,7 +144,7 @@ def headerless(header: Sequence[str], find: ImageFinder) -> list[str] | None:
     >>> headerless(["a.png", "3"], ImageFinder(d)), headerless(["image", "grade"], ImageFinder(d))
     (['image', 'class'], None)
     """
-    if any(h.strip().lower() in IMAGE_COLUMNS for h in header):
+    if named_image_column(header) is not None:
         return None
     at = next((i for i, h in enumerate(header) if h.strip() and find(h.strip())), None)
     if at is None:
@@ -155,7 +162,7 @@ def image_column(
 
     Raises :class:`DataError` naming the header when no column (or more than one) qualifies.
     """
-    named = next((h for h in header if h.lower() in IMAGE_COLUMNS), None)
+    named = named_image_column(header)
     if named is not None:
         return named, None
     found, root = [], find.root
@@ -275,11 +282,12 @@ def one_hot(columns: Sequence[str], rows: Sequence[dict[str, str]]) -> list[str]
     >>> one_hot(["mask", "comment"], [{"mask": "1", "comment": ""}] * 2)  # one class: no task
     []
     """
-    group = [c for c in columns if all(_bit(r.get(c)) is not None for r in rows)]
-    if sum(any(_bit(r.get(c)) == 1 for r in rows) for c in group) < 2:  # two classes at least
+    bits = {c: [_bit(r.get(c)) for r in rows] for c in columns}
+    group = [c for c, b in bits.items() if None not in b]
+    if sum(1 in bits[c] for c in group) < 2:  # two classes at least
         return []
-    for r in rows:
-        if any((r.get(c) or "").strip() for c in group) and sum(_bit(r.get(c)) for c in group) != 1:
+    for i, r in enumerate(rows):
+        if any((r.get(c) or "").strip() for c in group) and sum(bits[c][i] for c in group) != 1:
             return []
     return group
 
