@@ -110,8 +110,9 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
-def _class_dirs(root: Path) -> tuple[list[Path], list[Path]]:
-    """Class folders under ``root`` and the hidden entries beside them."""
+def subfolders(root: Path) -> tuple[list[Path], list[Path]]:
+    """The visible folders under ``root`` (class folders, in a dataset) and the hidden
+    entries beside them."""
     entries = sorted(root.iterdir())
     hidden = [p for p in entries if is_hidden(p.name)]
     return [p for p in entries if p.is_dir() and not is_hidden(p.name)], hidden
@@ -190,7 +191,7 @@ def scan_folder(
             f"DataError: data folder {root} {_not_a_folder(root)}. Pass a folder with one "
             "subfolder per class (or train/ and val/ subfolders)."
         )
-    dirs, hidden = _class_dirs(root)
+    dirs, hidden = subfolders(root)
     found = [d.name for d in dirs]
     if classes is None:
         classes = found

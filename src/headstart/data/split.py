@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from headstart.cache import Cache, file_digest
-from headstart.data.scan import FolderScan, Sample, is_hidden, scan_folder
+from headstart.data.scan import FolderScan, Sample, scan_folder, subfolders
 from headstart.data.table import (
     DEFAULT_TASK,
     MISSING,
@@ -25,6 +25,7 @@ from headstart.text import display
 
 VAL_DIR_NAMES = ("val", "valid", "validation")
 TEST_DIR_NAMES = ("test", "testing")
+SPLIT_DIR_NAMES = ("train", *VAL_DIR_NAMES, *TEST_DIR_NAMES)  # train/ alone is a layout
 SMALL_VAL = 100  # a given val/ with fewer images, and ten times as many in train/, is warned of
 
 
@@ -217,16 +218,11 @@ def unwrapped(root: Path) -> tuple[Path, str | None]:
     for _ in range(3):
         if not inner.is_dir():
             break
-        entries = [e for e in inner.iterdir() if not is_hidden(e.name)]
-        dirs = [e for e in entries if e.is_dir()]
-        images = [e for e in entries if e.suffix.lower() in IMAGE_EXTENSIONS]
-        split_names = ("train", *VAL_DIR_NAMES, *TEST_DIR_NAMES)  # train/ alone is a layout
-        if (
-            len(dirs) != 1
-            or images
-            or dirs[0].name.lower() in split_names
-            or not any(e.is_dir() and not is_hidden(e.name) for e in dirs[0].iterdir())
-        ):
+        dirs, hidden = subfolders(inner)
+        loose = {e for e in inner.iterdir() if e.suffix.lower() in IMAGE_EXTENSIONS} - set(hidden)
+        if len(dirs) != 1 or loose or dirs[0].name.lower() in SPLIT_DIR_NAMES:
+            break
+        if not subfolders(dirs[0])[0]:  # one folder of images: a one-class dataset, not a wrapper
             break
         inner = dirs[0]
     if inner == root:
