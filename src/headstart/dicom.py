@@ -139,6 +139,7 @@ class DicomImageFile(ImageFile.ImageFile):
         return super().load()
 
 
+Image.preinit()  # JPEG, PNG, BMP, GIF, PPM first: the common files never try this plugin
 Image.register_open(DicomImageFile.format, DicomImageFile, _accept)
 Image.register_extensions(DicomImageFile.format, [".dcm", ".dicom"])
 Image.register_mime(DicomImageFile.format, "application/dicom")

@@ -96,3 +96,15 @@ def test_jpeg_compressed_dicom_is_read_and_a_missing_decoder_is_named(tmp_path: 
     assert np.abs(grey(path) - pixels[0]).max() <= 2  # decoded through Pillow's JPEG
     lossless = encapsulated(tmp_path / "ll.dcm", pixels, JPEGLosslessSV1, b"\xff\xd8" + b"\0" * 64)
     assert "pip install pylibjpeg" in audit_image(lossless)
+
+
+def test_photos_never_try_the_dicom_plugin(tmp_path: Path) -> None:
+    from unittest import mock
+
+    from headstart.dicom import DicomImageFile
+
+    for name in ("a.jpg", "a.png"):
+        Image.new("RGB", (8, 8), (200, 30, 30)).save(tmp_path / name)
+    with mock.patch.object(DicomImageFile, "_open", side_effect=AssertionError("tried")):
+        for name in ("a.jpg", "a.png"):
+            assert load_rgb(tmp_path / name).size == (8, 8)  # matched before it
