@@ -46,13 +46,24 @@ def plot_training_curves(
     return path
 
 
-def plot_confusion_matrix(matrix: Any, classes: Sequence[str], path: Path, title: str = "") -> Path:
-    """Counts in each cell, colour by row-normalised rate (recall), true labels on rows."""
+def plot_confusion_matrix(
+    matrix: Any,
+    classes: Sequence[str],
+    path: Path,
+    title: str = "",
+    shown: Sequence[int] | None = None,
+) -> Path:
+    """Counts in each cell, colour by row-normalised rate (recall), true labels on rows;
+    ``shown``: the indices of the classes drawn (rates still over each whole row)."""
     import numpy as np
 
     plt = _pyplot()
     counts = np.asarray(matrix)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    if shown is not None and len(shown) < len(classes):
+        title += f"\nthe {len(shown)} classes in the most errors, of {len(classes)}"
+        counts, rates = (m[np.ix_(shown, shown)] for m in (counts, rates))
+        classes = [classes[i] for i in shown]
     size = max(4.0, 0.6 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
@@ -62,6 +73,8 @@ def plot_confusion_matrix(matrix: Any, classes: Sequence[str], path: Path, title
     ax.set_ylabel("true")
     for i in range(len(classes)):
         for j in range(len(classes)):
+            if counts[i, j] == 0 and len(classes) > 10:
+                continue  # many classes: the empty cells left blank, the errors stand out
             colour = "white" if rates[i, j] > 0.5 else "black"
             ax.text(
                 j, i, f"{counts[i, j]}\n{rates[i, j]:.0%}", ha="center", va="center", color=colour
@@ -131,7 +144,8 @@ def plot_roc(roc: Any, path: Path, title: str = "") -> Path:
     each class against the rest for more, with the AUC in the legend."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
-    for c, (fpr, tpr) in roc.curves.items():
+    for c in roc.shown:
+        fpr, tpr = roc.curves[c]
         lo, hi = roc.ci[c]
         ax.plot(fpr, tpr, lw=1.5, label=f"{c}: AUC {roc.auc[c]:.3f} [{lo:.3f}, {hi:.3f}]")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="chance")
@@ -140,6 +154,8 @@ def plot_roc(roc: Any, path: Path, title: str = "") -> Path:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.legend(loc="lower right", fontsize=8)
+    if len(roc.shown) < len(roc.auc):
+        title += f"\nthe {len(roc.shown)} classes of lowest AUC, of {len(roc.auc)}"
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -328,6 +328,8 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def evaluation_text(t: TaskEvaluation, name: str = "") -> str:
     """One task's evaluation as the terminal shows it."""
+    from headstart.evaluation.confusions import MANY_CLASSES, confused_text, weakest_report
+
     lo, hi = t.ci
     correct = round(t.accuracy * t.n)
     lines = [f"{name}accuracy {t.accuracy:.4f} ({correct}/{t.n}; 95% CI {lo:.3f}-{hi:.3f})"]
@@ -340,7 +342,12 @@ def evaluation_text(t: TaskEvaluation, name: str = "") -> str:
             f"  without TTA {before['accuracy']:.4f} ({delta:+d} images with it); "
             f"ECE {before['ece']:.4f} without, {t.calibration.ece:.4f} with"
         )
-    lines += ["", t.report_text, t.confusion_text(), "", t.confusion_text(normalised=True), ""]
+    if len(t.classes) > MANY_CLASSES:
+        lines += ["", weakest_report(t.report_text, t.report, t.classes), ""]
+        lines += [confused_text(t.confusion, t.classes), ""]
+    else:
+        lines += ["", t.report_text, t.confusion_text(), "", t.confusion_text(normalised=True)]
+        lines.append("")
     lines.append(f"confusion matrix: {t.pngs['confusion']}")
     lines.append(
         f"calibration: ECE {t.calibration.ece:.4f} ({len(t.calibration.counts)} bins of top-1 "
@@ -353,8 +360,15 @@ def evaluation_text(t: TaskEvaluation, name: str = "") -> str:
             f"likely label errors: {len(t.label_errors)} training images the model assigns to "
             "another class after training on them:"
         )
-        lines += [f"  {s.line()}" for s in t.label_errors] or ["  none"]
+        lines += _listed([s.line() for s in t.label_errors])
     return "\n".join(lines) + "\n"
+
+
+def _listed(items: list[str], most: int = 20) -> list[str]:
+    """``items`` indented, the first ``most`` of them with a count of the rest (which
+    ``evaluation.json`` holds), or "none"."""
+    more = [f"  ... and {len(items) - most} more (all in evaluation.json)"]
+    return [f"  {s}" for s in items[:most]] + (more if len(items) > most else []) or ["  none"]
 
 
 def analysis_text(ev: Evaluation) -> str:
@@ -367,8 +381,7 @@ def analysis_text(ev: Evaluation) -> str:
             f"near-duplicates between the {ev.train_images} training images and the evaluated "
             f"ones ({len(ev.duplicates)} pairs within {DUPLICATE_DISTANCE} of 64 pHash bits):"
         )
-        lines += [f"  {d.train} ~ {d.evaluated} ({d.distance})" for d in ev.duplicates]
-        lines += [] if ev.duplicates else ["  none"]
+        lines += _listed([f"{d.train} ~ {d.evaluated} ({d.distance})" for d in ev.duplicates])
     if ev.train_skipped:
         lines.append("left out of training by the scan:")
         lines += [f"  {p}: {r}" for p, r in ev.train_skipped]

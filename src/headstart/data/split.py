@@ -26,6 +26,7 @@ from headstart.text import display
 VAL_DIR_NAMES = ("val", "valid", "validation")
 TEST_DIR_NAMES = ("test", "testing")
 SPLIT_DIR_NAMES = ("train", *VAL_DIR_NAMES, *TEST_DIR_NAMES)  # train/ alone is a layout
+SUMMARY_CLASSES = 30  # more classes than this: the summary lists the 12 with fewest images
 SMALL_VAL = 100  # a given val/ with fewer images, and ten times as many in train/, is warned of
 
 
@@ -71,13 +72,15 @@ class DataSplit:
             )
         else:
             head = f"data: {self.root} ({self.layout}), {len(self.classes)} classes"
-        rows = []
+        rows: list[tuple[str, int | str, int | str]] = []
         for task, classes in self.tasks.items():
-            tr, va = self.labels(self.train, task), self.labels(self.val, task)
-            names = [*classes, "(no label)"] if MISSING in tr + va else classes
-            for i, c in enumerate(names):
-                i = MISSING if i == len(classes) else i
-                rows.append((f"{task}: {c}" if self.multitask else c, tr.count(i), va.count(i)))
+            tr, va = Counter(self.labels(self.train, task)), Counter(self.labels(self.val, task))
+            counts = [(c, tr[i], va[i]) for i, c in enumerate(classes)]
+            if len(counts) > SUMMARY_CLASSES:
+                counts = _fewest(counts)
+            if MISSING in tr or MISSING in va:
+                counts.append(("(no label)", tr[MISSING], va[MISSING]))
+            rows += [(f"{task}: {c}" if self.multitask else c, t, v) for c, t, v in counts]
         rows.append(("total", len(self.train), len(self.val)))
         width = min(max(20, *(len(r[0]) for r in rows)), 40)  # long names widen the column
         lines = [head] + [f"  {name:<{width}} train {t:>5}  val {v:>5}" for name, t, v in rows]
@@ -110,6 +113,21 @@ class DataSplit:
     def save(self, path: Path) -> None:
         """Write :meth:`to_dict` as JSON."""
         path.write_text(json.dumps(self.to_dict(), indent=1))
+
+
+def _fewest(
+    counts: list[tuple[str, int, int]], shown: int = 12
+) -> list[tuple[str, int | str, int | str]]:
+    """The ``shown`` classes with the fewest training images, then one row for the rest
+    (their range of counts): a data summary of many classes that still fits a screen.
+
+    >>> _fewest([("a", 5, 1), ("b", 2, 0), ("c", 9, 3)], shown=1)
+    [('b', 2, 0), ('(2 more classes)', '5-9', '1-3')]
+    """
+    ordered = sorted(counts, key=lambda r: (r[1], r[2], r[0]))
+    rest = ordered[shown:]
+    span = [f"{min(col)}-{max(col)}" for col in ([r[1] for r in rest], [r[2] for r in rest])]
+    return [*ordered[:shown], (f"({len(rest)} more classes)", span[0], span[1])]
 
 
 def checked(split: DataSplit, cache: Cache | None) -> DataSplit:

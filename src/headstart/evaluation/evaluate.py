@@ -28,6 +28,7 @@ from headstart.evaluation.analysis import (
     top_losses,
 )
 from headstart.evaluation.calibration import Calibration, calibration
+from headstart.evaluation.confusions import confused_classes
 from headstart.evaluation.roc import RocAuc, roc_auc
 from headstart.evaluation.sources import eval_samples, read_split, split_samples
 from headstart.model import DEFAULT_TASK
@@ -336,7 +337,11 @@ def _task_evaluation(
     crop = run.preprocessing.input_size
     pngs = {
         "confusion": plot_confusion_matrix(
-            cm, classes, run.run_dir / f"confusion_matrix{suffix}.png", f"{title}\n{source}"
+            cm,
+            classes,
+            run.run_dir / f"confusion_matrix{suffix}.png",
+            f"{title}\n{source}",
+            confused_classes(cm),
         ),
         "reliability": plot_reliability(
             cal, run.run_dir / f"reliability{suffix}.png", f"{run.run_dir.name}{what}"

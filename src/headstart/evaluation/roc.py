@@ -79,10 +79,17 @@ class RocAuc:
             lo, hi = self.ci[c]
             ci = f"95% CI {lo:.3f}-{hi:.3f}, DeLong" if hi > lo else "classes apart: no interval"
             return f"ROC AUC {self.auc[c]:.4f} ({ci}; positive class {c!r})"
-        shown = sorted(self.auc.items(), key=lambda ca: ca[1])[:SHOWN]
-        each = ", ".join(f"{c} {a:.3f}" for c, a in self.auc.items() if (c, a) in shown)
+        each = ", ".join(f"{c} {self.auc[c]:.3f}" for c in self.shown)
         lowest = f"the {SHOWN} lowest: " if len(self.auc) > SHOWN else ""
         return f"ROC AUC one-vs-rest, macro {self.headline:.4f} ({lowest}{each})"
+
+    @property
+    def shown(self) -> list[str]:
+        """The classes the terminal and the curve show: every scored one, or past
+        ``SHOWN`` the ``SHOWN`` of lowest AUC, lowest first."""
+        if len(self.auc) <= SHOWN:
+            return list(self.auc)
+        return sorted(self.auc, key=lambda c: self.auc[c])[:SHOWN]
 
     def to_dict(self) -> dict[str, object]:
         """JSON form: the headline, the line the terminal prints, and each scored class's AUC

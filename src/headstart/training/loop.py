@@ -188,7 +188,7 @@ def fit(
     group_warmup = max(1, steps_per_epoch // 2)
     changing = _changing_state(model, plan)
     st = LoopState(stopper=EarlyStopping(optim.patience), best_state=_snapshot(model, changing))
-    st.reason = f"completed {optim.epochs} epochs"
+    st.reason = f"completed {optim.epochs} epoch{'s' if optim.epochs != 1 else ''}"
     optimizer: torch.optim.Optimizer | None = None
     generator = train_loader.generator
     saved = checkpoints.saved if checkpoints is not None else None
