@@ -381,7 +381,8 @@ def test_a_full_disk_at_the_end_keeps_the_trained_state(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(safetensors.torch, "save_model", full)
-    argv = ["--no-progress", "train", str(root), *FAST[:-1], "--epochs", "2", "--out", str(out)]
+    argv = ["--no-progress", "train", str(root), *FAST[:-1], "--strategy", "scratch",
+            "--epochs", "2", "--out", str(out)]  # fmt: skip
     assert main(argv) == 2
     err = flat(capsys.readouterr().err)
     assert f"could not write {out}/model.safetensors: the disk is full" in err
@@ -453,3 +454,25 @@ def test_damaged_run_files_are_errors_naming_the_file(
     else:
         assert code == 2 and err.startswith("error: CheckpointError:") and words in err
         assert name in err
+
+
+def test_a_full_disk_after_a_probe_says_to_run_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import safetensors.torch
+
+    root = _base(tmp_path / "d")
+    out = tmp_path / "run"
+    real = safetensors.torch.save_model
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_model", full)
+    argv = ["--no-progress", "train", str(root), *FAST[:-1], "--out", str(out)]
+    assert main(argv) == 2
+    err = flat(capsys.readouterr().err)
+    assert "the disk is full" in err and "--resume" not in err  # no state to resume from
+    assert "the same command with --overwrite fits the head again" in err
+    monkeypatch.setattr(safetensors.torch, "save_model", real)
+    assert main([*argv, "--overwrite"]) == 0

@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from headstart.training.setup import (
     build_model,
     find_lr,
     load_data,
+    make_objective,
     prepare_data,
     resolve_config,
     scale_lr,
@@ -256,7 +257,16 @@ def train(
             save_state(run_dir, st, model, optimizer, scaler, fingerprint)
 
     choice = None
-    if taps is not None and inputs.tail is not None:  # a multi-layer probe: seconds, no epochs
+    if plan.name == "probe" and inputs.tail is not None:  # cached features: seconds, no epochs
+        if cfg.data.sampler == "balanced" and not objective.class_weights:
+            echo(
+                "note: --sampler balanced: the head is fitted on every image at once, with "
+                "balanced class weights (the loss a balanced sampler draws in expectation)"
+            )
+            balanced = make_objective(
+                cfg.with_overrides({"optim.class_weights": "balanced"}), split
+            )
+            objective = replace(objective, class_weights=balanced.class_weights)
         result, choice = fit_probe_head(
             model, taps, inputs.train.dataset, inputs.val, inputs.tail,  # type: ignore[arg-type]
             objective, device, cfg.seed,
@@ -348,6 +358,11 @@ def _write_run(run_dir: Path, final: Path, model: nn.Module, manifest: dict) -> 
     try:
         save_checkpoint(run_dir, model, manifest)
     except CheckpointError as e:
+        if read_state_info(run_dir) is None:  # a probe fitted in seconds on cached features
+            raise CheckpointError(
+                f"{e} The features are cached: once there is room, the same command with "
+                "--overwrite fits the head again in seconds."
+            ) from None
         raise CheckpointError(
             f"{e} The trained state is kept in {run_dir / STATE_DIR}: once there is room, "
             f"`{resume_hint(final)}` saves the model without training again."

@@ -1,0 +1,74 @@
+"""The probe's head on cached features: L2-regularised logistic regression solved by
+L-BFGS, its penalty chosen by cross-validation on the training images (not epochs of AdamW,
+which stop short of the solution when there are few images a class)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from headstart.cli.main import main
+from headstart.training import load_run
+from headstart.training.regularise import LAST_LAYER_PENALTIES
+from tests.unit.conftest import FAST
+
+TRAIN = ["--no-progress", "train", *FAST[:-1]]
+
+
+def test_the_probe_fits_its_head_to_convergence_at_the_chosen_penalty(
+    trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "probe"
+    assert main([*TRAIN, str(trainval_dataset), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "head: L2 " in printed and "(fitted to convergence by L-BFGS)" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    cv = manifest["head_cv"]
+    assert {c["l2"] for c in cv["scores"]} == set(LAST_LAYER_PENALTIES)
+    assert cv["l2"] in LAST_LAYER_PENALTIES and manifest["best_epoch"] == 1
+    # the saved head is the minimiser: the penalised loss's gradient there is about zero
+    run = load_run(out)
+    split = json.loads((out / "split.json").read_text())
+    from headstart.data.transforms import eval_transform
+    from headstart.imaging import load_rgb
+
+    tf = eval_transform(run.preprocessing)
+    root = Path(split["root"])
+    classes = manifest["tasks"]["class"]
+    x = torch.stack([tf(load_rgb(root / p)) for p, _ in split["train"]])
+    y = torch.tensor([classes.index(t) if isinstance(t, str) else t for _, t in split["train"]])
+    with torch.no_grad():
+        feats = run.model.backbone(x).float()
+    linear = run.model.heads["class"][-1]
+    w, b = linear.weight.detach().clone().requires_grad_(), linear.bias.detach().clone()
+    loss = torch.nn.functional.cross_entropy(feats @ w.T + b, y) + 0.5 * cv["l2"] * (w**2).sum()
+    (grad,) = torch.autograd.grad(loss, w)
+    assert float(grad.abs().max()) < 1e-3
+
+
+def test_a_balanced_sampler_becomes_balanced_class_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from tests.conftest import make_class_folders
+
+    train_module = sys.modules["headstart.training.train"]  # the package exports train()
+
+    seen = {}
+    real = train_module.fit_probe_head
+
+    def spy(model, taps, train, val, tail, objective, *args):
+        seen["weights"] = objective.class_weights
+        return real(model, taps, train, val, tail, objective, *args)
+
+    monkeypatch.setattr(train_module, "fit_probe_head", spy)
+    data = make_class_folders(tmp_path / "imbalanced", {"red": 30, "blue": 8})
+    out = tmp_path / "run"
+    assert main([*TRAIN, str(data), "--sampler", "balanced", "--out", str(out)]) == 0
+    assert "balanced class weights" in capsys.readouterr().out
+    weights = seen["weights"]["class"]  # blue (index 0) is the rare class: weighed more
+    assert float(weights[0]) > float(weights[1])
