@@ -4,7 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.headstart-installed
 HEADSTART_DATA ?= $(abspath ../shared/datasets)
-DEMO_EPOCHS ?= 10
 
 .PHONY: setup browser demo test test-unit lint format docs clean
 
@@ -31,7 +30,7 @@ browser:
 	  else echo "chromium missing and cannot be installed here: browser tests will skip"; fi; }
 
 demo: setup
-	$(BIN)/headstart train $(HEADSTART_DATA)/hymenoptera --strategy probe --epochs $(DEMO_EPOCHS) --out runs/demo --overwrite
+	$(BIN)/headstart train $(HEADSTART_DATA)/hymenoptera --strategy probe --out runs/demo --overwrite
 	$(BIN)/headstart evaluate runs/demo $(HEADSTART_DATA)/hymenoptera
 
 test: setup browser

@@ -29,6 +29,8 @@ def test_the_probe_fits_its_head_to_convergence_at_the_chosen_penalty(
     cv = manifest["head_cv"]
     assert {c["l2"] for c in cv["scores"]} == set(LAST_LAYER_PENALTIES)
     assert cv["l2"] in LAST_LAYER_PENALTIES and manifest["best_epoch"] == 1
+    assert cv["chosen_by"] == "log-loss"  # the proper score: no ties to the strongest penalty
+    assert cv["l2"] == min(cv["scores"], key=lambda c: (c["log_loss"], -c["l2"]))["l2"]
     # the saved head is the minimiser: the penalised loss's gradient there is about zero
     run = load_run(out)
     split = json.loads((out / "split.json").read_text())

@@ -115,7 +115,7 @@ def learning_curve(
         m = copy.deepcopy(model)
         rows = torch.as_tensor(np.sort(idx))
         fit_head_by_cv(m, None, raw[rows], [targets[i] for i in rows.tolist()], objective, seed,
-                       LAST_LAYER_PENALTIES)  # fmt: skip
+                       LAST_LAYER_PENALTIES, by_loss=True)  # fmt: skip
         points.append((len(idx), accuracy(m, val_x, y_val, objective)))
     return tuple(points)
 
@@ -181,7 +181,7 @@ def backbone_evidence(
     curve = learning_curve(model, raw.to(device), targets, val_x, y_val, objective,  # type: ignore[attr-defined]
                            cfg.seed, CURVE_FRACTIONS[:-1])  # fmt: skip
     choice, _, _ = fit_head_by_cv(model, None, raw.to(device), train.targets, objective,  # type: ignore[attr-defined]
-                                  cfg.seed, LAST_LAYER_PENALTIES)  # fmt: skip
+                                  cfg.seed, LAST_LAYER_PENALTIES, by_loss=True)  # fmt: skip
     val_acc = accuracy(model, val_x, y_val, objective)
     n_val = len(val)  # type: ignore[arg-type]
     size = backbone.preprocessing.input_size
