@@ -5,7 +5,8 @@
     backbone: ImageFolder, batch 4, 4 workers, SGD(lr=1e-3, momentum=0.9) on the new
     classifier, StepLR(7, 0.1); every epoch runs the frozen backbone on augmented train
     batches and evaluates on val; the best val epoch is kept.
-(b) headstart's probe (`headstart train DATA`, 10 epochs) with an empty cache, then
+(b) headstart's probe (`headstart train DATA`: its head solved on the cached features) with an
+    empty cache, then
 (c) the same with the cache it left (a second run: another seed, head or fold).
 (d) the floor: one forward pass per image (decode + preprocess + backbone, headstart's
     loader and layout; the training images in the probe's precision, the validation images

@@ -74,3 +74,26 @@ def test_a_balanced_sampler_becomes_balanced_class_weights(
     assert "balanced class weights" in capsys.readouterr().out
     weights = seen["weights"]["class"]  # blue (index 0) is the rare class: weighed more
     assert float(weights[0]) > float(weights[1])
+
+
+def test_label_errors_of_a_probe_are_scored_out_of_fold() -> None:
+    import numpy as np
+
+    from headstart.evaluation.out_of_fold import heads_input, out_of_fold_probabilities
+    from headstart.model import Classifier
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 30)
+    x = torch.from_numpy(rng.normal(size=(60, 8)).astype(np.float32))
+    x[:, 0] += torch.from_numpy(8.0 * y - 4.0)  # class by the first feature
+    flipped = 7  # a class-0 image labelled 1: in-sample, a solved head can fit it
+    y[flipped] = 1
+    model = Classifier(torch.nn.Identity(), 8, {"class": 2})
+    with heads_input(model) as features:
+        model(x)
+    assert torch.equal(features(), x)
+    held = out_of_fold_probabilities(model, features(), {"class": y}, l2=1e-2)
+    assert held is not None and held["class"].shape == (60, 2)
+    assert held["class"][flipped, 1] < 0.5  # a head that never saw it disagrees with it
+    others = np.flatnonzero(y == 1)[np.flatnonzero(y == 1) != flipped]
+    assert (held["class"][others, 1] > 0.5).all()  # and agrees with the others

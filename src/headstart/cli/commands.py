@@ -356,9 +356,14 @@ def evaluation_text(t: TaskEvaluation, name: str = "") -> str:
     lines.append(f"top losses ({len(t.top_losses)} most confidently wrong): {t.pngs['top_losses']}")
     lines += [f"  {s.line()}" for s in t.top_losses]
     if t.label_errors is not None:
+        how = (
+            "a head fitted without them (3 folds)"
+            if t.label_errors_out_of_fold
+            else "the model, after training on them,"
+        )
         lines.append(
-            f"likely label errors: {len(t.label_errors)} training images the model assigns to "
-            "another class after training on them:"
+            f"likely label errors: {len(t.label_errors)} training images {how} assigns to "
+            "another class:"
         )
         lines += _listed([s.line() for s in t.label_errors])
     return "\n".join(lines) + "\n"

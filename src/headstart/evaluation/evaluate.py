@@ -29,6 +29,7 @@ from headstart.evaluation.analysis import (
 )
 from headstart.evaluation.calibration import Calibration, calibration
 from headstart.evaluation.confusions import confused_classes
+from headstart.evaluation.out_of_fold import heads_input, out_of_fold_probabilities
 from headstart.evaluation.roc import RocAuc, roc_auc
 from headstart.evaluation.sources import eval_samples, read_split, split_samples
 from headstart.model import DEFAULT_TASK
@@ -57,6 +58,7 @@ class TaskEvaluation:
     label_errors: list[Suspect] | None = None  # None: the training images are unknown
     without_tta: dict[str, float] | None = None  # accuracy and ECE of the plain pass
     roc: RocAuc | None = None  # None: fewer than two classes among the images
+    label_errors_out_of_fold: bool = False  # scored by heads fitted without each image
 
     @property
     def n(self) -> int:
@@ -253,9 +255,15 @@ def evaluate_run(
         plain = probs
         probs, _ = _scores(predictor, samples, read, tta=True, **kw)
     train_samples = split_samples(split, "train", root) if analysis and split else []
-    train_probs, train_targets = (
-        _scores(predictor, train_samples, read, **kw) if train_samples else ({}, {})
-    )
+    with heads_input(run.model) as features:
+        train_probs, train_targets = (
+            _scores(predictor, train_samples, read, **kw) if train_samples else ({}, {})
+        )
+        solved = (run.manifest.get("head_cv") or {}).get("l2")
+        held_out = None
+        if train_samples and solved is not None:  # a probe: its head refits in seconds
+            held_out = out_of_fold_probabilities(run.model, features(), train_targets, solved)
+    train_probs = held_out or train_probs
     eval_paths = [_display(s.path, root) for s in samples]
     train_paths = [_display(s.path, root) for s in train_samples]
     full = {name: s.path for name, s in zip(eval_paths, samples)}
@@ -287,6 +295,7 @@ def evaluate_run(
         results[task] = _task_evaluation(
             run, task, classes, p, y, paths, full, source, read, errors, len(run.tasks) > 1
         )
+        results[task].label_errors_out_of_fold = held_out is not None
         if plain is not None:
             q = plain[task][labelled]
             results[task].without_tta = {

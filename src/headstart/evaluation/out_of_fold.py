@@ -1,0 +1,72 @@
+"""Out-of-fold probabilities of a probe's training images, for finding label errors.
+
+Confident learning (Northcutt et al., JAIR 2021) ranks a training image as a likely label
+error when a model that never saw it disagrees with its label. A probe's head is solved to
+convergence, so on its own training images it agrees with nearly every label (ants/bees:
+training accuracy 100%) and in-sample probabilities flag nothing. Its head is cheap to
+refit, though: on the training images' features, each of k folds is scored by the head
+fitted on the others, at the run's own penalty.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+
+from headstart.model import head_key
+from headstart.training.lbfgs import fit_heads, head_logits
+from headstart.training.objective import Objective
+
+FOLDS = 3
+
+
+@contextmanager
+def heads_input(model: nn.Module) -> Iterator[Callable[[], torch.Tensor]]:
+    """Within the block, every forward pass of ``model`` records its heads' input (the
+    features); the yielded function returns all recorded so far, in order."""
+    seen: list[torch.Tensor] = []
+    linear = model.heads[head_key(model.tasks[0])][-1]  # type: ignore[index]
+    hook = linear.register_forward_pre_hook(lambda _, args: seen.append(args[0].float().cpu()))
+    try:
+        yield lambda: torch.cat(seen) if seen else torch.zeros(0)
+    finally:
+        hook.remove()
+
+
+def out_of_fold_probabilities(
+    model: nn.Module,
+    features: torch.Tensor,
+    targets: dict[str, np.ndarray],
+    l2: float,
+    seed: int = 0,
+    folds: int = FOLDS,
+) -> dict[str, np.ndarray] | None:
+    """Per task, each training image's probabilities from ``model``'s heads refitted (L2
+    ``l2``, by L-BFGS) on the other folds; None when a class has too few images for two
+    folds. ``targets``: per task, class indices (``MISSING`` where blank)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    y = {t: torch.from_numpy(np.asarray(v)).long() for t, v in targets.items()}
+    first = np.asarray(next(iter(targets.values())))
+    counts = np.bincount(first[first >= 0]) if (first >= 0).any() else np.zeros(1, int)
+    folds = min(folds, int(counts[counts > 0].min()) if (counts > 0).any() else 0)
+    if folds < 2:
+        return None
+    out = {t: np.zeros((len(first), model.heads[head_key(t)][-1].out_features)) for t in y}  # type: ignore[index]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(first, first)
+    for train, held in splits:
+        m = copy.deepcopy(model)
+        tr, he = torch.as_tensor(train), torch.as_tensor(held)
+        fit_heads(m, features[tr], {t: v[tr] for t, v in y.items()}, Objective(), l2)
+        with torch.no_grad():
+            for t, logits in head_logits(m, features[he]).items():
+                out[t][held] = torch.softmax(logits.float(), 1).numpy()
+    return out
