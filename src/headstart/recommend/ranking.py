@@ -27,8 +27,13 @@ def held_out(e: BackboneEvidence) -> float:
 
 
 def kendall(a: list[float], b: list[float]) -> float | None:
-    """Kendall's tau between two scorings of the same candidates (None under 3)."""
-    if len(a) < 3:
+    """Kendall's tau between two scorings of the same candidates (None under 3, or when
+    either gives every candidate the same score: no order to agree with).
+
+    >>> kendall([0.9, 0.9, 0.9], [0.1, 0.2, 0.3]) is None
+    True
+    """
+    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
         return None
     from scipy.stats import kendalltau
 
@@ -168,11 +173,12 @@ class Recommendation:
                 )
         if self.pilot is not None:
             lines += self.pilot.lines()
-        agree = self.agreement()
-        if agree["logme"] is not None:
+        agree = {k: v for k, v in self.agreement().items() if v is not None}
+        if agree:
+            names = {"logme": "LogME", "knn": "k-NN"}
             lines.append(
-                f"  agreement with the probe's ranking (Kendall's tau, 1 = same order): LogME "
-                f"{agree['logme']:+.2f}, k-NN {agree['knn']:+.2f}"
+                "  agreement with the probe's ranking (Kendall's tau, 1 = same order): "
+                + ", ".join(f"{names[k]} {v:+.2f}" for k, v in agree.items())
             )
         return lines
 
