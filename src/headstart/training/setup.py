@@ -287,8 +287,9 @@ def build_model(
     later = f" (then {', '.join(f'{n:,}' for n in per_phase[1:])})" if len(per_phase) > 1 else ""
     echo(
         f"model: {cfg.model.backbone} (weights: {backbone.weights}), strategy {plan.name}, "
-        f"trains {per_phase[0]:,}{later} of {total:,} parameters, lr {lr_text(cfg)}, "
-        f"bn {plan.bn}, input {backbone.preprocessing.input_size} px "
+        f"trains {per_phase[0]:,}{later} of {total:,} parameters, "
+        + ("" if plan.name == "probe" else f"lr {lr_text(cfg)}, ")  # a probe is solved
+        + f"bn {plan.bn}, input {backbone.preprocessing.input_size} px "
         f"(resized to {backbone.preprocessing.resize_size}), device {device}, precision "
         f"{ready.precision.name}{', compiled' if cfg.compile else ''}"
         + (
