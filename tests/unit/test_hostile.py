@@ -10,7 +10,7 @@ import json
 import os
 import pickle
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -368,19 +368,25 @@ def test_an_onnx_export_with_nan_weights_is_refused(
     assert "NaN or infinity" in flat(capsys.readouterr().err)
 
 
-def test_a_full_disk_at_the_end_keeps_the_trained_state(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> None:
+@pytest.fixture
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], None]]:
+    """Saving the model fails as on a full disk until the yielded function frees it."""
     import safetensors.torch
 
-    root = _base(tmp_path / "d")
-    out = tmp_path / "run"
     real = safetensors.torch.save_model
 
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(safetensors.torch, "save_model", full)
+    yield lambda: monkeypatch.setattr(safetensors.torch, "save_model", real)
+
+
+def test_a_full_disk_at_the_end_keeps_the_trained_state(
+    tmp_path: Path, full_disk: Callable[[], None], capsys: pytest.CaptureFixture
+) -> None:
+    root = _base(tmp_path / "d")
+    out = tmp_path / "run"
     argv = ["--no-progress", "train", str(root), *FAST[:-1], "--strategy", "scratch",
             "--epochs", "2", "--out", str(out)]  # fmt: skip
     assert main(argv) == 2
@@ -388,7 +394,7 @@ def test_a_full_disk_at_the_end_keeps_the_trained_state(
     assert f"could not write {out}/model.safetensors: the disk is full" in err
     assert f"headstart train --resume {out}" in err
     assert not (out / "model.safetensors").exists() and (out / "resume" / "state.json").exists()
-    monkeypatch.setattr(safetensors.torch, "save_model", real)
+    full_disk()
     assert main(["--no-progress", "train", "--resume", str(out)]) == 0  # no training again
     from headstart.training import load_run
 
@@ -457,22 +463,14 @@ def test_damaged_run_files_are_errors_naming_the_file(
 
 
 def test_a_full_disk_after_a_probe_says_to_run_it_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    tmp_path: Path, full_disk: Callable[[], None], capsys: pytest.CaptureFixture
 ) -> None:
-    import safetensors.torch
-
     root = _base(tmp_path / "d")
     out = tmp_path / "run"
-    real = safetensors.torch.save_model
-
-    def full(*args: object, **kwargs: object) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(safetensors.torch, "save_model", full)
     argv = ["--no-progress", "train", str(root), *FAST[:-1], "--out", str(out)]
     assert main(argv) == 2
     err = flat(capsys.readouterr().err)
     assert "the disk is full" in err and "--resume" not in err  # no state to resume from
     assert "the same command with --overwrite fits the head again" in err
-    monkeypatch.setattr(safetensors.torch, "save_model", real)
+    full_disk()
     assert main([*argv, "--overwrite"]) == 0

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from headstart.evaluation.roc import SHOWN  # rows of each condensed list, as ROC AUC's
+
 MANY_CLASSES = 20  # more than this: the terminal condenses the report and the matrix
-SHOWN = 12  # rows of each condensed list (as the recall and ROC AUC lines show)
 PLOTTED = 30  # classes in the confusion matrix PNG at most
 
 

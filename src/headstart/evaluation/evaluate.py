@@ -255,13 +255,12 @@ def evaluate_run(
         plain = probs
         probs, _ = _scores(predictor, samples, read, tta=True, **kw)
     train_samples = split_samples(split, "train", root) if analysis and split else []
-    with heads_input(run.model) as features:
-        train_probs, train_targets = (
-            _scores(predictor, train_samples, read, **kw) if train_samples else ({}, {})
-        )
-        solved = (run.manifest.get("head_cv") or {}).get("l2")
-        held_out = None
-        if train_samples and solved is not None:  # a probe: its head refits in seconds
+    train_probs, train_targets, held_out = {}, {}, None
+    solved = (run.manifest.get("head_cv") or {}).get("l2")  # a probe: its head refits in seconds
+    if train_samples:
+        with heads_input(run.model) as features:
+            train_probs, train_targets = _scores(predictor, train_samples, read, **kw)
+        if solved is not None:
             held_out = out_of_fold_probabilities(run.model, features(), train_targets, solved)
     train_probs = held_out or train_probs
     eval_paths = [_display(s.path, root) for s in samples]

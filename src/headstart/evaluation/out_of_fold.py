@@ -22,6 +22,7 @@ from torch import nn
 from headstart.model import head_key
 from headstart.training.lbfgs import fit_heads, head_logits
 from headstart.training.objective import Objective
+from headstart.training.regularise import largest_class
 
 FOLDS = 3
 
@@ -48,14 +49,14 @@ def out_of_fold_probabilities(
     folds: int = FOLDS,
 ) -> dict[str, np.ndarray] | None:
     """Per task, each training image's probabilities from ``model``'s heads refitted (L2
-    ``l2``, by L-BFGS) on the other folds; None when a class has too few images for two
-    folds. ``targets``: per task, class indices (``MISSING`` where blank)."""
+    ``l2``, by L-BFGS) on the other folds; None when no class has two images. A class
+    rarer than the folds sits out of some (its images then meet a head that never saw
+    it). ``targets``: per task, class indices (``MISSING`` where blank)."""
     from sklearn.model_selection import StratifiedKFold
 
     y = {t: torch.from_numpy(np.asarray(v)).long() for t, v in targets.items()}
     first = np.asarray(next(iter(targets.values())))
-    counts = np.bincount(first[first >= 0]) if (first >= 0).any() else np.zeros(1, int)
-    folds = min(folds, int(counts[counts > 0].min()) if (counts > 0).any() else 0)
+    folds = min(folds, largest_class(first))  # as the penalty's cross-validation counts them
     if folds < 2:
         return None
     out = {t: np.zeros((len(first), model.heads[head_key(t)][-1].out_features)) for t in y}  # type: ignore[index]

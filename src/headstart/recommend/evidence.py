@@ -24,7 +24,7 @@ from headstart.training.device import images_to, to_device
 from headstart.training.inputs import frozen_inputs
 from headstart.training.lbfgs import accuracy, target_tensors
 from headstart.training.objective import Objective
-from headstart.training.regularise import LAST_LAYER_PENALTIES, fit_head_by_cv
+from headstart.training.regularise import fit_last_layer_head
 
 TRAIN_STEP_COST = 3.0  # a training step costs about 3 forward passes (forward + backward)
 CURVE_FRACTIONS = (0.25, 0.5, 1.0)
@@ -114,8 +114,7 @@ def learning_curve(
                                       stratify=labels)  # fmt: skip
         m = copy.deepcopy(model)
         rows = torch.as_tensor(np.sort(idx))
-        fit_head_by_cv(m, None, raw[rows], [targets[i] for i in rows.tolist()], objective, seed,
-                       LAST_LAYER_PENALTIES, by_loss=True)  # fmt: skip
+        fit_last_layer_head(m, raw[rows], [targets[i] for i in rows.tolist()], objective, seed)
         points.append((len(idx), accuracy(m, val_x, y_val, objective)))
     return tuple(points)
 
@@ -180,8 +179,7 @@ def backbone_evidence(
     val_x = val.features[:, 0].to(device)  # type: ignore[attr-defined]
     curve = learning_curve(model, raw.to(device), targets, val_x, y_val, objective,  # type: ignore[attr-defined]
                            cfg.seed, CURVE_FRACTIONS[:-1])  # fmt: skip
-    choice, _, _ = fit_head_by_cv(model, None, raw.to(device), train.targets, objective,  # type: ignore[attr-defined]
-                                  cfg.seed, LAST_LAYER_PENALTIES, by_loss=True)  # fmt: skip
+    choice, _, _ = fit_last_layer_head(model, raw.to(device), train.targets, objective, cfg.seed)  # type: ignore[attr-defined]
     val_acc = accuracy(model, val_x, y_val, objective)
     n_val = len(val)  # type: ignore[arg-type]
     size = backbone.preprocessing.input_size

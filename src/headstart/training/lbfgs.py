@@ -92,6 +92,13 @@ def accuracy(
     model: nn.Module, x: torch.Tensor, targets: Mapping[str, torch.Tensor], objective: Objective
 ) -> float:
     """The selection accuracy (``objective.select``: mean over tasks, or the monitored one)."""
-    counts = objective.counts(head_logits(model, x), targets)
+    return logits_accuracy(head_logits(model, x), targets, objective)
+
+
+def logits_accuracy(
+    logits: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor], objective: Objective
+) -> float:
+    """:func:`accuracy` of logits already computed."""
+    counts = objective.counts(logits, targets)
     per_task = {t: float(c[0]) / max(1.0, float(c[1])) for t, c in counts.items()}
     return float(objective.select(per_task)) if per_task else float(np.nan)

@@ -35,7 +35,13 @@ from headstart.errors import ConfigError
 from headstart.multilayer import StageTaps
 from headstart.training.device import to_device
 from headstart.training.history import FitResult
-from headstart.training.lbfgs import accuracy, fit_heads, head_logits, target_tensors
+from headstart.training.lbfgs import (
+    accuracy,
+    fit_heads,
+    head_logits,
+    logits_accuracy,
+    target_tensors,
+)
 from headstart.training.loop import validation_stats
 from headstart.training.objective import Objective
 
@@ -204,18 +210,21 @@ def choose_head(
             for l2 in sorted(penalties, reverse=True):
                 fit_heads(m, x[tr_t], {t: v[tr_t] for t, v in y.items()}, objective, l2)
                 yv = {t: v[va_t] for t, v in y.items()}
-                accs[l2].append(accuracy(m, x[va_t], yv, objective))
                 with torch.no_grad():
-                    nll[l2].append(float(objective.loss(head_logits(m, x[va_t]), yv)))
+                    logits = head_logits(m, x[va_t])
+                accs[l2].append(logits_accuracy(logits, yv, objective))
+                if by_loss:
+                    nll[l2].append(float(objective.loss(logits, yv)))
         for l2 in penalties:
             scores[(stages, l2)] = float(np.mean(accs[l2]))
-            losses[(stages, l2)] = float(np.mean(nll[l2]))
+            if by_loss:
+                losses[(stages, l2)] = float(np.mean(nll[l2]))
     stages, l2 = pick(scores, images)
     if by_loss:
         l2 = min(penalties, key=lambda p: (losses[stages, p], -p))
     if taps is not None:
         taps.use_top(stages)
-    return Choice(stages, l2, scores, folds, images, names, losses if by_loss else {})
+    return Choice(stages, l2, scores, folds, images, names, losses)
 
 
 def fit_head_by_cv(
@@ -246,6 +255,21 @@ def fit_head_by_cv(
     return choice, loss, accuracy(model, x, y, objective)
 
 
+def fit_last_layer_head(
+    model: nn.Module,
+    raw: torch.Tensor,
+    targets: Sequence[int | Mapping[str, int]],
+    objective: Objective,
+    seed: int,
+    groups: Sequence[int] | None = None,
+) -> tuple[Choice, float, float]:
+    """:func:`fit_head_by_cv` as the probe fits the last layer's pooled features (and
+    ``recommend`` measures them): the longer penalty grid, chosen by log-loss."""
+    return fit_head_by_cv(
+        model, None, raw, targets, objective, seed, LAST_LAYER_PENALTIES, groups, by_loss=True
+    )
+
+
 def fit_probe_head(
     model: nn.Module,
     taps: StageTaps | None,
@@ -262,14 +286,16 @@ def fit_probe_head(
     cached augmented views (``--cached-views K``) every view is a training row of its own
     (feature-space augmentation), folds grouped by image."""
     start = time.perf_counter()
-    penalties = PENALTIES if taps is not None else LAST_LAYER_PENALTIES
     to_device(model, device)
     n, views = train.features.shape[:2]
     raw = train.features.flatten(0, 1).to(device)
     targets = [t for t in train.targets for _ in range(views)]
     groups = [i for i in range(n) for _ in range(views)] if views > 1 else None
-    choice, loss, train_acc = fit_head_by_cv(model, taps, raw, targets, objective, seed,
-                                             penalties, groups, by_loss=taps is None)  # fmt: skip
+    if taps is None:
+        choice, loss, train_acc = fit_last_layer_head(model, raw, targets, objective, seed, groups)
+    else:
+        choice, loss, train_acc = fit_head_by_cv(model, taps, raw, targets, objective, seed,
+                                                 groups=groups)  # fmt: skip
     fitted = time.perf_counter() - start
     with model.reading_features(tail):  # type: ignore[operator]
         stats = validation_stats(model, val, device, objective, 1, loss, train_acc)
