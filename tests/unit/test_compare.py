@@ -5,8 +5,10 @@ from __future__ import annotations
 from headstart.evaluation.compare import CompareRow, verdict
 
 
-def row(name: str, best: float, final: float) -> CompareRow:
-    return CompareRow(name, [10], best, 3, final, 0.99, 1.0, 10.0, "runs/x", lr=1e-4)
+def row(
+    name: str, best: float, final: float, train: float = 0.99, start: float | None = None
+) -> CompareRow:
+    return CompareRow(name, [10], best, 3, final, train, 1.0, 10.0, "runs/x", 1e-4, start)
 
 
 def test_winner_and_margin_in_images() -> None:
@@ -41,3 +43,13 @@ def test_a_run_on_blends_is_not_diagnosed_from_its_training_accuracy() -> None:
     i = next(i for i, line in enumerate(lines) if line.startswith("finetune ended below the probe"))
     assert "blended images" in lines[i + 1] and "without them" in lines[i + 1]
     assert "catastrophic forgetting" not in lines[i + 1] and "--lr" not in lines[i + 1]
+
+
+def test_not_adapted_is_read_against_the_runs_warm_head_not_the_solved_probe() -> None:
+    # the solved probe fits its training images to 100%: no fine-tune's (augmented) training
+    # accuracy reaches that, so it would always read "not adapted"; the warm head's decides
+    probe = row("probe", 0.96, 0.96, train=1.0)
+    lines = verdict([probe, row("finetune", 0.90, 0.90, train=0.97, start=0.95)], n_val=150)
+    assert "catastrophic forgetting" in lines[-1] and "not adapted" not in lines[-1]
+    lines = verdict([probe, row("finetune", 0.90, 0.90, train=0.93, start=0.95)], n_val=150)
+    assert "has not adapted" in lines[-1] and "(95.00%)" in lines[-1]

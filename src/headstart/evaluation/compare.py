@@ -34,6 +34,7 @@ class CompareRow:
     total_seconds: float
     run_dir: str
     lr: float = 0.0
+    start_train_acc: float | None = None  # its warm head's, on the frozen features
     val_acc_per_epoch: list[float] = field(default_factory=list)
 
 
@@ -102,7 +103,7 @@ def verdict(rows: Sequence[CompareRow], n_val: int, mixed: bool = False) -> list
         r = by_name.get(name)
         if probe is not None and r is not None:
             lines += below_probe(name, r.final_val_acc, probe.final_val_acc, n_val, r.lr,
-                                 r.final_train_acc, probe.final_train_acc, mixed)  # fmt: skip
+                                 r.final_train_acc, r.start_train_acc, mixed)  # fmt: skip
     return lines
 
 
@@ -132,11 +133,13 @@ def compare_strategies(
         result = train(run_cfg, overwrite=overwrite, echo=echo, progress=progress, resume=resume)
         hist = result.fit.history
         n_val = len(result.split.val)
+        warm = json.loads((result.run_dir / "manifest.json").read_text()).get("warm_head") or {}
         rows.append(
             CompareRow(
                 strategy=name,
                 trainable_params=result.trainable_per_phase,
                 lr=result.config.strategy.lr or 0.0,
+                start_train_acc=warm.get("train_acc"),
                 best_val_acc=result.fit.best.val_acc,
                 best_epoch=result.fit.best_epoch,
                 final_val_acc=hist[-1].val_acc,

@@ -34,7 +34,7 @@ class Pilot:
     val_acc: float
     val_ci: tuple[float, float] | None
     n_val: int
-    probe_val: float | None  # the warm-started head's accuracy on the same split
+    probe_val: float | None  # the probe's accuracy on the same split (the warm start's line)
     seconds: float
 
     def lines(self) -> list[str]:
@@ -46,7 +46,7 @@ class Pilot:
         )
         if self.probe_val is not None:
             gap = self.val_acc - self.probe_val
-            line += f", {gap:+.2%} against the warm-started probe's {self.probe_val:.2%}"
+            line += f", {gap:+.2%} against the probe's {self.probe_val:.2%} on the same split"
         return [line]
 
     def to_dict(self) -> dict:

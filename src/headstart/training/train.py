@@ -250,7 +250,7 @@ def train(
                 f.write(json.dumps(stats.to_dict()) + "\n")
         if tb is not None:
             tb.epoch(stats)
-        echo(stats.line(epochs) + (f"  (probe {warm.val_acc:.4f})" if warm else ""))
+        echo(stats.line(epochs) + (f"  (probe {warm.probe_val_acc:.4f})" if warm else ""))
 
     def save(st: LoopState, model: nn.Module, optimizer: Any, scaler: Any) -> None:
         if w.main:
@@ -344,9 +344,9 @@ def train(
     )
     echo(recall_line(best.val_recall, split.tasks))
     if warm is not None:
-        lines = below_probe(plan.name, best.val_acc, warm.val_acc, best.val_n, cfg.strategy.lr,  # type: ignore[arg-type]
-                            result.history[-1].train_acc, warm.train_acc,
-                            mixed=cfg.optim.mixes)  # fmt: skip
+        lines = below_probe(plan.name, best.val_acc, warm.probe_val_acc, best.val_n,
+                            cfg.strategy.lr, result.history[-1].train_acc,  # type: ignore[arg-type]
+                            warm.train_acc, mixed=cfg.optim.mixes)  # fmt: skip
         for line in lines:
             echo(line)
     return TrainResult(run_dir, cfg, split, result, per_phase, total, manifest["seconds"])

@@ -10,7 +10,7 @@ def below_probe(
     n_val: int,
     lr: float,
     train_acc: float | None = None,
-    probe_train_acc: float | None = None,
+    start_train_acc: float | None = None,
     mixed: bool = False,
 ) -> list[str]:
     """Lines saying that ``name`` ended below the probe on the same split (accuracies in
@@ -18,10 +18,12 @@ def below_probe(
     the fix; no lines when it did not.
 
     The cause is read from the training accuracies when they are given: a run that fits its
-    training images no better than the probe did has not adapted (the LR is too low, or
-    the epochs too few); one that fits them better but generalises worse has eroded the
-    pretrained features (the LR is too high). A gap of two images or fewer is within noise:
-    it is said so, with what a larger gap would mean. A run that trained on blends
+    training images no better than the head it started from (``start_train_acc``: the warm
+    head, fitted on the frozen features) has not adapted (the LR is too low, or the epochs
+    too few); one that fits them better but generalises worse has eroded the pretrained
+    features (the LR is too high). The probe's own training accuracy is no yardstick: solved
+    under a weak penalty it fits a few hundred images to 100%. A gap of two images or fewer
+    is within noise: it is said so, with what a larger gap would mean. A run that trained on blends
     (``mixed``: ``--mixup``/``--cutmix``) has no comparable training accuracy, and the
     blending itself is the first suspect.
 
@@ -34,19 +36,19 @@ def below_probe(
     lines = [
         f"{name} ended below the probe ({acc:.2%} vs {probe:.2%}, {images} of {n_val} images)."
     ]
-    read = train_acc is not None and probe_train_acc is not None
+    read = train_acc is not None and start_train_acc is not None
     if mixed:
         cause = (
             "it trained on blended images (--mixup/--cutmix), and the blending itself may "
             "cost accuracy here (CutMix can cut out a small defect; the training accuracy of "
             "blends says nothing about the learning rate). Fix: run it again without them."
         )
-    elif read and train_acc < probe_train_acc:  # type: ignore[operator]
+    elif read and train_acc < start_train_acc:  # type: ignore[operator]
         cause = (
-            f"it has not adapted: its training accuracy ({train_acc:.2%}) is below the "
-            f"probe's ({probe_train_acc:.2%}), so the backbone learning rate ({lr:g}) is too "
-            f"low for this data or the epochs too few. Fix: raise --lr (e.g. --lr {lr * 10:g}; "
-            "`headstart lr-find` shows the range), or train longer."
+            f"it has not adapted: its training accuracy ({train_acc:.2%}) is below its warm "
+            f"head's on the frozen features ({start_train_acc:.2%}), so the backbone learning "
+            f"rate ({lr:g}) is too low for this data or the epochs too few. Fix: raise --lr "
+            f"(e.g. --lr {lr * 10:g}; `headstart lr-find` shows the range), or train longer."
         )
     else:
         cause = (
