@@ -74,6 +74,9 @@ def test_a_balanced_sampler_becomes_balanced_class_weights(
     assert "balanced class weights" in capsys.readouterr().out
     weights = seen["weights"]["class"]  # blue (index 0) is the rare class: weighed more
     assert float(weights[0]) > float(weights[1])
+    # recorded with the head, so that evaluate's out-of-fold refits minimise the same loss
+    recorded = json.loads((out / "manifest.json").read_text())["head_cv"]["objective"]
+    assert recorded["class_weights"]["class"] == pytest.approx(weights.tolist())
 
 
 def test_label_errors_of_a_probe_are_scored_out_of_fold() -> None:
@@ -97,3 +100,11 @@ def test_label_errors_of_a_probe_are_scored_out_of_fold() -> None:
     assert held["class"][flipped, 1] < 0.5  # a head that never saw it disagrees with it
     others = np.flatnonzero(y == 1)[np.flatnonzero(y == 1) != flipped]
     assert (held["class"][others, 1] > 0.5).all()  # and agrees with the others
+    # the run's objective is the one refitted: weighing class 1 up moves class 0 toward it
+    from headstart.training.objective import Objective
+
+    weighed = Objective(class_weights={"class": torch.tensor([1.0, 20.0])})
+    assert Objective.from_dict(weighed.to_dict()).class_weights["class"].tolist() == [1.0, 20.0]
+    tilted = out_of_fold_probabilities(model, features(), {"class": y}, 1e-2, weighed)
+    assert tilted is not None
+    assert tilted["class"][y == 0, 1].mean() > 2 * held["class"][y == 0, 1].mean()

@@ -38,6 +38,7 @@ from headstart.runtime.predictor import Predictor
 from headstart.stats import wilson_interval
 from headstart.training import LoadedRun, load_run
 from headstart.training.device import resolve_device
+from headstart.training.objective import Objective
 
 Probabilities = dict[str, np.ndarray]
 
@@ -256,12 +257,16 @@ def evaluate_run(
         probs, _ = _scores(predictor, samples, read, tta=True, **kw)
     train_samples = split_samples(split, "train", root) if analysis and split else []
     train_probs, train_targets, held_out = {}, {}, None
-    solved = (run.manifest.get("head_cv") or {}).get("l2")  # a probe: its head refits in seconds
+    head_cv = run.manifest.get("head_cv") or {}
+    solved = head_cv.get("l2")  # a probe: its head refits in seconds
     if train_samples:
         with heads_input(run.model) as features:
             train_probs, train_targets = _scores(predictor, train_samples, read, **kw)
         if solved is not None:
-            held_out = out_of_fold_probabilities(run.model, features(), train_targets, solved)
+            objective = Objective.from_dict(head_cv.get("objective") or {})
+            held_out = out_of_fold_probabilities(
+                run.model, features(), train_targets, solved, objective
+            )
     train_probs = held_out or train_probs
     eval_paths = [_display(s.path, root) for s in samples]
     train_paths = [_display(s.path, root) for s in train_samples]

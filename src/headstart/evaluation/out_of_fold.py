@@ -45,15 +45,18 @@ def out_of_fold_probabilities(
     features: torch.Tensor,
     targets: dict[str, np.ndarray],
     l2: float,
+    objective: Objective | None = None,
     seed: int = 0,
     folds: int = FOLDS,
 ) -> dict[str, np.ndarray] | None:
     """Per task, each training image's probabilities from ``model``'s heads refitted (L2
-    ``l2``, by L-BFGS) on the other folds; None when no class has two images. A class
+    ``l2``, by L-BFGS, minimising ``objective``: the run's own, class weights included) on
+    the other folds; None when no class has two images. A class
     rarer than the folds sits out of some (its images then meet a head that never saw
     it). ``targets``: per task, class indices (``MISSING`` where blank)."""
     from sklearn.model_selection import StratifiedKFold
 
+    objective = objective or Objective()
     y = {t: torch.from_numpy(np.asarray(v)).long() for t, v in targets.items()}
     first = np.asarray(next(iter(targets.values())))
     folds = min(folds, largest_class(first))  # as the penalty's cross-validation counts them
@@ -66,7 +69,7 @@ def out_of_fold_probabilities(
     for train, held in splits:
         m = copy.deepcopy(model)
         tr, he = torch.as_tensor(train), torch.as_tensor(held)
-        fit_heads(m, features[tr], {t: v[tr] for t, v in y.items()}, Objective(), l2)
+        fit_heads(m, features[tr], {t: v[tr] for t, v in y.items()}, objective, l2)
         with torch.no_grad():
             for t, logits in head_logits(m, features[he]).items():
                 out[t][held] = torch.softmax(logits.float(), 1).numpy()

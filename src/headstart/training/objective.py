@@ -54,6 +54,28 @@ class Objective:
             total = total + self.task_weights.get(task, 1.0) * ce / labelled.sum().clamp(min=1e-12)
         return total
 
+    def to_dict(self) -> dict:
+        """For the manifest: what a refit of a head needs to minimise the same loss."""
+        return {
+            "task_weights": dict(self.task_weights),
+            "class_weights": {t: w.tolist() for t, w in self.class_weights.items()},
+            "smoothing": self.smoothing,
+            "monitor": self.monitor,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Objective:
+        """The objective :meth:`to_dict` recorded (absent keys: the defaults)."""
+        return cls(
+            {t: float(w) for t, w in (d.get("task_weights") or {}).items()},
+            {
+                t: torch.tensor(w, dtype=torch.float32)
+                for t, w in (d.get("class_weights") or {}).items()
+            },
+            float(d.get("smoothing") or 0.0),
+            d.get("monitor") or MEAN,
+        )
+
     @staticmethod
     def counts(
         logits: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]

@@ -311,7 +311,7 @@ def train(
         "weight_decay": None if choice else cfg.optim.weight_decay,
         "precision": ready.precision.name,
         "distributed": w.to_dict(cfg.optim.batch_size) if w.active else None,
-        "head_cv": choice.to_dict() if choice else None,
+        "head_cv": {**choice.to_dict(), "objective": objective.to_dict()} if choice else None,
         "warm_head": warm.to_dict() if warm else None,
         "lr_find": found.to_dict() if found else None,
         "lr_rule": rule_line(len(split.train)) if scaled else None,
