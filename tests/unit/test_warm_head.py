@@ -74,3 +74,13 @@ def test_a_run_below_the_probe_says_so_with_the_fix() -> None:
     lines = below_probe("finetune", 143 / 153, 144 / 153, 153, 1e-5, 0.9795, 0.9836)
     assert lines[1].startswith("  That is within noise") and "Likely cause" not in lines[1]
     assert "would mean it has not adapted" in lines[1]
+    # with the training set's size: 1 of 244 images apart says neither cause
+    lines = below_probe("finetune", 0.90, 0.95, 153, 1e-5, 0.9795, 0.9836, n_train=244)
+    assert "Likely cause: not clear from the training accuracies" in lines[1]
+    assert "1 of 244 images apart" in lines[1] and "lr-find" in lines[1]
+    assert "too low" in lines[1] and "--lr 0.0001" not in lines[1]  # no direction is named
+    lines = below_probe("finetune", 0.90, 0.95, 153, 1e-5, 0.90, 0.9836, n_train=244)
+    assert "has not adapted" in lines[1]  # 20 images apart: a reading
+    # within noise on both counts: no cause at all
+    lines = below_probe("finetune", 143 / 153, 144 / 153, 153, 1e-5, 0.9795, 0.9836, n_train=244)
+    assert lines[1] == "  That is within noise, so prefer the cheaper probe here."

@@ -76,9 +76,12 @@ def parse_strategies(text: str) -> list[str]:
     return names
 
 
-def verdict(rows: Sequence[CompareRow], n_val: int, mixed: bool = False) -> list[str]:
+def verdict(
+    rows: Sequence[CompareRow], n_val: int, mixed: bool = False, n_train: int | None = None
+) -> list[str]:
     """Who won, by how much, whether that is more than noise, and fine-tuning warnings
-    (``mixed``: the runs trained on blends, see :func:`below_probe`)."""
+    (``mixed``: the runs trained on blends; ``n_train`` training images: see
+    :func:`below_probe`)."""
     ranked = sorted(rows, key=lambda r: (-r.best_val_acc, -r.final_val_acc, r.total_seconds))
     one_image = 100.0 / max(n_val, 1)
     lines = []
@@ -103,7 +106,7 @@ def verdict(rows: Sequence[CompareRow], n_val: int, mixed: bool = False) -> list
         r = by_name.get(name)
         if probe is not None and r is not None:
             lines += below_probe(name, r.final_val_acc, probe.final_val_acc, n_val, r.lr,
-                                 r.final_train_acc, r.start_train_acc, mixed)  # fmt: skip
+                                 r.final_train_acc, r.start_train_acc, mixed, n_train)  # fmt: skip
     return lines
 
 
@@ -124,7 +127,7 @@ def compare_strategies(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[CompareRow] = []
-    n_val = 0
+    n_val = n_train = 0
     for name in strategies:
         echo(f"\n=== {name} ===")
         run_cfg = cfg.with_overrides(
@@ -132,7 +135,7 @@ def compare_strategies(
         )
         result = train(run_cfg, overwrite=overwrite, echo=echo, progress=progress, resume=resume)
         hist = result.fit.history
-        n_val = len(result.split.val)
+        n_val, n_train = len(result.split.val), len(result.split.train)
         warm = json.loads((result.run_dir / "manifest.json").read_text()).get("warm_head") or {}
         rows.append(
             CompareRow(
@@ -150,7 +153,7 @@ def compare_strategies(
                 val_acc_per_epoch=[h.val_acc for h in hist],
             )
         )
-    lines = verdict(rows, n_val, mixed=cfg.optim.mixes)
+    lines = verdict(rows, n_val, cfg.optim.mixes, n_train)
     png = plot_comparison({r.strategy: r.val_acc_per_epoch for r in rows}, out / "compare.png")
     payload: dict[str, Any] = {
         "data": cfg.data.root,

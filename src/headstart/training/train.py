@@ -346,7 +346,7 @@ def train(
     if warm is not None:
         lines = below_probe(plan.name, best.val_acc, warm.probe_val_acc, best.val_n,
                             cfg.strategy.lr, result.history[-1].train_acc,  # type: ignore[arg-type]
-                            warm.train_acc, mixed=cfg.optim.mixes)  # fmt: skip
+                            warm.train_acc, cfg.optim.mixes, len(split.train))  # fmt: skip
         for line in lines:
             echo(line)
     return TrainResult(run_dir, cfg, split, result, per_phase, total, manifest["seconds"])
