@@ -10,7 +10,6 @@ fitted on the others, at the run's own penalty.
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ import torch
 from torch import nn
 
 from headstart.model import head_key
-from headstart.training.lbfgs import fit_heads, head_logits
+from headstart.training.lbfgs import HeadsCopy, fit_heads, head_logits
 from headstart.training.objective import Objective
 from headstart.training.regularise import largest_class
 
@@ -67,7 +66,7 @@ def out_of_fold_probabilities(
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
         splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(first, first)
     for train, held in splits:
-        m = copy.deepcopy(model)
+        m = HeadsCopy(model)
         tr, he = torch.as_tensor(train), torch.as_tensor(held)
         fit_heads(m, features[tr], {t: v[tr] for t, v in y.items()}, objective, l2)
         with torch.no_grad():

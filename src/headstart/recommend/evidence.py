@@ -4,7 +4,6 @@ the backbone's measured forward throughput on this machine."""
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -22,7 +21,7 @@ from headstart.recommend.transferability import knn_loo_accuracy, logme
 from headstart.stats import wilson_interval
 from headstart.training.device import images_to, to_device
 from headstart.training.inputs import frozen_inputs
-from headstart.training.lbfgs import accuracy, target_tensors
+from headstart.training.lbfgs import HeadsCopy, accuracy, target_tensors
 from headstart.training.objective import Objective
 from headstart.training.regularise import fit_last_layer_head
 
@@ -112,7 +111,7 @@ def learning_curve(
         if fraction < 1.0:
             idx, _ = train_test_split(idx, train_size=fraction, random_state=seed,
                                       stratify=labels)  # fmt: skip
-        m = copy.deepcopy(model)
+        m = HeadsCopy(model)
         rows = torch.as_tensor(np.sort(idx))
         fit_last_layer_head(m, raw[rows], [targets[i] for i in rows.tolist()], objective, seed)
         points.append((len(idx), accuracy(m, val_x, y_val, objective)))

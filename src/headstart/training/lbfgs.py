@@ -16,6 +16,7 @@ weights (biases are not penalised), so ``l2`` is scikit-learn's ``1 / (C n)``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -37,6 +38,18 @@ def target_tensors(targets: Sequence[int | Mapping[str, int]]) -> dict[str, torc
     [-1, 2]
     """
     return {task: torch.from_numpy(y) for task, y in task_labels(targets).items()}
+
+
+class HeadsCopy(nn.Module):
+    """A copy of ``model``'s heads alone, for fits that are scored and thrown away (a
+    cross-validation fold, the probe beside a warm start): what :func:`fit_heads` and
+    :func:`head_logits` read, without copying the backbone (Lite0's 3.4 M parameters: a
+    sixth of a warm probe's time went to three such copies)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.heads = copy.deepcopy(model.heads)
+        self.tasks = list(model.tasks)  # type: ignore[arg-type]
 
 
 def _linears(model: nn.Module) -> dict[str, nn.Linear]:

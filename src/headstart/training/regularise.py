@@ -18,7 +18,6 @@ one binomial standard error of the best candidate's, then that stage set's best 
 
 from __future__ import annotations
 
-import copy
 import time
 import warnings
 from collections import Counter
@@ -36,6 +35,7 @@ from headstart.multilayer import StageTaps
 from headstart.training.device import to_device
 from headstart.training.history import FitResult
 from headstart.training.lbfgs import (
+    HeadsCopy,
     accuracy,
     fit_heads,
     head_logits,
@@ -205,7 +205,7 @@ def choose_head(
         accs: dict[float, list[float]] = {l2: [] for l2 in penalties}
         nll: dict[float, list[float]] = {l2: [] for l2 in penalties}
         for tr, va in splits:
-            m = copy.deepcopy(model)  # one warm-started path of penalties per fold
+            m = HeadsCopy(model)  # one warm-started path of penalties per fold
             tr_t, va_t = torch.as_tensor(tr), torch.as_tensor(va)
             for l2 in sorted(penalties, reverse=True):
                 fit_heads(m, x[tr_t], {t: v[tr_t] for t, v in y.items()}, objective, l2)

@@ -17,7 +17,6 @@ it is shown beside every epoch, and a run that ends below it says so.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +28,7 @@ from headstart.config import TrainConfig
 from headstart.data import DataSplit
 from headstart.training.device import to_device
 from headstart.training.inputs import frozen_inputs
-from headstart.training.lbfgs import accuracy, target_tensors
+from headstart.training.lbfgs import HeadsCopy, accuracy, target_tensors
 from headstart.training.objective import Objective
 from headstart.training.regularise import fit_head_by_cv, fit_last_layer_head
 
@@ -86,7 +85,7 @@ def warm_start(
     raw = train.features[:, 0].to(device)  # type: ignore[attr-defined]
     x_val = val.features[:, 0].to(device)  # type: ignore[attr-defined]
     y_val = {t: v.to(device) for t, v in target_tensors(val.targets).items()}  # type: ignore[attr-defined]
-    probe = copy.deepcopy(model)
+    probe = HeadsCopy(model)
     probe_choice, _, _ = fit_last_layer_head(probe, raw, train.targets, objective, cfg.seed)  # type: ignore[attr-defined]
     probe_acc = accuracy(probe, x_val, y_val, objective)
     del probe
