@@ -1,4 +1,5 @@
-"""PNG plots written beside the numbers: training curves and confusion matrices.
+"""PNG plots written beside the numbers: training curves (a solved probe's penalty path)
+and confusion matrices.
 
 matplotlib is imported inside each function (with the non-interactive Agg backend), so
 importing headstart stays fast and works without a display.
@@ -39,6 +40,44 @@ def plot_training_curves(
     best = history[best_epoch - 1]
     ax_acc.axvline(best["epoch"], color="grey", ls="--", lw=1)
     ax_acc.set_title(f"best val acc {best['val_acc']:.3f} at epoch {best['epoch']}")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_penalty_path(
+    scores: dict[tuple[int, float], float],
+    losses: dict[tuple[int, float], float],
+    chosen: tuple[int, float],
+    path: Path,
+    folds: int,
+    val_acc: float,
+    title: str = "",
+) -> Path:
+    """A solved probe's ``curves.png``: cross-validated accuracy (and log-loss, when it chose)
+    against the L2 penalty, one line per number of stages read, the ``chosen`` (stages,
+    penalty) marked. A probe has no epochs; this curve is what its training decided."""
+    plt = _pyplot()
+    panels = 2 if losses else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
+    series = [("accuracy", scores)] + ([("log-loss", losses)] if losses else [])
+    for ax, (name, values) in zip(axes[0], series):
+        for k in sorted({k for k, _ in values}):
+            l2s = sorted(l2 for kk, l2 in values if kk == k)
+            label = None if len({k for k, _ in values}) == 1 else f"last {k} stage(s)"
+            ax.plot(l2s, [values[k, l2] for l2 in l2s], "o-", label=label)
+        ax.plot([chosen[1]], [values[chosen]], "o", ms=12, mfc="none", mec="black")
+        ax.axvline(chosen[1], color="grey", ls="--", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("L2 penalty (stronger to the right)")
+        ax.set_ylabel(f"{folds}-fold CV {name}")
+        ax.grid(alpha=0.3)
+        if len({k for k, _ in values}) > 1:
+            ax.legend()
+    stages = f"last {chosen[0]} stage(s), " if len({k for k, _ in scores}) > 1 else ""
+    axes[0][0].set_title(f"chosen: {stages}L2 {chosen[1]:g}; val acc {val_acc:.3f}")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -19,8 +19,23 @@ TRAIN = ["--no-progress", "train", *FAST[:-1]]
 
 
 def test_the_probe_fits_its_head_to_convergence_at_the_chosen_penalty(
-    trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    trainval_dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import sys
+
+    import headstart.plots
+
+    drawn = {}
+    real = headstart.plots.plot_penalty_path
+
+    def spy(scores, losses, chosen, path, *args):
+        drawn.update(scores=scores, losses=losses, chosen=chosen)
+        return real(scores, losses, chosen, path, *args)
+
+    monkeypatch.setattr(sys.modules["headstart.training.train"], "plot_penalty_path", spy)
     out = tmp_path / "probe"
     assert main([*TRAIN, str(trainval_dataset), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -31,6 +46,9 @@ def test_the_probe_fits_its_head_to_convergence_at_the_chosen_penalty(
     assert cv["l2"] in LAST_LAYER_PENALTIES and manifest["best_epoch"] == 1
     assert cv["chosen_by"] == "log-loss"  # the proper score: no ties to the strongest penalty
     assert cv["l2"] == min(cv["scores"], key=lambda c: (c["log_loss"], -c["l2"]))["l2"]
+    # its curves.png is the penalty's cross-validation (a probe has no epochs to draw)
+    assert drawn["chosen"] == (1, cv["l2"]) and len(drawn["losses"]) == len(LAST_LAYER_PENALTIES)
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     # the saved head is the minimiser: the penalised loss's gradient there is about zero
     run = load_run(out)
     split = json.loads((out / "split.json").read_text())

@@ -22,7 +22,7 @@ from headstart.finetune import (
 )
 from headstart.finetune.scaling import rule_line
 from headstart.model import Classifier
-from headstart.plots import plot_training_curves
+from headstart.plots import plot_penalty_path, plot_training_curves
 from headstart.training.checkpoint import MANIFEST, read_manifest, save_checkpoint
 from headstart.training.distributed import barrier, from_main, world
 from headstart.training.history import EpochStats, FitResult
@@ -323,12 +323,14 @@ def train(
     if w.main:  # under torchrun, rank 0 writes; the others wait for it
         run_dir = _write_run(run_dir, final, model, manifest)
     barrier()
-    if plots:
+    title = f"{cfg.model.backbone} {plan.name}"
+    if plots and choice is not None:  # solved: no epochs, the penalty's CV is the curve
+        chosen = (choice.stages, choice.l2)
+        plot_penalty_path(choice.scores, choice.losses, chosen, run_dir / "curves.png",
+                          choice.folds, result.best.val_acc, title)  # fmt: skip
+    elif plots:
         plot_training_curves(
-            [h.to_dict() for h in result.history],
-            run_dir / "curves.png",
-            result.best_epoch,
-            f"{cfg.model.backbone} {plan.name}",
+            [h.to_dict() for h in result.history], run_dir / "curves.png", result.best_epoch, title
         )
     best = result.best
     if tb is not None:
