@@ -50,9 +50,9 @@ def out_of_fold_probabilities(
 ) -> dict[str, np.ndarray] | None:
     """Per task, each training image's probabilities from ``model``'s heads refitted (L2
     ``l2``, by L-BFGS, minimising ``objective``: the run's own, class weights included) on
-    the other folds; None when no class has two images. A class
-    rarer than the folds sits out of some (its images then meet a head that never saw
-    it). ``targets``: per task, class indices (``MISSING`` where blank)."""
+    the other folds; None when no class has two images. A class rarer than the folds sits
+    out of some (its images then meet a head that never saw it). ``targets``: per task,
+    class indices (``MISSING`` where blank)."""
     from sklearn.model_selection import StratifiedKFold
 
     objective = objective or Objective()
