@@ -64,7 +64,8 @@ def out_of_fold_probabilities(
     out = {t: np.zeros((len(first), model.heads[head_key(t)][-1].out_features)) for t in y}  # type: ignore[index]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-        splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(first, first)
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+        splits = list(splitter.split(first, first))  # a generator: its warning comes here
     for train, held in splits:
         m = HeadsCopy(model)
         tr, he = torch.as_tensor(train), torch.as_tensor(held)
