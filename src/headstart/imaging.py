@@ -118,16 +118,25 @@ def white_level_of(paths: Sequence[str | Path]) -> tuple[int, float, str] | None
     return None if level == 65535 else (level, brightest, kind)
 
 
+def _deep_colour(image: Image.Image) -> bool:
+    """Whether an opened RGB(A) image stores 16 bits a channel: a TIFF's BitsPerSample, or
+    the raw mode a PNG's decoder unpacks from (``RGB;16B``)."""
+    if image.mode not in ("RGB", "RGBA"):
+        return False
+    if image.format == "TIFF":
+        return any(b > 8 for b in image.tag_v2.get(258, ()))
+    return image.format == "PNG" and any(str(t.args).endswith(";16B") for t in image.tile)
+
+
 def deep_colour_of(paths: Sequence[str | Path]) -> tuple[int, int] | None:
-    """How many of ``paths`` are colour TIFFs of 16 bits a channel, and the brightest value
-    Pillow reads from them (it keeps each channel's top 8 bits, so a camera that stores 12
-    bits in 16 reads nearly black); None when there are none."""
+    """How many of ``paths`` are colour TIFFs or PNGs of 16 bits a channel, and the
+    brightest value Pillow reads from them (it keeps each channel's top 8 bits, so a camera
+    that stores 12 bits in 16 reads nearly black); None when there are none."""
     count, brightest = 0, 0
     for path in paths:
         try:
             with Image.open(path) as image:
-                bits = image.tag_v2.get(258, ()) if image.format == "TIFF" else ()
-                if image.mode not in ("RGB", "RGBA") or not any(b > 8 for b in bits):
+                if not _deep_colour(image):
                     continue
                 count += 1
                 brightest = max(brightest, int(np.asarray(reduce_for_decoding(image)).max()))

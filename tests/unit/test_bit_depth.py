@@ -77,8 +77,46 @@ def test_sixteen_bit_colour_tiffs_are_said_to_read_at_8_bits(tmp_path: Path) -> 
             (tmp_path / "d" / name).mkdir(parents=True, exist_ok=True)
             tifffile.imwrite(tmp_path / "d" / name / f"{i}.tif", rgb, photometric="rgb")
     level, note = white_level(load_split(tmp_path / "d", val_fraction=0.25))
-    assert level is None and note.startswith("warning: 6 of 6 sampled images are colour TIFFs")
+    assert level is None and note.startswith("warning: 6 of 6 sampled images are colour images")
     assert "the brightest reads 15 of 255)" in note and "nearly black" in note
+
+
+def test_sixteen_bit_colour_pngs_are_said_to_read_at_8_bits(tmp_path: Path) -> None:
+    # Pillow opens a PNG of 16 bits a channel as RGB, keeping each channel's top byte: a
+    # 12-bit camera's values (under 4096) read as 0-15; written here by hand (Pillow cannot)
+    import struct
+    import zlib
+
+    from headstart.data import load_split
+    from headstart.data.split import white_level
+    from headstart.imaging import load_rgb
+
+    def png16(path: Path, rgb: np.ndarray) -> None:
+        rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in rgb)
+        head = struct.pack(">IIBBBBB", rgb.shape[1], rgb.shape[0], 16, 2, 0, 0, 0)
+
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+            return struct.pack(">I", len(data)) + kind + data + crc
+
+        body = chunk(b"IHDR", head) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / "d" / name).mkdir(parents=True)
+        for i in range(4):
+            rgb = rng.integers(0, 4096, (24, 24, 3)).astype(np.uint16)
+            png16(tmp_path / "d" / name / f"{i}.png", rgb)
+    assert np.asarray(load_rgb(tmp_path / "d" / "a" / "0.png")).max() <= 15
+    level, note = white_level(load_split(tmp_path / "d", val_fraction=0.25))
+    assert level is None and "colour images of 16 bits a channel (TIFF or PNG)" in note
+    assert note.startswith("warning: 6 of 6") and "nearly black" in note
+    # an 8-bit colour PNG is not one of them
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "eight.png")
+    from headstart.imaging import deep_colour_of
+
+    assert deep_colour_of([tmp_path / "eight.png"]) is None
 
 
 def test_floating_point_images_in_0_1_are_not_read_as_black(tmp_path: Path) -> None:

@@ -181,8 +181,8 @@ def white_level(split: DataSplit, sample: int = 256) -> tuple[int | None, str | 
         dark = top < 64  # a 10-14-bit camera's values in 16 bits: the top 8 bits are dim
         return None, (
             f"{'warning' if dark else 'note'}: {count} of {len(paths)} sampled images are "
-            f"colour TIFFs of 16 bits a channel, read at 8 bits (the top 8 of each channel; "
-            f"the brightest reads {top} of 255)"
+            f"colour images of 16 bits a channel (TIFF or PNG), read at 8 bits (the top 8 "
+            f"of each channel; the brightest reads {top} of 255)"
             + (
                 ": they will look nearly black. Convert them to 8 bits a channel, scaled by "
                 "the camera's white, or to 16-bit grey, which headstart reads at its depth"
