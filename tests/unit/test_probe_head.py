@@ -49,6 +49,9 @@ def test_the_probe_fits_its_head_to_convergence_at_the_chosen_penalty(
     # its curves.png is the penalty's cross-validation (a probe has no epochs to draw)
     assert drawn["chosen"] == (1, cv["l2"]) and len(drawn["losses"]) == len(LAST_LAYER_PENALTIES)
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["--no-progress", "report", str(out), "--out", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert "<h2>The head's penalty, chosen by cross-validation</h2>" in html
     # the saved head is the minimiser: the penalised loss's gradient there is about zero
     run = load_run(out)
     split = json.loads((out / "split.json").read_text())
