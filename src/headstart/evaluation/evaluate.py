@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -259,10 +260,10 @@ def evaluate_run(
     train_probs, train_targets, held_out = {}, {}, None
     head_cv = run.manifest.get("head_cv") or {}
     solved = head_cv.get("l2")  # a probe: its head refits in seconds
-    if train_samples:
-        with heads_input(run.model) as features:
+    if train_samples:  # a probe's training features are kept, to refit its head on folds
+        with heads_input(run.model) if solved is not None else nullcontext() as features:
             train_probs, train_targets = _scores(predictor, train_samples, read, **kw)
-        if solved is not None:
+        if features is not None:
             objective = Objective.from_dict(head_cv.get("objective") or {})
             held_out = out_of_fold_probabilities(
                 run.model, features(), train_targets, solved, objective

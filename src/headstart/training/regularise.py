@@ -207,9 +207,9 @@ def choose_head(
         for tr, va in splits:
             m = HeadsCopy(model)  # one warm-started path of penalties per fold
             tr_t, va_t = torch.as_tensor(tr), torch.as_tensor(va)
+            yt, yv = ({t: v[i] for t, v in y.items()} for i in (tr_t, va_t))
             for l2 in sorted(penalties, reverse=True):
-                fit_heads(m, x[tr_t], {t: v[tr_t] for t, v in y.items()}, objective, l2)
-                yv = {t: v[va_t] for t, v in y.items()}
+                fit_heads(m, x[tr_t], yt, objective, l2)
                 with torch.no_grad():
                     logits = head_logits(m, x[va_t])
                 accs[l2].append(logits_accuracy(logits, yv, objective))
@@ -244,15 +244,30 @@ def fit_head_by_cv(
     choice = choose_head(
         model, taps, raw, targets, objective, seed, penalties, groups=groups, by_loss=by_loss
     )
+    return (choice, *fit_path(model, taps, raw, targets, objective, penalties, choice.l2))
+
+
+def fit_path(
+    model: nn.Module,
+    taps: StageTaps | None,
+    raw: torch.Tensor,
+    targets: Sequence[int | Mapping[str, int]],
+    objective: Objective,
+    penalties: tuple[float, ...],
+    l2: float,
+) -> tuple[float, float]:
+    """``model``'s heads fitted on every training row (``raw``, on the model's device)
+    along the path of ``penalties`` the folds took, strongest first, down to ``l2``; returns
+    the training loss and the training accuracy."""
     y = {t: v.to(raw.device) for t, v in target_tensors(targets).items()}
     with torch.no_grad():
         x = taps.normalize(raw) if taps is not None else raw
     loss = float("nan")
-    for l2 in sorted(penalties, reverse=True):  # the path the folds took
-        loss = fit_heads(model, x, y, objective, l2)
-        if l2 == choice.l2:
+    for penalty in sorted(penalties, reverse=True):
+        loss = fit_heads(model, x, y, objective, penalty)
+        if penalty == l2:
             break
-    return choice, loss, accuracy(model, x, y, objective)
+    return loss, accuracy(model, x, y, objective)
 
 
 def fit_last_layer_head(

@@ -10,7 +10,7 @@ The warm head keeps the shorter grid of penalties, chosen by accuracy: a modest 
 the training images a loss to learn from, where the probe's own fit (weaker penalty, chosen
 by log-loss) fits ants/bees' training images to 100% and its first fine-tuning epoch to a
 training loss of 0.03, after which validation loss only rose. The probe itself is fitted on
-the same features too (a second cross-validation: seconds), and its validation accuracy,
+the same features too (one cross-validation serves both), and its validation accuracy,
 what ``--strategy probe`` scores on this split, is the line an unfreezing run has to beat:
 it is shown beside every epoch, and a run that ends below it says so.
 """
@@ -30,7 +30,7 @@ from headstart.training.device import to_device
 from headstart.training.inputs import frozen_inputs
 from headstart.training.lbfgs import HeadsCopy, accuracy, target_tensors
 from headstart.training.objective import Objective
-from headstart.training.regularise import fit_head_by_cv, fit_last_layer_head
+from headstart.training.regularise import PENALTIES, fit_last_layer_head, fit_path, pick
 
 STRATEGIES = ("partial", "finetune", "gradual", "lp-ft")  # those that train the backbone
 
@@ -85,12 +85,14 @@ def warm_start(
     raw = train.features[:, 0].to(device)  # type: ignore[attr-defined]
     x_val = val.features[:, 0].to(device)  # type: ignore[attr-defined]
     y_val = {t: v.to(device) for t, v in target_tensors(val.targets).items()}  # type: ignore[attr-defined]
+    targets = train.targets  # type: ignore[attr-defined]
     probe = HeadsCopy(model)
-    probe_choice, _, _ = fit_last_layer_head(probe, raw, train.targets, objective, cfg.seed)  # type: ignore[attr-defined]
+    choice, _, _ = fit_last_layer_head(probe, raw, targets, objective, cfg.seed)
     probe_acc = accuracy(probe, x_val, y_val, objective)
-    del probe
-    choice, _, train_acc = fit_head_by_cv(model, None, raw, train.targets, objective, cfg.seed)  # type: ignore[attr-defined]
+    # the warm head's penalty from the same cross-validation: the longer grid's path begins
+    # with the shorter one, so its folds' accuracies there are the shorter grid's own
+    shorter = {c: a for c, a in choice.scores.items() if c[1] in PENALTIES}
+    _, l2 = pick(shorter, choice.images)
+    _, train_acc = fit_path(model, None, raw, targets, objective, PENALTIES, l2)
     val_acc = accuracy(model, x_val, y_val, objective)
-    return WarmHead(
-        choice.l2, train_acc, val_acc, probe_choice.l2, probe_acc, inputs.info["computed"]
-    )
+    return WarmHead(l2, train_acc, val_acc, choice.l2, probe_acc, inputs.info["computed"])
