@@ -1,7 +1,8 @@
 """Precision at equal accuracy: the same fine-tune (`headstart train DATA --strategy
-finetune`, the defaults, seed 0) in fp32 and in bf16, and the cached probe's cold pass in
-both, one after the other in one process; wall time, validation accuracy with its 95%
-interval, and the ratios. bf16 needs a CPU with native bfloat16 (or a GPU).
+finetune`, the defaults, seed 0) in fp32 and in bf16 (and fp16 on a CUDA GPU), and the
+cached probe's cold pass in each, one after the other in one process, on the default device;
+wall time, validation accuracy with its 95% interval, and the ratios. bf16 needs a CPU with
+native bfloat16 (or a GPU).
 
     .venv/bin/python benchmarks/precision.py [--data ../shared/datasets/hymenoptera]
         [--labels CSV --tasks T] [--epochs 10]
@@ -14,8 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from headstart.config import TrainConfig
 from headstart.training import train
+from headstart.training.device import resolve_device
 
 DEFAULT_DATA = Path(__file__).parents[1] / "../shared/datasets/hymenoptera"
 
@@ -30,7 +34,7 @@ def run(overrides: dict, out: Path) -> tuple[float, float, tuple[float, float] |
 
 
 def main() -> None:
-    """Probe (empty cache) and fine-tune, fp32 then bf16; print the table and the ratios."""
+    """Probe (empty cache) and fine-tune in each precision; print the table and the ratios."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--labels", type=Path)
@@ -44,8 +48,12 @@ def main() -> None:
         else {"data.root": str(args.data.resolve())}
     )
     got = {}
+    precisions = ("fp32", "bf16", "fp16") if torch.cuda.is_available() else ("fp32", "bf16")
+    device = resolve_device()
+    print(f"device {device}" + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda"
+                                else ""), flush=True)  # fmt: skip
     for strategy in ("probe", "finetune"):
-        for precision in ("fp32", "bf16"):
+        for precision in precisions:
             cache = str(tmp / f"cache-{precision}")
             over = {**data, "strategy.name": strategy, "precision": precision,
                     "optim.epochs": args.epochs, "data.cache_dir": cache}  # fmt: skip
@@ -55,9 +63,10 @@ def main() -> None:
             print(f"{strategy:<9} {precision}: {seconds:7.1f} s  val_acc {acc:.2%}{interval}",
                   flush=True)  # fmt: skip
     ratios = "  ".join(
-        f"{s} fp32/bf16 time {got[s, 'fp32'][0] / got[s, 'bf16'][0]:.2f}x "
-        f"(accuracy {100 * (got[s, 'bf16'][1] - got[s, 'fp32'][1]):+.2f} points)"
+        f"{s} fp32/{p} time {got[s, 'fp32'][0] / got[s, p][0]:.2f}x "
+        f"(accuracy {100 * (got[s, p][1] - got[s, 'fp32'][1]):+.2f} points)"
         for s in ("probe", "finetune")
+        for p in precisions[1:]
     )
     print(f"ratios: {ratios}")
 

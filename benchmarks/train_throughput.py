@@ -1,7 +1,8 @@
 """Fine-tune throughput: headstart's training pipeline against the model's raw
-forward+backward on tensors already in memory, same model and batch size, one process; in
-fp32 and bf16 (where the CPU has native bfloat16), with ``torch.compile``, and with
-``--ema`` (the weights' moving average updated after every step).
+forward+backward on tensors already in memory, same model and batch size, one process, on
+the default device (the GPU where there is one); in fp32 and in the precision ``auto`` picks
+there (bf16 on this CPU and on recent GPUs), with ``torch.compile``, and with ``--ema`` (the
+weights' moving average updated after every step).
 
 Pipeline: the loaders `headstart train DATA --strategy finetune` builds (images from the
 decoded-image cache, augmented) driven by the training loop (`fit`: AdamW groups, schedule,
@@ -38,10 +39,10 @@ from headstart.config import TrainConfig
 from headstart.data import ImageDataset, eval_transform, load_split
 from headstart.finetune import apply_bn_policy
 from headstart.model import DEFAULT_TASK, Classifier
-from headstart.training.device import images_to
+from headstart.training.device import images_to, resolve_device, to_device
 from headstart.training.inputs import make_inputs
 from headstart.training.loop import enter_phase, fit
-from headstart.training.precision import cpu_has_bf16, resolve_precision
+from headstart.training.precision import auto_precision, resolve_precision
 from headstart.training.setup import default_lr, plan_for, resolve_config
 
 DEFAULT_DATA = Path(__file__).parents[1] / "../shared/datasets/hymenoptera"
@@ -55,7 +56,7 @@ def main() -> None:
     args = ap.parse_args()
     over = {"data.root": str(args.data.resolve()), "strategy.name": "finetune"}
     cfg = resolve_config(TrainConfig().with_overrides(over))
-    device = torch.device("cpu")
+    device = resolve_device()  # the GPU where there is one
     cache = Cache(Path(tempfile.mkdtemp(prefix="train-throughput-")) / "cache")
     bb = create_backbone(cfg.model.backbone, cfg.model.weights)
     plan = plan_for(cfg, bb)
@@ -64,8 +65,11 @@ def main() -> None:
     n = len(split.train)
     model = Classifier(bb.module, bb.num_features, {DEFAULT_TASK: len(split.classes)},
                        family=bb.spec.family)  # fmt: skip
+    model = to_device(model, device)
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(f"data {cfg.data.root}, finetune, batch {cfg.optim.batch_size}, {n} training images, "
-          f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores")  # fmt: skip
+          f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores, device "
+          f"{device}{gpu}")  # fmt: skip
 
     def pipeline_epoch(
         use_cache: bool, precision: str, compiled: bool = False, ema: bool = False
@@ -102,9 +106,11 @@ def main() -> None:
             loss.backward()
             nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         return n / (time.perf_counter() - start)
 
-    precisions = ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
+    precisions = ["fp32", *{auto_precision(device)} - {"fp32"}]  # and what auto trains in
     best = precisions[-1]
     reset_peak()
     first = pipeline_epoch(True, "fp32")

@@ -17,8 +17,9 @@ from headstart.cli.main import main
 from tests.conftest import TINY, make_class_folders
 
 ROOT = Path(__file__).resolve().parents[2]
+# on the CPUs with gloo wherever the tests run (a one-GPU machine cannot hold 2 NCCL ranks)
 ARGS = ["--backbone", TINY, "--batch-size", "8", "--workers", "0", "--epochs", "3",
-        "--lr", "0.01", "--no-warm-head"]  # fmt: skip
+        "--lr", "0.01", "--no-warm-head", "--device", "cpu"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +114,34 @@ def test_other_commands_refuse_to_run_under_torchrun(
     monkeypatch.setenv("RANK", "0")
     assert main(["--no-progress", "evaluate", str(trained_run), "--no-analysis"]) == 2
     assert "only `headstart train` runs under torchrun" in capsys.readouterr().err
+
+
+def test_every_process_takes_the_backend_of_the_run_device_and_gpus_must_cover_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """NCCL only when the run trains on CUDA, with one GPU per process: two processes on a
+    one-GPU machine are refused up front (rank 0 on NCCL and rank 1 on gloo would hang)."""
+    import torch
+
+    from headstart.errors import ConfigError
+    from headstart.training import distributed
+
+    joined: list[str] = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda backend, **_: joined.append(backend))  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: joined.append(f"cuda:{i}"))
+    for k, v in {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError, match="2 processes on this machine, but it has 1 CUDA GPU"):
+        distributed.init_from_env("auto")
+    assert joined == []
+    distributed.init_from_env("cpu")  # the CPUs: gloo, whatever GPUs there are
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    distributed.init_from_env("auto")
+    assert joined == ["gloo", "cuda:1", "nccl"]
 
 
 def _processes_naming(text: str) -> list[int]:

@@ -539,11 +539,20 @@ def _run(args: argparse.Namespace) -> int:
         )
     from headstart.training.distributed import init_from_env, shutdown
 
-    init_from_env()
+    init_from_env(_train_device(args))
     try:
         return args.func(args)
     finally:
         shutdown()
+
+
+def _train_device(args: argparse.Namespace) -> str:
+    """The device ``train`` will run on, as asked (its process group's backend follows it)."""
+    if args.resume:
+        from headstart.training.train import resume_config
+
+        return resume_config(args.resume).device
+    return commands.config_from_args(args).device
 
 
 if __name__ == "__main__":

@@ -84,18 +84,30 @@ def world() -> World:
                  dist.get_backend())  # fmt: skip
 
 
-def init_from_env() -> World:
+def init_from_env(device: str = "auto") -> World:
     """Join the process group ``torchrun`` describes in the environment (no-op for one
-    process): NCCL with one GPU per process when CUDA is available, else gloo."""
+    process): NCCL with one GPU per process when the run's ``device`` resolves to CUDA, else
+    gloo. Every process decides alike, so a machine with fewer GPUs than processes is
+    refused up front rather than left to hang with NCCL on some ranks and gloo on others."""
+    from headstart.training.device import resolve_device
+
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1 or (dist.is_available() and dist.is_initialized()):
         return world()
     if not dist.is_available():
         raise ConfigError("ConfigError: WORLD_SIZE > 1, but this torch has no distributed support.")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available() and torch.cuda.device_count() > local
+    cuda = resolve_device(device).type == "cuda"
     if cuda:
-        torch.cuda.set_device(local)
+        here = int(os.environ.get("LOCAL_WORLD_SIZE", size))
+        gpus = torch.cuda.device_count()
+        if gpus < here:
+            raise ConfigError(
+                f"ConfigError: torchrun started {here} processes on this machine, but it has "
+                f"{gpus} CUDA GPU{'s' if gpus != 1 else ''}, and NCCL trains with one GPU per "
+                f"process. Use --nproc-per-node {gpus}, or train on the CPUs with gloo "
+                "(--device cpu)."
+            )
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
     return world()
 

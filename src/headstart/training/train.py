@@ -400,8 +400,12 @@ def resume_run(
     """Continue the interrupted run meant for ``path`` (``headstart train --resume``): its
     own config, data and saved state; on a CPU the result is bit-identical to a run that
     was never stopped."""
-    run_dir = find_resumable(path)
-    return train(_saved_config(run_dir), echo=echo, progress=progress, resume=True)
+    return train(resume_config(path), echo=echo, progress=progress, resume=True)
+
+
+def resume_config(path: str | Path) -> TrainConfig:
+    """The config of the interrupted run meant for ``path``."""
+    return _saved_config(find_resumable(path))
 
 
 def _resumable(final: Path) -> Path | None:
