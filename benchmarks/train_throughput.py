@@ -95,17 +95,18 @@ def main() -> None:
 
     def raw_epoch(precision: str, compiled: bool = False) -> float:
         net = compiled_model if compiled else model
-        autocast = resolve_precision(precision, device).autocast
+        resolved = resolve_precision(precision, device)
         model.train()
         apply_bn_policy(model, plan.bn)
         start = time.perf_counter()
-        for x, y in batches:
-            with autocast():
-                loss = nn.functional.cross_entropy(net(x)[DEFAULT_TASK], y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
+        with resolved.training(model):  # what the pipeline's steps run in
+            for x, y in batches:
+                with resolved.autocast():
+                    loss = nn.functional.cross_entropy(net(x)[DEFAULT_TASK], y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return n / (time.perf_counter() - start)

@@ -11,7 +11,7 @@ from headstart.cache.features import FeatureSource
 from headstart.cli.main import main
 from headstart.errors import ConfigError
 from headstart.training import precision as prec
-from headstart.training.precision import resolve_precision
+from headstart.training.precision import Precision, resolve_precision
 from tests.unit.conftest import FAST, served_val_loss, train_cli
 
 CPU = torch.device("cpu")
@@ -98,3 +98,40 @@ def test_a_bf16_run_reports_the_scores_of_the_fp32_model_it_serves(
     _, manifest = train_cli(argv, tmp_path / "bf16", capsys)
     served = served_val_loss(tmp_path / "bf16")
     assert manifest["metrics"]["val_loss"] == pytest.approx(served, rel=1e-5, abs=1e-6)
+
+
+def test_depthwise_convolutions_take_their_backward_in_float32_only_while_training() -> None:
+    """On a CPU in bf16 the forward pass is autocast's, bit for bit; the gradients are the
+    float32 gradients at the same inputs and weights; outside the block nothing is left."""
+    import contextlib
+
+    import timm
+
+    from headstart.training.depthwise import float32_backward, is_depthwise
+
+    model = timm.create_model("test_efficientnet", num_classes=2)
+    convs = [m for m in model.modules() if is_depthwise(m)]
+    assert convs  # EfficientNet's depthwise convolutions are found
+    conv = convs[0]
+    x = torch.randn(2, conv.in_channels, 12, 12, dtype=torch.bfloat16, requires_grad=True)
+    g = torch.randn(2, conv.out_channels, *conv(x.float()).shape[2:])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = conv(x)
+    with float32_backward(model) as n, torch.autocast("cpu", dtype=torch.bfloat16):
+        assert n == len(convs)
+        out = conv(x)
+    assert torch.equal(out, plain)
+    out.backward(g.to(out.dtype))
+    xf = x.detach().float().requires_grad_()
+    wf = conv.weight.detach().clone().requires_grad_()
+    ref = torch.nn.functional.conv2d(xf, wf, None, conv.stride, conv.padding, conv.dilation,
+                                     conv.groups)  # fmt: skip
+    ref.backward(g.to(out.dtype).float())
+    torch.testing.assert_close(conv.weight.grad, wf.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x.grad, xf.grad.to(torch.bfloat16))
+    assert x.grad.dtype == torch.bfloat16 and conv.weight.grad.dtype == torch.float32
+    assert all("forward" not in c.__dict__ for c in convs)  # restored
+    cpu_bf16 = Precision("bf16", "cpu")
+    assert not isinstance(cpu_bf16.training(model), contextlib.nullcontext)
+    for other in (Precision("fp32", "cpu"), Precision("bf16", "cuda")):
+        assert isinstance(other.training(model), contextlib.nullcontext)

@@ -210,7 +210,7 @@ def fit(
     forward, wrapped_phase = model, -1
     sync_batchnorm(model, plan.bn)
 
-    with stop:
+    with stop, precision.training(model):
         for epoch in range(st.epoch, optim.epochs):
             if st.done:
                 break

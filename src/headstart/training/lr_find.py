@@ -202,7 +202,7 @@ def range_test(
     precision = precision or resolve_precision("auto", device)
     scaler = precision.scaler()
     cuda = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
+    with torch.random.fork_rng(devices=cuda), precision.training(model):
         torch.manual_seed(seed)
         to_device(model, device)
         apply_phase(model, phase)

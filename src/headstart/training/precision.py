@@ -9,7 +9,9 @@ has fast kernels only on GPUs.
 CUDA GPU with bfloat16 (Ampere and later) bf16, on an older one fp16; on a CPU with native
 bfloat16 instructions (AVX-512 BF16 or AMX) bf16, where a 10-epoch fine-tune of
 EfficientNet-Lite0 ran 1.37-1.53x and a cold probe 1.27-1.53x as fast as float32 at the same
-accuracy on this project's CPU (``benchmarks/precision.py``, validation in float32);
+accuracy on this project's CPU (``benchmarks/precision.py``, validation in float32; on an
+Intel Xeon with AMX, bf16 training needed depthwise convolutions' backward pass in float32
+to beat float32: :mod:`headstart.training.depthwise`);
 elsewhere (other CPUs, Apple MPS) float32, where no faster path was measured. One exception,
 also measured: the multi-layer probe (``--layers all``) stays in float32 under ``auto`` (see
 :func:`for_layers`).
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from headstart.errors import ConfigError
+from headstart.training.depthwise import float32_backward
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -67,6 +70,14 @@ class Precision:
     def scaler(self) -> torch.amp.GradScaler:
         """A GradScaler, enabled only where the precision needs one."""
         return torch.amp.GradScaler(self.device_type, enabled=self.scaled)
+
+    def training(self, model: torch.nn.Module) -> contextlib.AbstractContextManager:
+        """The context training steps of ``model`` run in: on a CPU in bf16, depthwise
+        convolutions take their backward pass in float32, 3-8x faster there
+        (:mod:`headstart.training.depthwise`); elsewhere nothing changes."""
+        if self.device_type == "cpu" and self.name == "bf16":
+            return float32_backward(model)
+        return contextlib.nullcontext()
 
 
 def serving(device: torch.device) -> Precision:
