@@ -2,11 +2,12 @@
 
 Under CPU bfloat16 autocast, a depthwise convolution's backward pass (the gradients of a
 convolution with one filter per channel, as in EfficientNet, MobileNet and ConvNeXt) ran 3 to
-8 times slower than in float32 on an Intel Xeon with AMX (torch 2.14.1, oneDNN): it took 72%
+15 times slower than in float32 on an Intel Xeon with AMX (torch 2.14.1, oneDNN): it took 72%
 of an EfficientNet-Lite0 training step, and the whole bf16 step ran at 0.7-0.85x float32
 while the forward pass alone ran 1.9x. Here the forward pass stays in bfloat16 and only the
 backward pass is computed in float32 (upcast, then cast back): Lite0's training step then
-ran 1.55-1.75x float32 on that machine (``benchmarks/train_throughput.py``). The gradients are
+ran 1.5-1.75x float32 in a microbenchmark on that machine, and the whole fine-tune's training
+1.27-1.57x at the same accuracy (``benchmarks/depthwise_backward.py``). The gradients are
 float32 arithmetic on the same saved bfloat16 activations, so no less accurate than bf16's.
 
 Applied for the duration of training (:meth:`headstart.training.precision.Precision.training`)

@@ -73,7 +73,7 @@ class Precision:
 
     def training(self, model: torch.nn.Module) -> contextlib.AbstractContextManager:
         """The context training steps of ``model`` run in: on a CPU in bf16, depthwise
-        convolutions take their backward pass in float32, 3-8x faster there
+        convolutions take their backward pass in float32, 3-15x faster there
         (:mod:`headstart.training.depthwise`); elsewhere nothing changes."""
         if self.device_type == "cpu" and self.name == "bf16":
             return float32_backward(model)
