@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -103,8 +104,6 @@ def test_a_bf16_run_reports_the_scores_of_the_fp32_model_it_serves(
 def test_depthwise_convolutions_take_their_backward_in_float32_only_while_training() -> None:
     """On a CPU in bf16 the forward pass is autocast's, bit for bit; the gradients are the
     float32 gradients at the same inputs and weights; outside the block nothing is left."""
-    import contextlib
-
     import timm
 
     from headstart.training.depthwise import float32_backward, is_depthwise
@@ -131,7 +130,36 @@ def test_depthwise_convolutions_take_their_backward_in_float32_only_while_traini
     torch.testing.assert_close(x.grad, xf.grad.to(torch.bfloat16))
     assert x.grad.dtype == torch.bfloat16 and conv.weight.grad.dtype == torch.float32
     assert all("forward" not in c.__dict__ for c in convs)  # restored
-    cpu_bf16 = Precision("bf16", "cpu")
-    assert not isinstance(cpu_bf16.training(model), contextlib.nullcontext)
+
+
+def test_the_float32_backward_is_used_where_this_cpu_measures_bf16_slower(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Measured once per machine, kept in the cache folder and read back (every run and
+    every resumed run on a machine takes the same path); only on a CPU in bf16."""
+    import contextlib
+
+    from headstart.training import depthwise
+
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path))
+    timed: list[torch.dtype] = []
+    times = {torch.bfloat16: 40.0, torch.float32: 10.0}
+    monkeypatch.setattr(depthwise, "_backward_ms", lambda d: timed.append(d) or times[d])
+    depthwise.bf16_backward_is_slow.cache_clear()
+    assert depthwise.bf16_backward_is_slow() and len(timed) == 2
+    depthwise.bf16_backward_is_slow.cache_clear()  # a new process: read back, not re-timed
+    assert depthwise.bf16_backward_is_slow() and len(timed) == 2
+    (saved,) = (tmp_path / "machine").iterdir()
+    assert json.loads(saved.read_text())["bf16_ms"] == 40.0
+    saved.unlink()
+    times[torch.bfloat16] = 12.0  # within SLOWER of fp32's: bf16 as it is
+    depthwise.bf16_backward_is_slow.cache_clear()
+    assert not depthwise.bf16_backward_is_slow()
+    depthwise.bf16_backward_is_slow.cache_clear()
+    model = torch.nn.Conv2d(4, 4, 3, groups=4)
+    for slow in (True, False):
+        monkeypatch.setattr(prec, "bf16_backward_is_slow", lambda s=slow: s)
+        used = Precision("bf16", "cpu").training(model)
+        assert isinstance(used, contextlib.nullcontext) is not slow
     for other in (Precision("fp32", "cpu"), Precision("bf16", "cuda")):
         assert isinstance(other.training(model), contextlib.nullcontext)

@@ -10,20 +10,36 @@ ran 1.5-1.75x float32 in a microbenchmark on that machine, and the whole fine-tu
 1.27-1.57x at the same accuracy (``benchmarks/depthwise_backward.py``). The gradients are
 float32 arithmetic on the same saved bfloat16 activations, so no less accurate than bf16's.
 
-Applied for the duration of training (:meth:`headstart.training.precision.Precision.training`)
-by replacing each depthwise ``nn.Conv2d``'s ``forward`` on the instance, and restored after:
-the weights, their names and the exported graph are unchanged, and outside autocast or
-without gradients (validation) the layer computes exactly what it did.
+CPUs differ (an earlier session's machine ran the bf16 step 1.41x faster than fp32 as it
+was), so it is decided by measurement, once per machine: :func:`bf16_backward_is_slow` times
+one typical depthwise layer's backward pass in both formats (a fraction of a second) and
+keeps the answer in the cache folder, so every later run and every resumed run on this
+machine takes the same path. Applied for the duration of training
+(:meth:`headstart.training.precision.Precision.training`) by replacing each depthwise
+``nn.Conv2d``'s ``forward`` on the instance, and restored after: the weights, their names
+and the exported graph are unchanged, and outside autocast or without gradients
+(validation) the layer computes exactly what it did.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
+import platform
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from headstart.cache.store import cache_root, digest_of
+from headstart.errors import CheckpointError
+from headstart.training.files import write_atomic
+
+SLOWER = 1.5  # bf16's backward must take this many times fp32's to switch: a clear loss only
 
 
 class _Float32Backward(torch.autograd.Function):
@@ -88,3 +104,52 @@ def float32_backward(model: nn.Module) -> Iterator[int]:
     finally:
         for conv in convs:
             conv.__dict__.pop("forward", None)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _backward_ms(dtype: torch.dtype) -> float:
+    """The fastest of three backward passes of a 5x5 depthwise convolution over 96 channels
+    at 56 px, batch 4 (an EfficientNet stage-2 layer), in ``dtype``."""
+    gen = torch.Generator().manual_seed(0)
+    shape = (4, 96, 56, 56)
+    x, g = (torch.randn(shape, generator=gen).to(dtype, memory_format=torch.channels_last)
+            for _ in range(2))  # fmt: skip
+    w = torch.randn(96, 1, 5, 5, generator=gen).to(dtype)
+    times = []
+    for _ in range(4):
+        start = time.perf_counter()
+        torch.ops.aten.convolution_backward(g, x, w, None, (1, 1), (2, 2), (1, 1), False,
+                                            [0, 0], 96, [True, True, False])  # fmt: skip
+        times.append(time.perf_counter() - start)
+    return 1000 * min(times[1:])  # the first warms up
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_backward_is_slow() -> bool:
+    """Whether this CPU computes a depthwise convolution's backward pass clearly slower in
+    bfloat16 than in float32 (measured once per machine and torch version, then read back)."""
+    key = digest_of({"cpu": _cpu_name(), "torch": torch.__version__, "threads":
+                     torch.get_num_threads(), "slower": SLOWER})  # fmt: skip
+    path = cache_root() / "machine" / f"depthwise-backward-{key}.json"
+    try:
+        return bool(json.loads(path.read_text())["slow"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    bf16, fp32 = _backward_ms(torch.bfloat16), _backward_ms(torch.float32)
+    measured = {"slow": bf16 > SLOWER * fp32, "bf16_ms": bf16, "fp32_ms": fp32,
+                "cpu": _cpu_name(), "torch": torch.__version__}  # fmt: skip
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(measured).encode())
+    except (OSError, CheckpointError):
+        pass  # a read-only or full cache: measured again next time
+    return measured["slow"]
