@@ -104,6 +104,8 @@ def test_a_bf16_run_reports_the_scores_of_the_fp32_model_it_serves(
 def test_depthwise_convolutions_take_their_backward_in_float32_only_while_training() -> None:
     """On a CPU in bf16 the forward pass is autocast's, bit for bit; the gradients are the
     float32 gradients at the same inputs and weights; outside the block nothing is left."""
+    import copy
+
     import timm
 
     from headstart.training.depthwise import float32_backward, is_depthwise
@@ -120,6 +122,10 @@ def test_depthwise_convolutions_take_their_backward_in_float32_only_while_traini
         assert n == len(convs)
         out = conv(x)
     assert torch.equal(out, plain)
+    with float32_backward(model):
+        twin = copy.deepcopy(conv)  # a copy made meanwhile computes with its own weights
+        torch.nn.init.zeros_(twin.weight)
+        assert not twin(x.detach().float()).any()
     out.backward(g.to(out.dtype))
     xf = x.detach().float().requires_grad_()
     wf = conv.weight.detach().clone().requires_grad_()

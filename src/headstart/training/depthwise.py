@@ -28,6 +28,7 @@ import functools
 import json
 import platform
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,16 +81,13 @@ def is_depthwise(module: nn.Module) -> bool:
     )
 
 
-def _forward(conv: nn.Conv2d):
-    plain = nn.Conv2d.forward.__get__(conv)
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        if not (torch.is_grad_enabled() and torch.is_autocast_enabled(x.device.type)):
-            return plain(x)
-        return _Float32Backward.apply(x, conv.weight, conv.bias, conv.stride, conv.padding,
-                                      conv.dilation, conv.groups)  # fmt: skip
-
-    return forward
+def _forward(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A depthwise layer's forward while patched (bound to the layer, so a deep copy made
+    meanwhile is bound to its own copy)."""
+    if not (torch.is_grad_enabled() and torch.is_autocast_enabled(x.device.type)):
+        return nn.Conv2d.forward(conv, x)
+    return _Float32Backward.apply(x, conv.weight, conv.bias, conv.stride, conv.padding,
+                                  conv.dilation, conv.groups)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -98,7 +96,7 @@ def float32_backward(model: nn.Module) -> Iterator[int]:
     float32 under autocast; yields how many there are."""
     convs = [m for m in model.modules() if is_depthwise(m)]
     for conv in convs:
-        conv.forward = _forward(conv)  # type: ignore[method-assign]
+        conv.forward = types.MethodType(_forward, conv)  # type: ignore[method-assign]
     try:
         yield len(convs)
     finally:
