@@ -53,19 +53,19 @@ def test_a_gpu_fine_tune_trains_in_its_precision_and_serves_float32(
     assert manifest["metrics"]["val_loss"] == pytest.approx(served, rel=1e-4, abs=1e-5)
 
 
-def test_a_probe_scores_alike_on_the_gpu_and_on_the_cpu(
+def test_a_probe_trains_on_the_gpu_and_scores_alike_there_and_on_the_cpu(
     trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "probe"
     argv = ["--no-progress", "train", str(trainval_dataset), *FAST[:-1], "--device", "cuda"]
     train_cli(argv, out, capsys)
     scores = {}
-    for device in ("cuda", "cpu"):
-        assert main(["--no-progress", "evaluate", str(out), "--no-analysis", "--device",
-                     device]) == 0  # fmt: skip
+    for device in ("cuda", "cpu"):  # with the analysis: the probe's heads refitted on folds
+        assert main(["--no-progress", "evaluate", str(out), "--device", device]) == 0
         scores[device] = json.loads((out / "evaluation.json").read_text())
     capsys.readouterr()
     assert scores["cuda"]["accuracy"] == scores["cpu"]["accuracy"]
+    assert scores["cuda"]["train_images"] == scores["cpu"]["train_images"] > 0
 
 
 def test_a_run_killed_on_the_gpu_resumes_to_the_weights_of_one_never_stopped(

@@ -67,7 +67,7 @@ def out_of_fold_probabilities(
         splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
         splits = list(splitter.split(first, first))  # a generator: its warning comes here
     for train, held in splits:
-        m = HeadsCopy(model)
+        m = HeadsCopy(model).to(features.device)  # the run's heads may be on a GPU
         tr, he = torch.as_tensor(train), torch.as_tensor(held)
         fit_heads(m, features[tr], {t: v[tr] for t, v in y.items()}, objective, l2)
         with torch.no_grad():

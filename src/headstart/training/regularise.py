@@ -177,6 +177,7 @@ def choose_head(
 
     y = target_tensors(targets)
     first = next(iter(y.values())).numpy()  # the first task's labels: what folds stratify by
+    y = {t: v.to(raw.device) for t, v in y.items()}  # beside the features (a GPU's, say)
     images = len(first) if groups is None else len(set(groups))
     folds = min(folds, largest_class(first, groups))  # tiny data: as many folds as it allows
     if folds < 2:
@@ -206,7 +207,7 @@ def choose_head(
         nll: dict[float, list[float]] = {l2: [] for l2 in penalties}
         for tr, va in splits:
             m = HeadsCopy(model)  # one warm-started path of penalties per fold
-            tr_t, va_t = torch.as_tensor(tr), torch.as_tensor(va)
+            tr_t, va_t = (torch.as_tensor(i, device=raw.device) for i in (tr, va))
             yt, yv = ({t: v[i] for t, v in y.items()} for i in (tr_t, va_t))
             for l2 in sorted(penalties, reverse=True):
                 fit_heads(m, x[tr_t], yt, objective, l2)
