@@ -119,6 +119,8 @@ def test_ddp_and_sync_batchnorm_over_nccl(tmp_path: Path, monkeypatch: pytest.Mo
         assert distributed.any_process(True) and not distributed.any_process(False)
         assert distributed.from_main(2.5) == 2.5
         assert distributed.all_sum(torch.ones(1, device=GPU)).item() == 1.0
+        counted = distributed.all_sum(torch.tensor(3))  # the epoch's image count, a CPU tensor
+        assert counted.device.type == "cpu" and counted.item() == 3
     finally:
         dist.destroy_process_group()
 

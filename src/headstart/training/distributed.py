@@ -181,10 +181,13 @@ def gather_rows(tensors: dict[str, torch.Tensor], indices: list[int]) -> dict[st
 
 
 def all_sum(value: torch.Tensor) -> torch.Tensor:
-    """``value`` summed over the processes (itself for one)."""
+    """``value`` summed over the processes (itself for one), on the device it came from
+    (NCCL reduces GPU tensors only: a CPU count goes through the GPU and back)."""
     if world().active:
-        value = value.clone()
+        there = value.device
+        value = value.to("cuda", copy=True) if world().backend == "nccl" else value.clone()
         dist.all_reduce(value)
+        value = value.to(there)
     return value
 
 
