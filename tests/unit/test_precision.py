@@ -169,3 +169,19 @@ def test_the_float32_backward_is_used_where_this_cpu_measures_bf16_slower(
         assert isinstance(used, contextlib.nullcontext) is not slow
     for other in (Precision("fp32", "cpu"), Precision("bf16", "cuda")):
         assert isinstance(other.training(model), contextlib.nullcontext)
+
+
+def test_fp32_on_a_gpu_is_float32_exactly_and_leaves_the_callers_settings() -> None:
+    """cuDNN convolutions default to TF32; fp32 passes (validation, evaluate, predict on a
+    run folder) turn it off so a GPU scores the model as the CPU serves it."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = cudnn.allow_tf32, matmul.allow_tf32
+    cudnn.allow_tf32 = matmul.allow_tf32 = True
+    try:
+        with Precision("fp32", "cuda").autocast():
+            assert not cudnn.allow_tf32 and not matmul.allow_tf32
+        assert cudnn.allow_tf32 and matmul.allow_tf32
+        with Precision("fp32", "cpu").autocast():
+            assert cudnn.allow_tf32  # nothing to change on a CPU
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = before

@@ -42,9 +42,11 @@ class TorchEngine:
     def logits(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Logits per task."""
         from headstart.training.device import images_to
+        from headstart.training.precision import serving
 
         x = images_to(torch.from_numpy(batch), self.device)
-        out = self.module(x)
+        with serving(self.device).autocast():  # float32 exactly, on a GPU too
+            out = self.module(x)
         return {task: o.float().cpu().numpy() for task, o in zip(self.meta["outputs"], out)}
 
 

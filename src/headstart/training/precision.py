@@ -20,12 +20,14 @@ Mixed precision is for training only. Predictions are served in float32 (``predi
 ``serve`` on a run folder, and the ONNX export), so validation, the choice of the best epoch,
 ``evaluate`` and the validation images' cached features run in float32 too
 (:func:`serving`): the score a run reports is the score of the model that ships. Measured on
-elpv, a fine-tune trained and validated in bf16 scored 79.62% there but 78.67% served.
+elpv, a fine-tune trained and validated in bf16 scored 79.62% there but 78.67% served. On a
+CUDA GPU float32 means float32: TF32, cuDNN's default for convolutions, is off in fp32 passes.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -62,9 +64,11 @@ class Precision:
         return self.name == "fp16"
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """The autocast context for a forward pass (a no-op in fp32)."""
+        """The autocast context for a forward pass. In fp32 on a CUDA GPU, float32 exactly:
+        TF32 off for convolutions and matrix products (cuDNN's convolutions default to TF32,
+        a 10-bit mantissa), so a GPU scores a model as the CPU and ONNX Runtime serve it."""
         if not self.mixed:
-            return contextlib.nullcontext()
+            return _exact_float32() if self.device_type == "cuda" else contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=_DTYPES[self.name])
 
     def scaler(self) -> torch.amp.GradScaler:
@@ -79,6 +83,17 @@ class Precision:
         if self.device_type == "cpu" and self.name == "bf16" and bf16_backward_is_slow():
             return float32_backward(model)
         return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _exact_float32() -> Iterator[None]:
+    """TF32 off on CUDA within the block; the caller's settings come back after."""
+    conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
 
 
 def serving(device: torch.device) -> Precision:
