@@ -32,9 +32,11 @@ class TorchEngine:
     def __init__(self, run: str | Path | LoadedRun, device: str = "cpu") -> None:
         from headstart.training import load_run
         from headstart.training.device import resolve_device, to_device
+        from headstart.training.precision import serving
 
         self.run = run if isinstance(run, LoadedRun) else load_run(run)
         self.device = resolve_device(device)
+        self.precision = serving(self.device)  # float32 exactly, on a GPU too
         self.module = to_device(Exportable(self.run.model), self.device).eval()
         self.meta = export_metadata(self.run)
 
@@ -42,10 +44,9 @@ class TorchEngine:
     def logits(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Logits per task."""
         from headstart.training.device import images_to
-        from headstart.training.precision import serving
 
         x = images_to(torch.from_numpy(batch), self.device)
-        with serving(self.device).autocast():  # float32 exactly, on a GPU too
+        with self.precision.autocast():
             out = self.module(x)
         return {task: o.float().cpu().numpy() for task, o in zip(self.meta["outputs"], out)}
 

@@ -135,8 +135,9 @@ def _backward_ms(dtype: torch.dtype) -> float:
 def bf16_backward_is_slow() -> bool:
     """Whether this CPU computes a depthwise convolution's backward pass clearly slower in
     bfloat16 than in float32 (measured once per machine and torch version, then read back)."""
-    key = digest_of({"cpu": _cpu_name(), "torch": torch.__version__, "threads":
-                     torch.get_num_threads(), "slower": SLOWER})  # fmt: skip
+    cpu = _cpu_name()
+    key = digest_of({"cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                     "slower": SLOWER})  # fmt: skip
     path = cache_root() / "machine" / f"depthwise-backward-{key}.json"
     try:
         return bool(json.loads(path.read_text())["slow"])
@@ -144,7 +145,7 @@ def bf16_backward_is_slow() -> bool:
         pass
     bf16, fp32 = _backward_ms(torch.bfloat16), _backward_ms(torch.float32)
     measured = {"slow": bf16 > SLOWER * fp32, "bf16_ms": bf16, "fp32_ms": fp32,
-                "cpu": _cpu_name(), "torch": torch.__version__}  # fmt: skip
+                "cpu": cpu, "torch": torch.__version__}  # fmt: skip
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(measured).encode())

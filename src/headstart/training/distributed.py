@@ -185,19 +185,22 @@ def all_sum(value: torch.Tensor) -> torch.Tensor:
     (NCCL reduces GPU tensors only: a CPU count goes through the GPU and back)."""
     if world().active:
         there = value.device
-        value = value.to("cuda", copy=True) if world().backend == "nccl" else value.clone()
+        value = _reducible(value)
         dist.all_reduce(value)
         value = value.to(there)
     return value
+
+
+def _reducible(t: torch.Tensor) -> torch.Tensor:
+    """A copy of ``t`` where the backend reduces: the GPU for NCCL, as it is for gloo."""
+    return t.to("cuda", copy=True) if world().backend == "nccl" else t.clone()
 
 
 def from_main(value: float) -> float:
     """The main process's ``value`` on every process (``value`` itself for one)."""
     if not world().active:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
-    if world().backend == "nccl":
-        t = t.cuda()
+    t = _reducible(torch.tensor([value], dtype=torch.float64))
     dist.broadcast(t, src=0)
     return float(t.item())
 
@@ -206,9 +209,7 @@ def any_process(flag: bool) -> bool:
     """Whether ``flag`` is true on any process (Ctrl-C reaches them at different steps)."""
     if not world().active:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
-    if world().backend == "nccl":
-        t = t.cuda()
+    t = _reducible(torch.tensor([1.0 if flag else 0.0]))
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 
