@@ -133,6 +133,20 @@ def test_partial_trains_its_tail_on_cached_prefix_outputs(tmp_path: Path) -> Non
     assert not torch.equal(trained["blocks.4.0.conv_pw.weight"], fresh["blocks.4.0.conv_pw.weight"])
 
 
+def test_a_warm_cache_trains_the_weights_a_cold_one_does(tmp_path: Path) -> None:
+    """Computing features draws nothing from the RNG that dropout uses, so the same command
+    run again on a warm cache trains the same weights."""
+    from safetensors.torch import load_file
+
+    data = make_trainval(tmp_path / "tv")
+    over = {"strategy.name": "partial", "strategy.unfreeze_from": "blocks.4", "model.dropout": 0.5}
+    cold = _train(data, tmp_path / "cold", tmp_path / "cache", **over)
+    warm = _train(data, tmp_path / "warm", tmp_path / "cache", **over)
+    assert cold["inputs"]["computed"] > 0 and warm["inputs"]["computed"] == 0
+    a, b = (load_file(tmp_path / run / "model.safetensors") for run in ("cold", "warm"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize(
     ("strategy", "extra", "why"),
     [

@@ -68,3 +68,27 @@ def test_wilson_interval_matches_the_closed_form() -> None:
         assert lo == pytest.approx(max(0.0, centre - half), abs=1e-9)
         assert hi == pytest.approx(min(1.0, centre + half), abs=1e-9)
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_a_validation_pass_leaves_the_training_order_where_it_was() -> None:
+    import torch
+
+    from headstart.training.inputs import _loader
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 12
+
+        def __getitem__(self, item: int | tuple[int, int]) -> torch.Tensor:
+            return torch.zeros(1)  # training items are (index, seed) pairs
+
+    ds = Items()
+    gen = torch.Generator().manual_seed(0)
+    train = _loader(ds, TrainConfig(), True, gen, workers=0)
+    val = _loader(ds, TrainConfig(), False, gen, workers=0)
+    before = gen.get_state()
+    for _ in range(3):
+        list(val)  # each pass of a DataLoader draws a seed from its generator
+    assert torch.equal(gen.get_state(), before)
+    list(train)
+    assert not torch.equal(gen.get_state(), before)  # training still draws its order from it

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from headstart.cache import Cache, digest_of
+from headstart.data.dataset import pass_generator
 from headstart.data.scan import Sample
 from headstart.data.transforms import Transform
 from headstart.imaging import load_rgb
@@ -114,6 +115,7 @@ def cached_features(
             batch_size=batch_size,
             num_workers=num_workers,
             pin_memory=device.type == "cuda",
+            generator=pass_generator(),
         )
         bar = tqdm(total=len(jobs), desc="features", unit="img", disable=not progress or None)
         with torch.inference_mode(), autocast():

@@ -1,7 +1,7 @@
 """Data: folder scanning and audit, splits, image loading and transforms."""
 
 from headstart.data.augment import PRESETS, TTA_VIEWS, train_transform, tta_transform
-from headstart.data.dataset import ImageDataset
+from headstart.data.dataset import ImageDataset, pass_generator
 from headstart.data.scan import FolderScan, Sample, audit_image, scan_folder
 from headstart.data.split import DataSplit, load_split, load_table_split, stratified_split
 from headstart.data.table import (
@@ -30,6 +30,7 @@ __all__ = [
     "load_rgb",
     "load_split",
     "load_table_split",
+    "pass_generator",
     "read_labels_csv",
     "scan_folder",
     "stratified_split",

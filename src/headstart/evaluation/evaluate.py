@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from headstart.backbones import Preprocessing
-from headstart.data import MISSING, TTA_VIEWS, ImageDataset, Sample
+from headstart.data import MISSING, TTA_VIEWS, ImageDataset, Sample, pass_generator
 from headstart.errors import ConfigError
 from headstart.evaluation.analysis import (
     DuplicatePair,
@@ -184,7 +184,9 @@ def _scores(
     the predictor's engine: the path ``predict`` and the server take."""
     views = partial(_views, predictor, tta)
     loader = DataLoader(
-        ImageDataset(samples, views, read), batch_size=predictor.images_per_batch(batch_size, tta)
+        ImageDataset(samples, views, read),
+        batch_size=predictor.images_per_batch(batch_size, tta),
+        generator=pass_generator(),
     )
     scores: dict[str, list[np.ndarray]] = {}
     truth: dict[str, list[np.ndarray]] = {}

@@ -25,7 +25,7 @@ from headstart.backbones.preprocessing import Preprocessing
 from headstart.cache import Cache
 from headstart.cache.decoded import image_reader
 from headstart.config import TrainConfig
-from headstart.data import DataSplit, ImageDataset, eval_transform
+from headstart.data import DataSplit, ImageDataset, eval_transform, pass_generator
 from headstart.errors import ConfigError
 from headstart.finetune.bn import BNShift, adapt_batchnorm, batchnorms, shift, statistics
 from headstart.model import Classifier
@@ -132,7 +132,9 @@ def bn_shift(
     copied = copy.deepcopy(module)
     before = statistics(copied)
     loader = DataLoader(
-        ImageDataset(sample, eval_transform(prep), image_reader(prep, None)), batch_size=batch
+        ImageDataset(sample, eval_transform(prep), image_reader(prep, None)),
+        batch_size=batch,
+        generator=pass_generator(),
     )
     adapt_batchnorm(copied, (images_to(x, device) for x, _ in loader), len(sample), False)
     return replace(shift(before, copied), images=len(sample))

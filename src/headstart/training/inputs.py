@@ -23,7 +23,13 @@ from headstart.cache import Cache, digest_of, module_digest
 from headstart.cache.decoded import image_reader
 from headstart.cache.features import FeatureSource, FeatureViews, cached_features
 from headstart.config import TrainConfig
-from headstart.data import DataSplit, ImageDataset, eval_transform, train_transform
+from headstart.data import (
+    DataSplit,
+    ImageDataset,
+    eval_transform,
+    pass_generator,
+    train_transform,
+)
 from headstart.data.augment import SCALES
 from headstart.errors import ConfigError
 from headstart.finetune import Phase, Plan
@@ -229,6 +235,7 @@ def adapt_backbone(
         ImageDataset(split.train, eval_transform(prep), read),
         batch_size=cfg.optim.batch_size,
         num_workers=_pass_workers(cfg),
+        generator=pass_generator(),
     )
     to_device(backbone.module, device)
     adapt_batchnorm(
@@ -278,7 +285,8 @@ def _loader(
     ds: Dataset, cfg: TrainConfig, shuffle: bool, gen: torch.Generator, workers: int
 ) -> DataLoader:
     """Training (``shuffle``) loaders draw a :class:`SeededOrder` from ``gen`` each epoch
-    (class-balanced draws with ``--sampler balanced``)."""
+    (class-balanced draws with ``--sampler balanced``); validation loaders have a generator
+    of their own, so that a validation pass leaves the training order where it was."""
     weights = None
     if shuffle and cfg.data.sampler == "balanced":
         monitor = cfg.optim.monitor if cfg.optim.monitor != "mean" else None
@@ -295,5 +303,5 @@ def _loader(
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
         pin_memory=torch.cuda.is_available(),
-        generator=gen,
+        generator=gen if shuffle else pass_generator(),
     )
