@@ -3,6 +3,7 @@ recognised by its cells, identifier columns kept out of the tasks, many rare cla
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,16 @@ def test_the_image_column_must_be_one_column(tmp_path: Path) -> None:
     (tmp_path / "none.csv").write_text("a,c\n7,x\n8,y\n")
     with pytest.raises(DataError, match="no column's cells name images under"):
         read_labels_csv(tmp_path / "none.csv")
+
+
+def test_a_csv_in_the_working_folder_names_that_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not "images under ." (a bare dot reads as a typo): the folder's own path."""
+    monkeypatch.chdir(tmp_path)
+    Path("none.csv").write_text("a,c\n7,x\n8,y\n")
+    with pytest.raises(DataError, match=re.escape(f"name images under {tmp_path.resolve()}. Name")):
+        read_labels_csv(Path("none.csv"))
 
 
 def test_many_single_image_classes_make_one_note(tmp_path: Path) -> None:

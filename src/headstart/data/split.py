@@ -21,7 +21,7 @@ from headstart.data.table import (
 from headstart.errors import DataError
 from headstart.imaging import IMAGE_EXTENSIONS
 from headstart.stats import wilson_interval
-from headstart.text import display
+from headstart.text import display, folder
 
 VAL_DIR_NAMES = ("val", "valid", "validation")
 TEST_DIR_NAMES = ("test", "testing")
@@ -67,11 +67,11 @@ class DataSplit:
     def summary(self) -> str:
         """Human-readable class counts per task and split, and every skipped file."""
         if self.multitask:
-            head = f"data: {self.root} ({self.layout}), tasks: " + ", ".join(
+            head = f"data: {folder(self.root)} ({self.layout}), tasks: " + ", ".join(
                 f"{t} ({len(c)} classes)" for t, c in self.tasks.items()
             )
         else:
-            head = f"data: {self.root} ({self.layout}), {len(self.classes)} classes"
+            head = f"data: {folder(self.root)} ({self.layout}), {len(self.classes)} classes"
         rows: list[tuple[str, int | str, int | str]] = []
         for task, classes in self.tasks.items():
             tr, va = Counter(self.labels(self.train, task)), Counter(self.labels(self.val, task))

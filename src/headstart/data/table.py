@@ -37,6 +37,7 @@ from headstart.data.columns import (
 )
 from headstart.data.scan import Sample, audit_image
 from headstart.errors import DataError
+from headstart.text import folder
 
 MISSING = -1
 DEFAULT_TASK = "class"  # the one task of class-per-folder data
@@ -175,10 +176,10 @@ def read_labels_csv(
         path = find(rel)
         if path is None:
             raise DataError(
-                f"DataError: {csv_path} line {line}: image {rel!r} not found under {root} (with "
-                "or without an image extension; a bare name is also looked for, once, in its "
-                "subfolders). Fix the path, or pass --images-root DIR (the folder paths are "
-                "relative to)."
+                f"DataError: {csv_path} line {line}: image {rel!r} not found under "
+                f"{folder(root)} (with or without an image extension; a bare name is also "
+                "looked for, once, in its subfolders). Fix the path, or pass --images-root DIR "
+                "(the folder paths are relative to)."
             )
         target = {t: index[t].get((row.get(t) or "").strip(), MISSING) for t in tasks}
         if all(v == MISSING for v in target.values()):
@@ -195,7 +196,7 @@ def read_labels_csv(
     if find.found_below:
         table.notes.append(
             f"note: {len(find.found_below):,} image(s) named by file alone were found in "
-            f"subfolders of {root}"
+            f"subfolders of {folder(root)}"
         )
     return table
 
