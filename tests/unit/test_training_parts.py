@@ -92,3 +92,11 @@ def test_a_validation_pass_leaves_the_training_order_where_it_was() -> None:
     assert torch.equal(gen.get_state(), before)
     list(train)
     assert not torch.equal(gen.get_state(), before)  # training still draws its order from it
+
+
+def test_the_epoch_line_of_a_solved_head_names_no_learning_rate() -> None:
+    from headstart.training.history import EpochStats
+
+    stats = EpochStats(1, 0.1, 1.0, 0.2, 0.95, 0.0, 2.0, val_acc_ci=(0.9, 0.98))
+    assert "no lr (head solved)" in stats.line(1) and "0.00e+00" not in stats.line(1)
+    assert "lr 1.00e-04" in EpochStats(1, 0.1, 1.0, 0.2, 0.95, 1e-4, 2.0).line(10)

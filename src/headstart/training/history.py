@@ -41,10 +41,11 @@ class EpochStats:
         if len(self.val_acc_per_task) > 1:
             tasks = " (" + ", ".join(f"{t} {a:.4f}" for t, a in self.val_acc_per_task.items()) + ")"
         ci = f" [{self.val_acc_ci[0]:.3f}, {self.val_acc_ci[1]:.3f}]" if self.val_acc_ci else ""
+        lr = f"lr {self.lr:.2e}" if self.lr > 0 else "no lr (head solved)"  # the probe's L-BFGS
         return (
             f"epoch {self.epoch:>2}/{epochs}  train_loss {self.train_loss:.4f}  "
             f"train_acc {self.train_acc:.4f}  val_loss {self.val_loss:.4f}  "
-            f"val_acc {self.val_acc:.4f}{ci}{tasks}  lr {self.lr:.2e}  {self.seconds:.1f}s"
+            f"val_acc {self.val_acc:.4f}{ci}{tasks}  {lr}  {self.seconds:.1f}s"
         )
 
 
