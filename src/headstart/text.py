@@ -22,13 +22,3 @@ def display(text: str | Path) -> str:
     """
     text = os.fsencode(str(text)).decode("utf-8", "backslashreplace")
     return text.translate(_CONTROL)
-
-
-def folder(path: str | Path) -> str:
-    """A folder as a message names it: the current folder by its absolute path (a bare
-    ``.`` at the end of a sentence reads as a typo), any other as given.
-
-    >>> folder("data/cells")
-    'data/cells'
-    """
-    return display(Path(path).resolve() if Path(path) == Path(".") else path)

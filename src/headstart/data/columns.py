@@ -27,7 +27,6 @@ from pathlib import Path
 from headstart.data.scan import is_hidden
 from headstart.errors import DataError
 from headstart.imaging import IMAGE_EXTENSIONS
-from headstart.text import folder
 
 IMAGE_COLUMNS = (
     "image",
@@ -172,16 +171,15 @@ def image_column(
         if cells and all(find(c) for c in cells):
             found.append(h)
     if len(found) == 1:
-        note = f"note: image column {found[0]!r}: its cells name images under {folder(root)}"
-        return found[0], note
+        return found[0], f"note: image column {found[0]!r}: its cells name images under {root}"
     if found:
         raise DataError(
             f"DataError: {csv_path}: columns {', '.join(map(repr, found))} all name images under "
-            f"{folder(root)}; name the one to learn from 'image'."
+            f"{root}; name the one to learn from 'image'."
         )
     raise DataError(
         f"DataError: {csv_path} has no image column. Its header is {list(header)}, and no "
-        f"column's cells name images under {folder(root)}. Name the column of image paths one of "
+        f"column's cells name images under {root}. Name the column of image paths one of "
         f"{', '.join(IMAGE_COLUMNS)}, or pass --images-root DIR (the folder the paths are "
         "relative to)."
     )

@@ -160,6 +160,17 @@ def walk_files(
     return files, hidden, bad
 
 
+def data_folder(path: str | Path) -> Path:
+    """The folder data is read from, as every message names it: the current folder by its
+    absolute path (a bare ``.`` at the end of a sentence reads as a typo), any other as
+    given.
+
+    >>> data_folder("data/cells")
+    PosixPath('data/cells')
+    """
+    return Path.cwd() if Path(path) == Path(".") else Path(path)
+
+
 def _not_a_folder(path: Path) -> str:
     """What a data path that is not a folder is, and what to do with it."""
     if not path.exists():

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from headstart.cache import Cache, file_digest
-from headstart.data.scan import FolderScan, Sample, scan_folder, subfolders
+from headstart.data.scan import FolderScan, Sample, data_folder, scan_folder, subfolders
 from headstart.data.table import (
     DEFAULT_TASK,
     MISSING,
@@ -21,7 +21,7 @@ from headstart.data.table import (
 from headstart.errors import DataError
 from headstart.imaging import IMAGE_EXTENSIONS
 from headstart.stats import wilson_interval
-from headstart.text import display, folder
+from headstart.text import display
 
 VAL_DIR_NAMES = ("val", "valid", "validation")
 TEST_DIR_NAMES = ("test", "testing")
@@ -67,11 +67,11 @@ class DataSplit:
     def summary(self) -> str:
         """Human-readable class counts per task and split, and every skipped file."""
         if self.multitask:
-            head = f"data: {folder(self.root)} ({self.layout}), tasks: " + ", ".join(
+            head = f"data: {self.root} ({self.layout}), tasks: " + ", ".join(
                 f"{t} ({len(c)} classes)" for t, c in self.tasks.items()
             )
         else:
-            head = f"data: {folder(self.root)} ({self.layout}), {len(self.classes)} classes"
+            head = f"data: {self.root} ({self.layout}), {len(self.classes)} classes"
         rows: list[tuple[str, int | str, int | str]] = []
         for task, classes in self.tasks.items():
             tr, va = Counter(self.labels(self.train, task)), Counter(self.labels(self.val, task))
@@ -270,7 +270,7 @@ def load_split(
     folder, say) is split; otherwise ``root/<class>/`` is split stratified by class with
     ``val_fraction`` held out, reproducibly for a given ``seed``.
     """
-    root, wrapper_note = unwrapped(Path(root))
+    root, wrapper_note = unwrapped(data_folder(root))
     split = _load_split(root, val_fraction, seed, cache)
     split.notes += [wrapper_note] if wrapper_note else []
     return split

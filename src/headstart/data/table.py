@@ -35,9 +35,8 @@ from headstart.data.columns import (
     part_of,
     split_column,
 )
-from headstart.data.scan import Sample, audit_image
+from headstart.data.scan import Sample, audit_image, data_folder
 from headstart.errors import DataError
-from headstart.text import folder
 
 MISSING = -1
 DEFAULT_TASK = "class"  # the one task of class-per-folder data
@@ -120,7 +119,7 @@ def read_labels_csv(
     column whatever its name), targets index the model's classes, and a label the model
     does not know is refused by name."""
     csv_path = Path(csv_path)
-    root = Path(images_root) if images_root else csv_path.parent
+    root = data_folder(images_root or csv_path.parent)
     if not csv_path.is_file():
         raise DataError(f"DataError: labels file {csv_path} does not exist.")
     text, encoding_note = read_csv_text(csv_path)
@@ -176,10 +175,10 @@ def read_labels_csv(
         path = find(rel)
         if path is None:
             raise DataError(
-                f"DataError: {csv_path} line {line}: image {rel!r} not found under "
-                f"{folder(root)} (with or without an image extension; a bare name is also "
-                "looked for, once, in its subfolders). Fix the path, or pass --images-root DIR "
-                "(the folder paths are relative to)."
+                f"DataError: {csv_path} line {line}: image {rel!r} not found under {root} (with "
+                "or without an image extension; a bare name is also looked for, once, in its "
+                "subfolders). Fix the path, or pass --images-root DIR (the folder paths are "
+                "relative to)."
             )
         target = {t: index[t].get((row.get(t) or "").strip(), MISSING) for t in tasks}
         if all(v == MISSING for v in target.values()):
@@ -196,7 +195,7 @@ def read_labels_csv(
     if find.found_below:
         table.notes.append(
             f"note: {len(find.found_below):,} image(s) named by file alone were found in "
-            f"subfolders of {folder(root)}"
+            f"subfolders of {root}"
         )
     return table
 
