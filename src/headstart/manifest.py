@@ -107,6 +107,11 @@ OPTIONAL: dict[str, Check] = {
         if isinstance(v, dict) and all(_number(t) is None and t > 0 for t in v.values())
         else "a mapping of task to a positive number"
     ),
+    "thresholds": lambda v: (
+        None
+        if isinstance(v, dict) and all(_number(t) is None and 0 < t < 1 for t in v.values())
+        else "a mapping of task to a number between 0 and 1"
+    ),
 }
 
 
@@ -132,5 +137,12 @@ def validate_manifest(manifest: Any, path: Path) -> dict[str, Any]:
             got = got if len(got) <= 80 else got[:77] + "..."
             raise CheckpointError(
                 f"CheckpointError: {path}: field {field!r} is {got}; expected {expected}. {fix}"
+            )
+    tasks = manifest["tasks"]
+    for task in manifest.get("thresholds") or {}:  # a threshold decides a two-class task
+        if len(tasks.get(task) or ()) != 2:
+            raise CheckpointError(
+                f"CheckpointError: {path}: field 'thresholds' names {task!r}, which is not a "
+                f"two-class task of this model. {fix}"
             )
     return manifest

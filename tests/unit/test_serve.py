@@ -126,7 +126,7 @@ def test_concurrent_requests_are_batched(trained_run: Path) -> None:
     assert stats.images == 8 and stats.batches < 8 and stats.largest > 1
 
 
-def test_web_page_shows_the_top_label(trained_run: Path, red_image: Path) -> None:
+def test_web_page_shows_the_top_label(trained_run: Path, red_image: Path, tmp_path: Path) -> None:
     expected = Predictor.from_run(trained_run, "cpu").predict_paths([red_image], top_k=1)[0]
     with (
         running_server(create_app(ServeConfig(model=str(trained_run)))) as url,
@@ -143,7 +143,7 @@ def test_web_page_shows_the_top_label(trained_run: Path, red_image: Path) -> Non
                                                 "buffer": b"garbage"}])  # fmt: skip
         b.page.wait_for_function("document.getElementById('error').textContent.length > 0")
         assert "not an image" in b.page.inner_text("#error")
-        dicom = write_dicom(red_image.parent / "red.dcm", np.full((48, 48), 3000, np.uint16))
+        dicom = write_dicom(tmp_path / "red.dcm", np.full((48, 48), 3000, np.uint16))
         b.page.set_input_files("#file", str(dicom))  # predicted; the browser cannot preview it
         b.page.wait_for_function("document.getElementById('error').textContent === ''")
         b.page.wait_for_selector(".top-label")

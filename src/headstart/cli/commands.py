@@ -282,7 +282,8 @@ def inspect(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    """``headstart evaluate`` (``--calibrate``: fit and store a temperature first)."""
+    """``headstart evaluate`` (``--calibrate``: fit and store a temperature first;
+    ``--thresholds``: then pick and store the two-class tasks' decision thresholds)."""
     from headstart.evaluation import evaluate_run
 
     if args.calibrate:
@@ -300,6 +301,21 @@ def evaluate(args: argparse.Namespace) -> int:
         print(
             f"stored in {args.run}/manifest.json: evaluate, predict and serve apply it; "
             "export again to carry it into an ONNX file.\n"
+        )
+    if args.thresholds:
+        from headstart.evaluation.thresholds import threshold_run
+
+        fits = threshold_run(args.run, args.thresholds, batch_size=args.batch_size,
+                             device=args.device, progress=not args.no_progress)  # fmt: skip
+        for fit in fits:
+            print(fit.line())
+        kept = [f.task for f in fits if f.kept]
+        print(
+            f"stored in {args.run}/manifest.json ({', '.join(kept)}): evaluate, predict and "
+            "serve decide with them; export again to carry them into an ONNX file.\n"
+            if kept
+            else f"no decision thresholds in {args.run}/manifest.json: each task decides its "
+            "most probable class.\n"
         )
     ev = evaluate_run(
         args.run,
@@ -333,6 +349,11 @@ def evaluation_text(t: TaskEvaluation, name: str = "") -> str:
     lo, hi = t.ci
     correct = round(t.accuracy * t.n)
     lines = [f"{name}accuracy {t.accuracy:.4f} ({correct}/{t.n}; 95% CI {lo:.3f}-{hi:.3f})"]
+    if t.threshold is not None:
+        lines.append(
+            f"decisions: {t.classes[1]!r} when its probability is at least {t.threshold:.3f} "
+            "(evaluate --thresholds), else the other class"
+        )
     if t.roc is not None:
         lines.append(f"{t.roc.text()}; curve: {t.pngs['roc']}")
     if t.without_tta:
@@ -491,7 +512,8 @@ def predict(args: argparse.Namespace) -> int:
             for task, pairs in r.top.items():
                 shown = "  ".join(f"{label} {p:.3f}" for label, p in pairs)
                 prefix = source if len(r.top) == 1 else f"{source} [{task}]"
-                print(f"{prefix}: {shown}")
+                decided = f"  {r.decisions[task].text()}" if task in r.decisions else ""
+                print(f"{prefix}: {shown}{decided}")
     return 1 if any(r.error for r in results) else 0
 
 

@@ -412,6 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit a temperature per task on the run's validation logits and store it",
     )  # fmt: skip
     p.add_argument(
+        "--thresholds", choices=["f1", "none"],
+        help="f1: pick and store each two-class task's decision threshold, the probability of "
+        "its positive (second) class with the best F1 on the run's validation images (rare "
+        "yes/no labels); none: remove them",
+    )  # fmt: skip
+    p.add_argument(
         "--no-analysis",
         action="store_true",
         help="skip the pass over the training images (likely label errors, near-duplicates)",

@@ -72,10 +72,11 @@ def top_losses(
     y_true: np.ndarray,
     classes: Sequence[str],
     k: int = TOP_LOSSES,
+    pred: np.ndarray | None = None,
 ) -> list[Suspect]:
     """The ``k`` wrongly predicted images with the highest loss (lowest probability of the
-    true class), worst first."""
-    pred = probs.argmax(1)
+    true class), worst first; ``pred``: the decisions (default: the most probable class)."""
+    pred = probs.argmax(1) if pred is None else pred
     wrong = np.flatnonzero(pred != y_true)
     given_p = probs[wrong, y_true[wrong]]
     order = wrong[np.argsort(given_p, kind="stable")][:k]

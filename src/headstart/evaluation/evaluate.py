@@ -35,6 +35,7 @@ from headstart.evaluation.roc import RocAuc, roc_auc
 from headstart.evaluation.sources import eval_samples, read_split, split_samples
 from headstart.model import DEFAULT_TASK
 from headstart.plots import plot_confusion_matrix, plot_image_grid, plot_reliability, plot_roc
+from headstart.runtime.predictions import decide
 from headstart.runtime.predictor import Predictor
 from headstart.stats import wilson_interval
 from headstart.training import LoadedRun, load_run
@@ -61,6 +62,7 @@ class TaskEvaluation:
     without_tta: dict[str, float] | None = None  # accuracy and ECE of the plain pass
     roc: RocAuc | None = None  # None: fewer than two classes among the images
     label_errors_out_of_fold: bool = False  # scored by heads fitted without each image
+    threshold: float | None = None  # the positive class's decision threshold, when stored
 
     @property
     def n(self) -> int:
@@ -107,6 +109,7 @@ class TaskEvaluation:
             else [s.to_dict() for s in self.label_errors],
             "without_tta": self.without_tta,
             "roc_auc": None if self.roc is None else self.roc.to_dict(),
+            "threshold": self.threshold,
             "pngs": {k: p.name for k, p in self.pngs.items()},
             "confusion_png": self.pngs["confusion"].name,
         }
@@ -300,13 +303,16 @@ def evaluate_run(
                 classes,
             )
         results[task] = _task_evaluation(
-            run, task, classes, p, y, paths, full, source, read, errors, len(run.tasks) > 1
-        )
+            run, task, classes, p, y, paths, full, source, read, errors, len(run.tasks) > 1,
+            predictor.thresholds.get(task),
+        )  # fmt: skip
         results[task].label_errors_out_of_fold = held_out is not None
         if plain is not None:
             q = plain[task][labelled]
             results[task].without_tta = {
-                "accuracy": float((q.argmax(1) == y).mean()) if len(y) else 0.0,
+                "accuracy": float((decide(q, predictor.thresholds.get(task)) == y).mean())
+                if len(y)
+                else 0.0,
                 "ece": calibration(q, y).ece,
             }
     result = Evaluation(
@@ -334,12 +340,14 @@ def _task_evaluation(
     read: Callable[[Path], Image.Image],
     label_errors: list[Suspect] | None,
     several: bool,
+    threshold: float | None = None,
 ) -> TaskEvaluation:
-    """Metrics and PNGs of one task."""
+    """Metrics and PNGs of one task; its decisions are the most probable class, or the
+    positive class at or above ``threshold``."""
     from sklearn.metrics import classification_report, confusion_matrix
     from torchvision.transforms import functional as F
 
-    y_pred = probs.argmax(1)
+    y_pred = decide(probs, threshold)
     labels = list(range(len(classes)))
     kwargs = {"labels": labels, "target_names": classes, "zero_division": 0}
     cm = confusion_matrix(y_true, y_pred, labels=labels)
@@ -349,7 +357,7 @@ def _task_evaluation(
     title = f"{run.run_dir.name}{what}: accuracy {accuracy:.1%} on {len(y_true)} images"
     cal = calibration(probs, y_true)
     roc = roc_auc(probs, y_true, classes)
-    losses = top_losses(paths, probs, y_true, classes)
+    losses = top_losses(paths, probs, y_true, classes, pred=y_pred)
     crop = run.preprocessing.input_size
     pngs = {
         "confusion": plot_confusion_matrix(
@@ -387,4 +395,5 @@ def _task_evaluation(
         top_losses=losses,
         label_errors=label_errors,
         roc=roc,
+        threshold=threshold,
     )

@@ -22,6 +22,7 @@ from scipy.special import log_softmax
 
 from headstart.data import MISSING
 from headstart.evaluation.calibration import calibration
+from headstart.evaluation.thresholds import moved_by_temperature
 from headstart.training import load_run
 from headstart.training.checkpoint import MANIFEST
 from headstart.training.files import write_atomic
@@ -122,6 +123,11 @@ def calibrate_run(
             )
         )
     manifest = {**run.manifest}
+    if manifest.get("thresholds"):  # the decisions stay: the thresholds move with the scale
+        manifest["thresholds"] = moved_by_temperature(
+            manifest["thresholds"], manifest.get("temperature") or {},
+            {f.task: f.temperature for f in fits},
+        )  # fmt: skip
     manifest["temperature"] = {f.task: f.temperature for f in fits}
     manifest["temperature_fit"] = {f.task: _rounded(asdict(f)) for f in fits}
     write_atomic(Path(run_dir) / MANIFEST, json.dumps(manifest, indent=2).encode())

@@ -122,6 +122,8 @@ def export_metadata(run: LoadedRun) -> dict[str, Any]:
             ],
         },
         "tasks": {task: list(classes) for task, classes in run.tasks.items()},
+        # two-class tasks decide their second class at this probability (evaluate --thresholds)
+        "thresholds": dict(run.manifest.get("thresholds") or {}),
         "tta": views_for(run.augment),  # the test-time views that suit its training
         "outputs": list(run.tasks),  # one logits output per task, in this order
     }

@@ -63,7 +63,7 @@ def export_meta(text: str, path: Path) -> dict[str, Any]:
 
     try:
         meta = json.loads(text)
-        shared = ("format", "backbone", "tasks", "preprocessing")  # fields a manifest has too
+        shared = ("format", "backbone", "tasks", "preprocessing", "thresholds")  # as a manifest
         validate_manifest({"num_features": 1, **{k: meta.get(k) for k in shared}}, path)
     except (json.JSONDecodeError, CheckpointError) as e:
         why = str(e).removeprefix("CheckpointError: ")

@@ -23,19 +23,58 @@ class Prediction:
     source: str
     top: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     error: str | None = None
+    decisions: dict[str, Decision] = field(default_factory=dict)  # tasks with a threshold
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form: ``{"source", "predictions": {task: [{"label", "probability"}]}}``; the
+        """JSON form: ``{"source", "predictions": {task: [{"label", "probability"}]}}``, and
+        ``"decisions": {task: {"label", "threshold"}}`` for tasks decided by a threshold; the
         source is printable (undecodable bytes of a file name as ``\\xNN``)."""
         if self.error is not None:
             return {"source": display(self.source), "error": display(self.error)}
-        return {
-            "source": display(self.source),
-            "predictions": {
-                task: [{"label": lbl, "probability": round(p, 6)} for lbl, p in pairs]
-                for task, pairs in self.top.items()
-            },
+        out: dict[str, Any] = {"source": display(self.source), **top_dict(self.top)}
+        if self.decisions:
+            out["decisions"] = {t: d.to_dict() for t, d in self.decisions.items()}
+        return out
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A two-class task's answer under its stored threshold (``evaluate --thresholds``):
+    the positive class when its probability reaches ``threshold``, else the other."""
+
+    label: str
+    threshold: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"label": self.label, "threshold": self.threshold}
+
+    def text(self) -> str:
+        """As ``predict`` prints it after the probabilities."""
+        return f"-> {self.label} (threshold {self.threshold:.3f})"
+
+
+def top_dict(top: dict[str, list[tuple[str, float]]]) -> dict[str, Any]:
+    """``{"predictions": {task: [{"label", "probability"}]}}``, as predict and serve write."""
+    return {
+        "predictions": {
+            task: [{"label": lbl, "probability": round(p, 6)} for lbl, p in pairs]
+            for task, pairs in top.items()
         }
+    }
+
+
+def decide(probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """The class index decided for each row of (N, K) probabilities: the most probable
+    class, or for a two-class task with a ``threshold``, the second (positive) class when
+    its probability reaches it.
+
+    >>> decide(np.array([[0.7, 0.3], [0.9, 0.1]]), 0.25).tolist()
+    [1, 0]
+    """
+    if threshold is None:
+        return probs.argmax(1)
+    return (probs[:, 1] >= threshold).astype(np.int64)
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:

@@ -6,7 +6,8 @@ module does everything around it once: Pillow decodes (through the same
 :func:`headstart.imaging.load_rgb` as training), NumPy preprocesses from the engine's
 metadata, test-time views are averaged as probabilities, and each task's top-k labels are
 read off. ``predict``, ``evaluate --tta`` and the server use it; the temperature a run was
-calibrated with lives in the model and its exports, so every engine applies it.
+calibrated with lives in the model and its exports, so every engine applies it, and the
+decision thresholds of its two-class tasks (``evaluate --thresholds``) in their metadata.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from PIL import Image
 from headstart.imaging import ImageRefused, load_rgb
 from headstart.runtime.engines import load_engine
 from headstart.runtime.onnx import Engine
-from headstart.runtime.predictions import Prediction, top_labels
+from headstart.runtime.predictions import Decision, Prediction, decide, top_labels
 from headstart.runtime.preprocess import TEN_CROP, preprocess, tta_views
 
 
@@ -43,6 +44,7 @@ class Predictor:
         self.engine = engine
         self.meta = engine.meta
         self.tasks: dict[str, list[str]] = self.meta["tasks"]
+        self.thresholds: dict[str, float] = self.meta.get("thresholds") or {}
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> Predictor:
@@ -93,6 +95,17 @@ class Predictor:
         n = len(next(iter(probs.values())))
         return [{t: top_labels(p[i], self.tasks[t], k) for t, p in probs.items()} for i in range(n)]
 
+    def decisions(self, probs: dict[str, np.ndarray]) -> list[dict[str, Decision]]:
+        """Per image, the decision of each task that has a threshold (none: no entry)."""
+        n = len(next(iter(probs.values())))
+        decided = {
+            t: decide(probs[t], threshold) for t, threshold in self.thresholds.items() if t in probs
+        }
+        return [
+            {t: Decision(self.tasks[t][int(d[i])], self.thresholds[t]) for t, d in decided.items()}
+            for i in range(n)
+        ]
+
     def predict_paths(
         self, paths: Sequence[str | Path], top_k: int = 3, batch_size: int = 32, tta: bool = False
     ) -> list[Prediction]:
@@ -110,8 +123,9 @@ class Predictor:
                 except Exception as e:  # a bad file must not stop the others
                     results.append(Prediction(str(p), error=f"cannot read image: {e}"))
             if images:
-                for pred, top in zip(ok, self.top(self.probabilities(images, tta), top_k)):
-                    pred.top = top
+                probs = self.probabilities(images, tta)
+                for pred, top, decided in zip(ok, self.top(probs, top_k), self.decisions(probs)):
+                    pred.top, pred.decisions = top, decided
                     results.append(pred)
         order = {str(p): i for i, p in enumerate(paths)}
         return sorted(results, key=lambda r: order[r.source])

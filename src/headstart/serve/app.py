@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException
 from headstart.imaging import ImageRefused, open_rgb
 from headstart.runtime.engines import load_engine
 from headstart.runtime.onnx import Engine
+from headstart.runtime.predictions import top_dict
 from headstart.runtime.predictor import Predictor, softmax
 from headstart.runtime.preprocess import preprocess
 from headstart.serve.batcher import MicroBatcher
@@ -114,13 +115,14 @@ class Service:
         prep = self.meta["preprocessing"]  # NumPy and Pillow: no torch in an ONNX server
         return np.stack([preprocess(im, prep) for im in images])
 
-    def top(self, logits: dict[str, np.ndarray], k: int) -> list[dict[str, Any]]:
-        """Top-k labels and probabilities per task, per image."""
-        rows = self.predictor.top({t: softmax(v) for t, v in logits.items()}, k)
+    def answers(self, logits: dict[str, np.ndarray], k: int) -> list[dict[str, Any]]:
+        """Per image, ``{"predictions": top-k labels and probabilities per task}`` and, for
+        tasks with a decision threshold, ``{"decisions": ...}``."""
+        probs = {t: softmax(v) for t, v in logits.items()}
         return [
-            {task: [{"label": label, "probability": round(p, 6)} for label, p in pairs]
-             for task, pairs in row.items()}
-            for row in rows
+            {**top_dict(top), **({"decisions": {t: d.to_dict() for t, d in decided.items()}}
+                                 if decided else {})}
+            for top, decided in zip(self.predictor.top(probs, k), self.predictor.decisions(probs))
         ]  # fmt: skip
 
 
@@ -210,8 +212,8 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         batch = await run_in_threadpool(service.preprocess, uploads)
         logits = await service.batcher.submit(batch)
         results = [
-            {"filename": name, "predictions": top}
-            for (name, _), top in zip(uploads, service.top(logits, k))
+            {"filename": name, **answer}
+            for (name, _), answer in zip(uploads, service.answers(logits, k))
         ]
         return {"model_id": service.meta["model_id"], "results": results}
 
