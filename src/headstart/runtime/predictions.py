@@ -31,10 +31,7 @@ class Prediction:
         source is printable (undecodable bytes of a file name as ``\\xNN``)."""
         if self.error is not None:
             return {"source": display(self.source), "error": display(self.error)}
-        out: dict[str, Any] = {"source": display(self.source), **top_dict(self.top)}
-        if self.decisions:
-            out["decisions"] = {t: d.to_dict() for t, d in self.decisions.items()}
-        return out
+        return {"source": display(self.source), **answer_dict(self.top, self.decisions)}
 
 
 @dataclass(frozen=True)
@@ -54,14 +51,21 @@ class Decision:
         return f"-> {self.label} (threshold {self.threshold:.3f})"
 
 
-def top_dict(top: dict[str, list[tuple[str, float]]]) -> dict[str, Any]:
-    """``{"predictions": {task: [{"label", "probability"}]}}``, as predict and serve write."""
-    return {
+def answer_dict(
+    top: dict[str, list[tuple[str, float]]], decisions: dict[str, Decision]
+) -> dict[str, Any]:
+    """One image's answer as ``predict --json`` and the server write it:
+    ``{"predictions": {task: [{"label", "probability"}]}}``, and ``"decisions"`` when a
+    task has a threshold."""
+    out: dict[str, Any] = {
         "predictions": {
             task: [{"label": lbl, "probability": round(p, 6)} for lbl, p in pairs]
             for task, pairs in top.items()
         }
     }
+    if decisions:
+        out["decisions"] = {t: d.to_dict() for t, d in decisions.items()}
+    return out
 
 
 def decide(probs: np.ndarray, threshold: float | None = None) -> np.ndarray:

@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 from headstart.imaging import ImageRefused, open_rgb
 from headstart.runtime.engines import load_engine
 from headstart.runtime.onnx import Engine
-from headstart.runtime.predictions import top_dict
+from headstart.runtime.predictions import answer_dict
 from headstart.runtime.predictor import Predictor, softmax
 from headstart.runtime.preprocess import preprocess
 from headstart.serve.batcher import MicroBatcher
@@ -119,11 +119,8 @@ class Service:
         """Per image, ``{"predictions": top-k labels and probabilities per task}`` and, for
         tasks with a decision threshold, ``{"decisions": ...}``."""
         probs = {t: softmax(v) for t, v in logits.items()}
-        return [
-            {**top_dict(top), **({"decisions": {t: d.to_dict() for t, d in decided.items()}}
-                                 if decided else {})}
-            for top, decided in zip(self.predictor.top(probs, k), self.predictor.decisions(probs))
-        ]  # fmt: skip
+        tops, decisions = self.predictor.top(probs, k), self.predictor.decisions(probs)
+        return [answer_dict(top, decided) for top, decided in zip(tops, decisions)]
 
 
 def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
