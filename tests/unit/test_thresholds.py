@@ -35,6 +35,13 @@ def test_the_threshold_reaches_the_best_f1(seed: int) -> None:
     assert Scores.of(scores >= t, positive).f1 > Scores.of(scores >= 0.5, positive).f1
 
 
+def test_saturated_scores_still_leave_a_threshold_a_manifest_takes() -> None:
+    positive = np.array([1, 1, 1, 0], bool)
+    assert 0 < f1_threshold(np.array([1.0, 1.0, 0.0, 0.0]), positive) < 1  # all or nothing
+    assert 0 < f1_threshold(np.zeros(4), positive) < 1  # everything scored 0: take them all
+    assert 0 < moved({"x": 1 - 1e-7}, {}, {"x": 0.01})["x"] < 1
+
+
 def test_cross_fitted_figures_are_not_flattered() -> None:
     rng = np.random.default_rng(0)
     positive, scores = rng.random(400) < 0.2, rng.random(400)  # no signal at all
@@ -147,7 +154,7 @@ def test_a_stored_threshold_decides_in_evaluate_predict_serve_and_onnx(
     with TestClient(create_app(ServeConfig(model=str(trained_run / "model.onnx")))) as c:
         files = [("file", ("a.png", images[-1].read_bytes(), "image/png"))]
         result = c.post("/predict", files=files).json()["results"][0]
-    assert result["decisions"] == {"class": {"label": "blue", "threshold": 1 - 1e-9}}
+    assert result["decisions"] == {"class": {"label": "blue", "threshold": 1.0}}  # 6 digits
     assert result["predictions"]["class"][0]["label"] == "red"  # the probabilities unchanged
 
 

@@ -38,6 +38,11 @@ from headstart.training.checkpoint import MANIFEST
 from headstart.training.files import write_atomic
 
 CRITERIA = ("f1", "none")  # none: remove the stored thresholds
+EDGE = 1e-7  # a stored threshold lies in [EDGE, 1 - EDGE]: strictly between 0 and 1
+
+
+def _inside(t: float) -> float:
+    return float(np.clip(t, EDGE, 1 - EDGE))
 
 
 def f1_threshold(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -60,7 +65,7 @@ def f1_threshold(scores: np.ndarray, positive: np.ndarray) -> float:
     k = int(np.argmax(f1))
     chosen = s[last][k]
     below = s[last][k + 1] if k + 1 < last.sum() else 0.0
-    return float((chosen + below) / 2)
+    return _inside((chosen + below) / 2)  # saturated scores of 0 or 1 still leave a threshold
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,7 @@ def threshold_run(
                 ThresholdFit(
                     task,
                     run.tasks[task][1],
-                    round(f1_threshold(p, positive), 6),
+                    f1_threshold(p, positive),
                     int(keep.sum()),
                     int(positive.sum()),
                     Scores.of(p >= 0.5, positive),
@@ -185,13 +190,13 @@ def moved_by_temperature(
     temperatures those the ``thresholds`` made under the ``before`` ones (per task; 1 where
     none is given): the margin between the two logits stays where it was.
 
-    >>> moved_by_temperature({"a": 0.25}, {}, {"a": 2.0})["a"]  # logit(0.25) / 2
+    >>> round(moved_by_temperature({"a": 0.25}, {}, {"a": 2.0})["a"], 6)  # logit(0.25) / 2
     0.366025
     """
     out = {}
     for task, t in thresholds.items():
         margin = before.get(task, 1.0) * np.log(t / (1 - t))
-        out[task] = round(float(1 / (1 + np.exp(-margin / after.get(task, 1.0)))), 6)
+        out[task] = _inside(1 / (1 + np.exp(-margin / after.get(task, 1.0))))
     return out
 
 

@@ -44,7 +44,7 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {"label": self.label, "threshold": self.threshold}
+        return {"label": self.label, "threshold": round(self.threshold, 6)}
 
     def text(self) -> str:
         """As ``predict`` prints it after the probabilities."""
