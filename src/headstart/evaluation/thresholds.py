@@ -1,4 +1,4 @@
-"""Decision thresholds for two-class tasks: say "yes" below a probability of 0.5.
+"""Decision thresholds for two-class tasks: a rare "yes" decided below a probability of 0.5.
 
 A yes/no task whose "yes" is rare (a finding on a chest X-ray, a defect on a production
 line, each label of a multi-label file) rarely reaches a probability of 0.5, so the argmax
