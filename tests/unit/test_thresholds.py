@@ -149,6 +149,8 @@ def test_a_stored_threshold_decides_in_evaluate_predict_serve_and_onnx(
     assert main(["--no-progress", "predict", str(trained_run), str(images[-1])]) == 0
     assert "-> blue (threshold 1.000)" in capsys.readouterr().out
     assert main(["--no-progress", "export", str(trained_run)]) == 0
+    verified = json.loads((trained_run / "model.onnx.json").read_text())["verification"]
+    assert verified["accuracy"]["class"] == {"pytorch": 0.5, "exported": 0.5}  # its decisions
     onnx = Predictor.load(trained_run / "model.onnx").predict_paths(images[-1:])[0]
     assert onnx.decisions["class"].label == "blue"
     with TestClient(create_app(ServeConfig(model=str(trained_run / "model.onnx")))) as c:

@@ -1,8 +1,9 @@
 """Verification: the exported model against the run's PyTorch model on real images.
 
 Both see the very same preprocessed batches; the check is on the logits (max absolute
-difference) and on every image's top-1 prediction, per task, and accuracy is computed for
-both on the labelled images.
+difference) and on every image's decision, per task (its top-1, or for a two-class task with
+a stored threshold the threshold's answer, as predict and serve decide), and accuracy is
+computed for both on the labelled images.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from tqdm.auto import tqdm
 
 from headstart.data import MISSING, Sample, eval_transform, task_label
 from headstart.runtime.onnx import Engine
+from headstart.runtime.predictions import decide
+from headstart.runtime.predictor import softmax
 
 TOLERANCE = 1e-4  # float32 logits, as the issue asks
 
@@ -109,14 +112,16 @@ def verify(
     ref = {t: np.concatenate(v) for t, v in ref_out.items()}
     exp = {t: np.concatenate(v) for t, v in exp_out.items()}
     diff = max(float(np.abs(ref[t] - exp[t]).max()) for t in tasks) if samples else 0.0
-    agree = {t: int((ref[t].argmax(1) == exp[t].argmax(1)).sum()) for t in tasks}
+    thresholds = reference.meta.get("thresholds") or {}
+    ref_d, exp_d = (
+        {t: decide(softmax(out[t]), thresholds.get(t)) for t in tasks} for out in (ref, exp)
+    )
+    agree = {t: int((ref_d[t] == exp_d[t]).sum()) for t in tasks}
     accuracy = {}
     for t in tasks:
         y = np.array([task_label(s.target, t) for s in samples])
         known = y != MISSING
         if not known.any():
             continue  # unlabelled images (--images): agreement only
-        accuracy[t] = tuple(
-            float((out[t].argmax(1)[known] == y[known]).mean()) for out in (ref, exp)
-        )
+        accuracy[t] = tuple(float((d[t][known] == y[known]).mean()) for d in (ref_d, exp_d))
     return Verification(len(samples), diff, agree, accuracy, seconds, tolerance)
