@@ -146,3 +146,16 @@ def validate_manifest(manifest: Any, path: Path) -> dict[str, Any]:
                 f"two-class task of this model. {fix}"
             )
     return manifest
+
+
+def rounded(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with its floats (nested mappings' too) rounded to 6 digits, as the manifest
+    records a fit's figures.
+
+    >>> rounded({"t": 0.12345678, "fit": {"f1": 2 / 3}, "n": 3})
+    {'t': 0.123457, 'fit': {'f1': 0.666667}, 'n': 3}
+    """
+    return {
+        k: rounded(v) if isinstance(v, dict) else round(v, 6) if isinstance(v, float) else v
+        for k, v in d.items()
+    }

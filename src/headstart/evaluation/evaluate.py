@@ -217,6 +217,28 @@ def run_predictor(run: LoadedRun, device: torch.device) -> Predictor:
     return Predictor(TorchEngine(run, str(device)))
 
 
+def validation_scores(
+    run: LoadedRun,
+    device: str = "auto",
+    *,
+    raw: bool = False,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per task, the probabilities (``raw``: the logits) of the run's validation images as
+    predict and serve compute them, and their targets: what ``--calibrate`` and
+    ``--thresholds`` fit on."""
+    samples, _, _ = eval_samples(run, None)
+    return _scores(
+        run_predictor(run, resolve_device(device)),
+        samples,
+        cached_reader(run.preprocessing),
+        raw=raw,
+        batch_size=batch_size,
+        progress=progress,
+    )
+
+
 def _display(path: Path, root: Path | None) -> str:
     """A path relative to the data root when it is under it."""
     if root is not None:
@@ -302,17 +324,16 @@ def evaluate_run(
                 train_targets[task][has],
                 classes,
             )
+        threshold = predictor.thresholds.get(task)
         results[task] = _task_evaluation(
             run, task, classes, p, y, paths, full, source, read, errors, len(run.tasks) > 1,
-            predictor.thresholds.get(task),
+            threshold,
         )  # fmt: skip
         results[task].label_errors_out_of_fold = held_out is not None
         if plain is not None:
             q = plain[task][labelled]
             results[task].without_tta = {
-                "accuracy": float((decide(q, predictor.thresholds.get(task)) == y).mean())
-                if len(y)
-                else 0.0,
+                "accuracy": float((decide(q, threshold) == y).mean()) if len(y) else 0.0,
                 "ece": calibration(q, y).ece,
             }
     result = Evaluation(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -23,6 +22,7 @@ from scipy.special import log_softmax
 from headstart.data import MISSING
 from headstart.evaluation.calibration import calibration
 from headstart.evaluation.thresholds import moved_by_temperature
+from headstart.manifest import rounded
 from headstart.training import load_run
 from headstart.training.checkpoint import MANIFEST
 from headstart.training.files import write_atomic
@@ -94,18 +94,13 @@ def calibrate_run(
 ) -> list[TemperatureFit]:
     """Fit a temperature per task on the run's validation split and store them in its
     manifest (``temperature``, ``temperature_fit``); returns the fits."""
-    from headstart.evaluation.evaluate import _scores, cached_reader, run_predictor
-    from headstart.evaluation.sources import eval_samples
-    from headstart.training.device import resolve_device
+    from headstart.evaluation.evaluate import validation_scores
 
     run = load_run(run_dir)
     run.model.temperature = {}  # fit on the raw logits, whatever an earlier fit said
-    dev = resolve_device(device)
-    samples, _, _ = eval_samples(run, None)
-    logits, targets = _scores(
-        run_predictor(run, dev), samples, cached_reader(run.preprocessing), raw=True,
-        batch_size=batch_size, progress=progress,
-    )  # fmt: skip
+    logits, targets = validation_scores(
+        run, device, raw=True, batch_size=batch_size, progress=progress
+    )
     fits = []
     for task in run.tasks:
         keep = targets[task] != MISSING
@@ -129,10 +124,6 @@ def calibrate_run(
             {f.task: f.temperature for f in fits},
         )  # fmt: skip
     manifest["temperature"] = {f.task: f.temperature for f in fits}
-    manifest["temperature_fit"] = {f.task: _rounded(asdict(f)) for f in fits}
+    manifest["temperature_fit"] = {f.task: rounded(asdict(f)) for f in fits}
     write_atomic(Path(run_dir) / MANIFEST, json.dumps(manifest, indent=2).encode())
     return fits
-
-
-def _rounded(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: round(v, 6) if isinstance(v, float) else v for k, v in d.items()}

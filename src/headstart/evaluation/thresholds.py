@@ -27,12 +27,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from headstart.data import MISSING
 from headstart.errors import ConfigError
+from headstart.manifest import rounded
+from headstart.runtime.predictions import decide
 from headstart.training import load_run
 from headstart.training.checkpoint import MANIFEST
 from headstart.training.files import write_atomic
@@ -138,9 +139,7 @@ def threshold_run(
     """Pick a threshold per two-class task on the run's validation split (``criterion``
     ``f1``) and store those that beat the argmax in its manifest (``thresholds``; every fit
     in ``threshold_fit``), or remove them (``none``); returns the fits."""
-    from headstart.evaluation.evaluate import _scores, cached_reader, run_predictor
-    from headstart.evaluation.sources import eval_samples
-    from headstart.training.device import resolve_device
+    from headstart.evaluation.evaluate import validation_scores
 
     if criterion not in CRITERIA:
         raise ConfigError(
@@ -157,11 +156,7 @@ def threshold_run(
         )
     fits = []
     if criterion == "f1":
-        samples, _, _ = eval_samples(run, None)
-        probs, targets = _scores(
-            run_predictor(run, resolve_device(device)), samples,
-            cached_reader(run.preprocessing), batch_size=batch_size, progress=progress,
-        )  # fmt: skip
+        probs, targets = validation_scores(run, device, batch_size=batch_size, progress=progress)
         for task in binary:
             keep = targets[task] != MISSING
             p, positive = probs[task][keep][:, 1], targets[task][keep] == 1
@@ -172,13 +167,13 @@ def threshold_run(
                     f1_threshold(p, positive),
                     int(keep.sum()),
                     int(positive.sum()),
-                    Scores.of(p >= 0.5, positive),
+                    Scores.of(decide(probs[task][keep]) == 1, positive),
                     cross_fitted(p, positive),
                 )
             )
         if any(f.kept for f in fits):
             manifest["thresholds"] = {f.task: f.threshold for f in fits if f.kept}
-        manifest["threshold_fit"] = {f.task: _rounded(asdict(f)) for f in fits}
+        manifest["threshold_fit"] = {f.task: rounded(asdict(f)) for f in fits}
     write_atomic(Path(run_dir) / MANIFEST, json.dumps(manifest, indent=2).encode())
     return fits
 
@@ -198,10 +193,3 @@ def moved_by_temperature(
         margin = before.get(task, 1.0) * np.log(t / (1 - t))
         out[task] = _inside(1 / (1 + np.exp(-margin / after.get(task, 1.0))))
     return out
-
-
-def _rounded(d: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: _rounded(v) if isinstance(v, dict) else round(v, 6) if isinstance(v, float) else v
-        for k, v in d.items()
-    }
