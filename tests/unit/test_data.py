@@ -134,6 +134,10 @@ def test_empty_class_folder_is_refused(split_dataset: Path) -> None:
     (split_dataset / "green" / "note.txt").write_text("no images here")
     with pytest.raises(DataError, match=r"green.*no usable image.*note.txt"):
         load_split(split_dataset)
+    (split_dataset / "red" / "readme.txt").write_text("x")  # skipped, but not in green
+    with pytest.raises(DataError) as e:
+        load_split(split_dataset)
+    assert "note.txt" in str(e.value) and "readme.txt" not in str(e.value)
 
 
 def test_no_class_folders_is_refused(tmp_path: Path) -> None:

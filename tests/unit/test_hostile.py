@@ -233,6 +233,17 @@ def test_conflicting_labels_leave_the_image_out(tmp_path: Path) -> None:
     assert "1 repeated row(s) with the same labels kept once" in split.summary()
 
 
+def test_one_image_named_two_ways_is_one_sample(tmp_path: Path) -> None:
+    names = _csv_images(tmp_path)
+    lines = [f"{n},{'a' if i % 2 else 'b'}" for i, n in enumerate(names)]
+    lines += [f"{tmp_path / '1.png'},a", "./2,b"]  # absolute, and without its extension
+    (tmp_path / "l.csv").write_text("image,kind\n" + "\n".join(lines))
+    split = load_table_split(tmp_path / "l.csv", val_fraction=0.3)
+    used = [s.path.resolve() for s in [*split.train, *split.val]]
+    assert len(used) == len(set(used)) == 8
+    assert "2 repeated row(s) with the same labels kept once" in split.summary()
+
+
 def test_a_csv_that_is_not_a_table_is_a_data_error(tmp_path: Path) -> None:
     (tmp_path / "l.csv").write_bytes(b'image,kind\n"0.png,a\n' + b"x" * 200_000)
     with pytest.raises(DataError):

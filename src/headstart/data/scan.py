@@ -249,10 +249,11 @@ def scan_folder(
             scan.skipped.append((path, reason))
     empty = [c for c, n in scan.counts().items() if n == 0 and (root / c).is_dir()]
     if empty and not allow_empty:
+        there = [(p, r) for p, r in scan.skipped if p.relative_to(root).parts[0] in empty]
         raise DataError(
             f"DataError: class folder(s) {', '.join(str(root / c) for c in empty)} hold no "
             "usable image. Add images or remove the folder"
-            + (f"; skipped there: {_skipped_summary(scan.skipped)}" if scan.skipped else ".")
+            + (f"; skipped there: {_skipped_summary(there)}" if there else ".")
         )
     return scan
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -167,19 +166,9 @@ def read_labels_csv(
             )
     index = {t: {c: i for i, c in enumerate(names)} for t, names in classes.items()}
     table = LabelTable(csv_path, root, classes, [], notes=notes)
-    rows = _one_row_per_image(rows, image_col, tasks, root, table)
-    for line, row in rows:
-        rel = (row.get(image_col) or "").strip()
-        if not rel:
-            raise DataError(f"DataError: {csv_path} line {line}: the {image_col!r} cell is empty.")
-        path = find(rel)
-        if path is None:
-            raise DataError(
-                f"DataError: {csv_path} line {line}: image {rel!r} not found under {root} (with "
-                "or without an image extension; a bare name is also looked for, once, in its "
-                "subfolders). Fix the path, or pass --images-root DIR (the folder paths are "
-                "relative to)."
-            )
+    lines = enumerate(rows, start=2)  # line 1 is the header
+    found = [(n, row, _find_image(row, image_col, find, n, csv_path)) for n, row in lines]
+    for line, row, path in _one_row_per_image(found, tasks, table):
         target = {t: index[t].get((row.get(t) or "").strip(), MISSING) for t in tasks}
         if all(v == MISSING for v in target.values()):
             table.skipped.append((path, f"line {line}: no label for any task"))
@@ -257,25 +246,42 @@ def _check_known(task: str, names: list[str], classes: list[str], csv_path: Path
         )
 
 
+def _find_image(
+    row: dict[str, str], image_col: str, find: ImageFinder, line: int, csv_path: Path
+) -> Path:
+    """The image file a row names, or a DataError saying which line names none."""
+    rel = (row.get(image_col) or "").strip()
+    if not rel:
+        raise DataError(f"DataError: {csv_path} line {line}: the {image_col!r} cell is empty.")
+    path = find(rel)
+    if path is None:
+        raise DataError(
+            f"DataError: {csv_path} line {line}: image {rel!r} not found under {find.root} (with "
+            "or without an image extension; a bare name is also looked for, once, in its "
+            "subfolders). Fix the path, or pass --images-root DIR (the folder paths are "
+            "relative to)."
+        )
+    return path
+
+
 def _one_row_per_image(
-    rows: list[dict[str, str]], image_col: str, tasks: list[str], root: Path, table: LabelTable
-) -> list[tuple[int, dict[str, str]]]:
-    """(line, row) pairs with each image once: repeated rows that agree are kept once (a
-    note counts them); an image whose rows disagree on a label is left out, and listed as
-    skipped with the conflicting lines (one copy in train and one in val would be worse)."""
-    by_image: dict[str, list[tuple[int, dict[str, str]]]] = {}
-    for line, row in enumerate(rows, start=2):  # line 1 is the header
-        rel = (row.get(image_col) or "").strip()
-        key = os.path.normpath(rel) if rel else f"<empty line {line}>"
-        by_image.setdefault(key, []).append((line, row))
+    found: list[tuple[int, dict[str, str], Path]], tasks: list[str], table: LabelTable
+) -> list[tuple[int, dict[str, str], Path]]:
+    """(line, row, image) triples with each image file once, however its rows spell it (a
+    relative and an absolute path, with or without its extension, through a symbolic link):
+    repeated rows that agree are kept once (a note counts them); an image whose rows
+    disagree on a label is left out, and listed as skipped with the conflicting lines (one
+    copy in train and one in val would be worse)."""
+    by_image: dict[Path, list[tuple[int, dict[str, str], Path]]] = {}
+    for entry in found:
+        by_image.setdefault(entry[2].resolve(), []).append(entry)
     out, repeated = [], 0
     for entries in by_image.values():
-        labels = {tuple((r.get(t) or "").strip() for t in tasks) for _, r in entries}
+        labels = {tuple((r.get(t) or "").strip() for t in tasks) for _, r, _ in entries}
         if len(labels) > 1:
-            lines = ", ".join(str(line) for line, _ in entries)
-            rel = (entries[0][1].get(image_col) or "").strip()
+            lines = ", ".join(str(line) for line, _, _ in entries)
             table.skipped.append(
-                (root / rel, f"conflicting labels on lines {lines}; left out (fix the CSV)")
+                (entries[0][2], f"conflicting labels on lines {lines}; left out (fix the CSV)")
             )
             continue
         repeated += len(entries) - 1
