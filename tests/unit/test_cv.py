@@ -12,7 +12,7 @@ import pytest
 
 from headstart.cli.main import main
 from headstart.data import Sample
-from headstart.evaluation.cv import corrected_paired_t, make_folds, t_interval
+from headstart.evaluation.cv import StrategyCV, corrected_paired_t, make_folds, t_interval
 from tests.conftest import TINY, make_class_folders
 
 
@@ -35,6 +35,13 @@ def test_t_interval_matches_scipy_reference() -> None:
     sem = np.std(values, ddof=1) / math.sqrt(len(values))
     ref = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=sem)
     assert t_interval(values) == pytest.approx(ref)
+
+
+def test_an_accuracy_interval_stays_within_0_and_1() -> None:
+    folds = StrategyCV("probe", [1.0, 0.923, 0.846, 0.846, 1.0])  # 5 folds of 13 images
+    assert t_interval(folds.fold_acc)[1] > 1  # the t-interval itself reaches past 100%
+    low, high = folds.ci()
+    assert high == 1.0 and low == pytest.approx(t_interval(folds.fold_acc)[0])
 
 
 def test_corrected_paired_t_is_more_cautious_than_the_plain_one() -> None:

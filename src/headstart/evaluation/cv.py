@@ -48,8 +48,10 @@ class StrategyCV:
         return float(np.std(self.fold_acc, ddof=1)) if len(self.fold_acc) > 1 else 0.0
 
     def ci(self) -> tuple[float, float]:
-        """95% Student-t interval for the mean fold accuracy."""
-        return t_interval(self.fold_acc)
+        """95% Student-t interval for the mean fold accuracy, clipped to [0, 1] (the
+        t-interval of a few folds near 100% reaches past it; no accuracy does)."""
+        low, high = t_interval(self.fold_acc)
+        return max(low, 0.0), min(high, 1.0)
 
 
 def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
