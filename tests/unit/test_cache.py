@@ -223,3 +223,31 @@ def test_an_unusable_cache_folder_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(ConfigError, match=r"--cache-dir DIR .* or --no-cache"):
         Cache(blocker / "cache")
+
+
+def test_the_cache_command_counts_what_a_run_stored_and_clears_only_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from headstart.cache.usage import usage
+    from headstart.cli.main import main
+
+    data, cache = make_trainval(tmp_path / "tv"), tmp_path / "cache"
+    first = _train(data, tmp_path / "r1", cache)
+    n = first["data"]["train"] + first["data"]["val"]
+    kinds = {k.kind: k for k in usage(cache)}
+    assert kinds["features"].parts >= 1 and kinds["features"].entries == n
+    assert kinds["audit"].entries == n and kinds["decoded"].entries == 0
+    assert kinds["features"].bytes >= sum(  # blocks on disk, folders too
+        p.stat().st_size for p in cache.rglob("features/**/*.npy")
+    )
+    (cache / "mine.txt").write_text("not the cache's")  # a folder shared with other files
+    assert main(["cache", "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    row = next(line.split() for line in out.splitlines() if line.startswith("features"))
+    assert row[:3] == ["features", str(kinds["features"].parts), str(n)] and "--clear" in out
+    assert main(["cache", "--cache-dir", str(cache), "--clear"]) == 0
+    assert "freed" in capsys.readouterr().out
+    assert sorted(p.name for p in cache.iterdir()) == ["mine.txt"]
+    assert all(k.entries == k.bytes == 0 for k in usage(cache))
+    again = _train(data, tmp_path / "r2", cache)  # recomputed, not missed
+    assert (again["inputs"]["computed"], again["inputs"]["reused"]) == (n, 0)

@@ -517,6 +517,29 @@ def predict(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
+def cache(args: argparse.Namespace) -> int:
+    """``headstart cache``: entries and disk use of each cache kind (``--clear``: delete them)."""
+    from headstart.cache import cache_root
+    from headstart.cache.usage import clear, human_size, usage
+    from headstart.tables import text_table
+
+    root = cache_root(args.cache_dir)
+    if args.clear:
+        freed = clear(root)
+        print(f"cleared {root}: {human_size(freed)} freed; runs recompute what they need.")
+        return 0
+    kinds = usage(root)
+    total = ("total", "", f"{sum(k.entries for k in kinds):,}",
+             human_size(sum(k.bytes for k in kinds)))  # fmt: skip
+    print(f"cache {root}" + ("" if root.is_dir() else " (not created yet)"))
+    print(text_table([("kind", "parts", "entries", "size"), *(k.row() for k in kinds), total]))
+    print(
+        "\nEverything here is recomputed when next needed: `headstart cache --clear` frees it "
+        "(--cache-dir DIR or $HEADSTART_CACHE to keep it elsewhere)."
+    )
+    return 0
+
+
 def backbones(args: argparse.Namespace) -> int:
     """``headstart backbones``: name, library, default weights and offline availability."""
     from headstart.backbones import DEFAULT_BACKBONE, list_backbones

@@ -472,6 +472,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backbones", help="list backbones and whether their weights are offline")
     p.set_defaults(func=commands.backbones)
+
+    p = sub.add_parser(
+        "cache",
+        help="what the feature and decoded-image caches hold on disk; --clear deletes them",
+    )
+    p.add_argument(
+        "--cache-dir", metavar="DIR",
+        help="the cache folder (default $HEADSTART_CACHE, else ~/.cache/headstart)",
+    )  # fmt: skip
+    p.add_argument(
+        "--clear", action="store_true", help="delete every entry (recomputed when needed)"
+    )
+    p.set_defaults(func=commands.cache)
     _benchmark_parser(sub)
     return parser
 
