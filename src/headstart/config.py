@@ -34,6 +34,7 @@ class DataConfig:
     labels: str | None = None  # a labels CSV (image column + one column per task) instead of root
     images_root: str | None = None  # folder the CSV's image paths are relative to
     tasks: list[str] | None = None  # CSV columns to learn (None: all but the image column)
+    group: str | None = None  # CSV column naming each image's subject: split by whole groups
 
 
 @dataclass(frozen=True)

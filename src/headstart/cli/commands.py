@@ -87,6 +87,8 @@ def _data_args(cfg: TrainConfig, split: bool = True) -> str:
         args += ["--images-root", data.images_root]
     if data.tasks:
         args += ["--tasks", ",".join(data.tasks)]
+    if data.group:
+        args += ["--group", data.group]
     if split and data.val_fraction != default.data.val_fraction:
         args += ["--val-fraction", f"{data.val_fraction:g}"]
     if split and cfg.seed != default.seed:

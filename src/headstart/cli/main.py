@@ -52,6 +52,7 @@ TRAIN_OPTIONS: dict[str, str] = {
     "labels": "data.labels",
     "images_root": "data.images_root",
     "tasks": "data.tasks",
+    "group": "data.group",
     "task_weights": "optim.task_weights",
     "class_weights": "optim.class_weights",
     "monitor": "optim.monitor",
@@ -193,6 +194,10 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--images-root", metavar="DIR", help="folder the CSV's image paths start from")
     p.add_argument("--tasks", type=tasks_arg, metavar="T1,T2", help="CSV columns to learn (all)")
+    p.add_argument(
+        "--group", metavar="COLUMN",
+        help="CSV column naming each image's subject (patient, lesion): held out whole",
+    )  # fmt: skip
     p.add_argument(
         "--task-weights",
         type=task_weights_arg,

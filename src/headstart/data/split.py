@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from headstart.cache import Cache, file_digest
+from headstart.data.groups import crossing, group_summary, grouped_holdout
 from headstart.data.scan import FolderScan, Sample, data_folder, scan_folder, subfolders
 from headstart.data.table import (
     DEFAULT_TASK,
@@ -49,6 +50,7 @@ class DataSplit:
     tasks: dict[str, list[str]] = field(default_factory=dict)
     hidden: int = 0  # hidden files and folders ignored (dot-names, __MACOSX)
     notes: list[str] = field(default_factory=list)  # "warning: ..." / "note: ..." lines
+    groups: dict[Path, str] = field(default_factory=dict)  # --group: each sample's group
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -324,17 +326,25 @@ def load_table_split(
     val_fraction: float = 0.2,
     seed: int = 0,
     cache: Cache | None = None,
+    group: str | None = None,
 ) -> DataSplit:
     """Read a labels CSV (see ``data.table``) and hold out ``val_fraction``, stratified on
-    the combination of task labels, reproducibly for a given ``seed``."""
+    the combination of task labels, reproducibly for a given ``seed``; with ``group`` (a
+    column), whole groups are held out (:mod:`headstart.data.groups`)."""
     from sklearn.model_selection import train_test_split
 
-    table = read_labels_csv(csv_path, images_root, tasks, cache)
+    table = read_labels_csv(csv_path, images_root, tasks, cache, group=group)
     notes = list(table.notes)
     if table.parts:
         table = _own_split(table, notes)
         if "val" in table.parts:
-            split = _table_split(table, [p == "train" for p in table.parts], notes)
+            is_train = [p == "train" for p in table.parts]
+            split = _table_split(table, is_train, notes)
+            if group:
+                sides = [
+                    [g for g, t in zip(table.groups, is_train) if t == side] for side in (1, 0)
+                ]
+                split.notes += crossing(group, *sides)
             split.notes += _unvalidated(split)
             return checked(split, cache)
     if not 0.0 < val_fraction < 1.0:
@@ -342,7 +352,13 @@ def load_table_split(
     if len(table.samples) < 4:
         raise DataError(f"DataError: {csv_path} has {len(table.samples)} usable rows; too few.")
     kept = _rare_labels(table, notes)  # indices that must train: too rare to hold out
+    if table.groups:  # and the rest of their groups with them
+        trains = {table.groups[i] for i in kept}
+        kept |= {i for i, g in enumerate(table.groups) if g in trains}
     rest = [i for i in range(len(table.samples)) if i not in kept]
+    if group:
+        split = _grouped_split(table, rest, kept, group, val_fraction, seed, notes)
+        return checked(split, cache)
     n_val = max(1, round(len(rest) * val_fraction))
     n_train = len(rest) - n_val
     groups = strata([table.rows[i] for i in rest])
@@ -363,6 +379,30 @@ def load_table_split(
     return checked(split, cache)
 
 
+def _grouped_split(
+    table: LabelTable,
+    rest: list[int],
+    kept: set[int],
+    group: str,
+    val_fraction: float,
+    seed: int,
+    notes: list[str],
+) -> DataSplit:
+    """``rest`` split by whole groups (``kept`` trains), stratified on the first task."""
+    mask = grouped_holdout(
+        strata([table.rows[i] for i in rest], 1),
+        [table.groups[i] for i in rest],
+        val_fraction,
+        seed,
+    )
+    trains = {i for i, m in zip(rest, mask) if m} | kept
+    split = _table_split(table, [i in trains for i in range(len(table.samples))], notes)
+    sides = [[g for i, g in enumerate(table.groups) if (i in trains) == t] for t in (True, False)]
+    split.notes.append(group_summary(group, *sides))
+    split.val_fraction, split.seed = val_fraction, seed
+    return split
+
+
 def _table_split(table: LabelTable, is_train: list[bool], notes: list[str]) -> DataSplit:
     """The table's samples as training (where ``is_train``) and validation, in path order."""
     train = [s for s, t in zip(table.samples, is_train) if t]
@@ -376,6 +416,7 @@ def _table_split(table: LabelTable, is_train: list[bool], notes: list[str]) -> D
         table.skipped,
         tasks=table.tasks,
         notes=notes,
+        groups=dict(zip((s.path for s in table.samples), table.groups)),
     )
 
 
@@ -413,6 +454,7 @@ def _own_split(table: LabelTable, notes: list[str]) -> LabelTable:
         samples=[table.samples[i] for i in keep],
         rows=[table.rows[i] for i in keep],
         parts=[table.parts[i] for i in keep],
+        groups=[table.groups[i] for i in keep] if table.groups else [],
     )
 
 

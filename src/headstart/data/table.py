@@ -34,6 +34,7 @@ from headstart.data.columns import (
     part_of,
     split_column,
 )
+from headstart.data.groups import check_group_column, group_hints
 from headstart.data.scan import Sample, audit_image, data_folder
 from headstart.errors import DataError
 
@@ -80,6 +81,7 @@ class LabelTable:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)  # every task column's cell, per sample
     parts: list[str] = field(default_factory=list)  # per sample, its split column's part if any
+    groups: list[str] = field(default_factory=list)  # per sample, its --group cell, if asked
     notes: list[str] = field(default_factory=list)  # "note: ..." lines for the data summary
 
 
@@ -109,9 +111,12 @@ def read_labels_csv(
     tasks: list[str] | None = None,
     cache: Cache | None = None,
     known: Mapping[str, list[str]] | None = None,
+    group: str | None = None,
 ) -> LabelTable:
     """Read ``csv_path``; image paths are relative to ``images_root`` (default: the CSV's
-    folder); ``tasks`` picks columns (default: every column but the image column).
+    folder); ``tasks`` picks columns (default: every column but the image column);
+    ``group`` names a column whose value each image's group shares (a patient, a lesion):
+    never a task, read into ``groups`` for the split (see :mod:`headstart.data.groups`).
 
     ``known``: a trained model's classes per task, to evaluate it on the CSV: the tasks are
     the model's that the CSV has a column for (a single-task model reads a CSV's only task
@@ -126,13 +131,14 @@ def read_labels_csv(
     header, rows, header_note = _read_rows(text, find, csv_path)
     image_col, image_note = image_column(header, rows, find, csv_path)
     split_col = split_column([h for h in header if h != image_col])
-    columns = [h for h in header if h not in (image_col, split_col)]
+    check_group_column(group, header, image_col, split_col, csv_path)
+    columns = [h for h in header if h not in (image_col, split_col, group)]
     notes = [n for n in (encoding_note, header_note, image_note) if n]
     if not columns:
         raise DataError(f"DataError: {csv_path} has an image column but no task columns.")
-    group = one_hot(columns, rows)
-    if group and not set(tasks or ()) & set(group):  # --tasks naming a column reads it alone
-        columns, rows, one_hot_note = merge_one_hot(group, columns, rows)
+    hot = one_hot(columns, rows)
+    if hot and not set(tasks or ()) & set(hot):  # --tasks naming a column reads it alone
+        columns, rows, one_hot_note = merge_one_hot(hot, columns, rows)
         notes.append(one_hot_note)
     columns, rows, split_into, multi_note = multi_label(columns, rows)
     if multi_note:
@@ -179,8 +185,12 @@ def read_labels_csv(
             table.rows.append([(row.get(c) or "").strip() for c in columns])
             if split_col:
                 table.parts.append(part_of(row.get(split_col) or "", split_col, line, csv_path))
+            if group:
+                table.groups.append((row.get(group) or "").strip() or f"<line {line}>")
         else:
             table.skipped.append((path, reason))
+    if group is None:
+        table.notes += group_hints(columns, tasks, rows)
     if find.found_below:
         table.notes.append(
             f"note: {len(find.found_below):,} image(s) named by file alone were found in "

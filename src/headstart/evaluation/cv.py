@@ -26,6 +26,7 @@ import numpy as np
 
 from headstart.config import TrainConfig
 from headstart.data import Sample
+from headstart.errors import DataError
 from headstart.stats import CONFIDENCE
 from headstart.tables import text_table
 
@@ -81,22 +82,33 @@ def corrected_paired_t(a: Sequence[float], b: Sequence[float], test_train_ratio:
 
 
 def make_folds(
-    samples: Sequence[Sample], folds: int, repeats: int, seed: int
+    samples: Sequence[Sample],
+    folds: int,
+    repeats: int,
+    seed: int,
+    groups: Sequence[str] | None = None,
 ) -> list[tuple[list[Sample], list[Sample]]]:
     """(train, val) per fold: stratified (:func:`strata`), every sample in exactly one val
-    fold per repeat."""
+    fold per repeat; with ``groups`` (``--group``), each group's samples in one fold."""
     import warnings
 
-    from sklearn.model_selection import RepeatedStratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+    if groups is not None and len(set(groups)) < folds:
+        raise DataError(
+            f"DataError: --group leaves {len(set(groups))} group(s), fewer than the {folds} "
+            "folds. Pass fewer --folds, or drop --group."
+        )
     y = strata(samples, folds)
-    splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
+    out = []
     with warnings.catch_warnings():  # a class rarer than the folds: sklearn spreads it anyway
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-        return [
-            ([samples[i] for i in tr], [samples[i] for i in va])
-            for tr, va in splitter.split(np.zeros(len(y)), y)
-        ]
+        rng = np.random.RandomState(seed)  # as RepeatedStratifiedKFold draws its repeats
+        kind = StratifiedKFold if groups is None else StratifiedGroupKFold
+        for _ in range(repeats):
+            cut = kind(folds, shuffle=True, random_state=rng).split(y, y, groups)
+            out += [([samples[i] for i in tr], [samples[i] for i in va]) for tr, va in cut]
+    return out
 
 
 def strata(samples: Sequence[Sample], folds: int) -> list[str]:
@@ -187,7 +199,8 @@ def cross_validate(
     cache = Cache(cfg.data.cache_dir) if cfg.data.cache else None
     base = load_data(cfg, cache)
     pool = list(base.train) if keep_test else [*base.train, *base.val]
-    fold_sets = make_folds(pool, folds, repeats, cfg.seed)
+    groups = [base.groups[s.path] for s in pool] if base.groups else None
+    fold_sets = make_folds(pool, folds, repeats, cfg.seed, groups)
     out = Path(out_dir)
     rows = []
     for name in strategies:

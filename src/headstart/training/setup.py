@@ -178,8 +178,13 @@ def load_data(cfg: TrainConfig, cache: Cache | None = None) -> DataSplit:
     if cfg.data.labels:
         return load_table_split(
             cfg.data.labels, cfg.data.images_root, cfg.data.tasks, cfg.data.val_fraction,
-            cfg.seed, cache,
+            cfg.seed, cache, group=cfg.data.group,
         )  # fmt: skip
+    if cfg.data.group:
+        raise ConfigError(
+            f"ConfigError: --group {cfg.data.group} names a column of a labels CSV; a folder "
+            "of class subfolders has none. Pass --labels CSV, or drop --group."
+        )
     return load_split(cfg.data.root, cfg.data.val_fraction, cfg.seed, cache)
 
 

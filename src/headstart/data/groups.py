@@ -1,0 +1,126 @@
+"""Splits that keep a group's images together: ``--group COLUMN`` of a labels CSV.
+
+Medical and scientific datasets often hold several images of one subject: HAM10000 has up to
+six photos of a lesion (``lesion_id``), NIH ChestX-ray several radiographs of a patient
+(``Patient ID``), a production line several shots of one part. Split image by image, a
+subject lands on both sides, and validation measures recognising the subject, not the class:
+the figure flatters the model. With ``--group``, every image of a group is held out together
+(scikit-learn's ``StratifiedGroupKFold``: class proportions kept as far as the groups allow),
+and cross-validation folds (``headstart cv``) do the same.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from headstart.data.columns import MANY
+from headstart.errors import DataError
+
+
+def check_group_column(
+    group: str | None, header: Sequence[str], image_col: str, split_col: str | None, csv: Path
+) -> None:
+    """A DataError unless ``group`` (when given) is a column of the CSV other than its image
+    and split columns."""
+    if group is None:
+        return
+    if group not in header:
+        raise DataError(
+            f"DataError: --group {group}: no such column in {csv}. Columns there: "
+            f"{', '.join(header)}."
+        )
+    if group in (image_col, split_col):
+        raise DataError(
+            f"DataError: --group {group} is {csv}'s {'image' if group == image_col else 'split'} "
+            "column; name the column that says which images belong together (a patient or "
+            "lesion id)."
+        )
+
+
+def group_hints(
+    columns: Sequence[str], tasks: Sequence[str], rows: Sequence[dict[str, str]]
+) -> list[str]:
+    """A note for each column that is not a task and looks like a subject id that repeats
+    (many distinct values, as an identifier has, yet some shared by several rows): what
+    ``--group`` is for.
+
+    >>> rows = [{"lesion": f"L{i // 2}", "dx": "ab"[i % 2]} for i in range(200)]
+    >>> group_hints(["lesion", "dx"], ["dx"], rows)[0][:41]
+    'note: column lesion repeats its values (1'
+    """
+    notes = []
+    for c in columns:
+        if c in tasks:
+            continue
+        values = [v for r in rows if (v := (r.get(c) or "").strip())]
+        counts = Counter(values)
+        many = len(counts) > len(values) / 2 or len(counts) > max(MANY, len(values) / 5)
+        if many and len(counts) < len(values):
+            notes.append(
+                f"note: column {c} repeats its values ({len(counts):,} values for "
+                f"{len(values):,} rows; up to {max(counts.values())} rows share one). If the "
+                f"rows of one value show one subject (a patient, a lesion, a part), pass --group "
+                f"{c}: split image by image, a subject on both sides makes validation flatter "
+                "the model"
+            )
+    return notes
+
+
+def grouped_holdout(
+    strata: Sequence[str], groups: Sequence[str], val_fraction: float, seed: int
+) -> np.ndarray:
+    """Which of the samples train (a boolean mask): whole groups are held out, about
+    ``val_fraction`` of the images (one fold of ``round(1 / val_fraction)``), stratified on
+    ``strata`` as far as the groups allow."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_groups = len(set(groups))
+    k = max(2, round(1 / val_fraction))
+    if n_groups < k:
+        raise DataError(
+            f"DataError: --group leaves {n_groups} group(s), too few to hold out "
+            f"{val_fraction:.0%} of them for validation. Pass a column with more groups, "
+            "or drop --group."
+        )
+    folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # a class rarer than the folds: it is spread anyway
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        _, held = next(folds.split(np.zeros(len(groups)), list(strata), list(groups)))
+    mask = np.ones(len(groups), dtype=bool)
+    mask[held] = False
+    return mask
+
+
+def group_summary(column: str, train: Sequence[str], val: Sequence[str]) -> str:
+    """The note that says how a grouped split came out.
+
+    >>> for part in group_summary("lesion", ["a", "a", "b"], ["c"]).split("; "):
+    ...     print(part)
+    note: split by --group lesion: 3 groups (1 of 2+ images)
+    validation holds 1 image(s) of 1 group(s) (25%)
+    """
+    sizes = Counter([*train, *val])
+    multi = sum(n > 1 for n in sizes.values())
+    share = len(val) / max(1, len(train) + len(val))
+    return (
+        f"note: split by --group {column}: {len(sizes):,} groups ({multi:,} of 2+ images); "
+        f"validation holds {len(val):,} image(s) of {len(set(val)):,} group(s) ({share:.0%})"
+    )
+
+
+def crossing(column: str, train: Sequence[str], val: Sequence[str]) -> list[str]:
+    """A warning when a given split (the CSV's own) puts a group on both sides."""
+    both = set(train) & set(val)
+    if not both:
+        return []
+    shown = ", ".join(sorted(both)[:3])
+    return [
+        f"warning: the CSV's split puts {len(both):,} --group {column} group(s) in train and "
+        f"val ({shown}{', ...' if len(both) > 3 else ''}): their validation images are not "
+        "unseen subjects"
+    ]

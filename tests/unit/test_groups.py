@@ -1,0 +1,86 @@
+"""``--group COLUMN``: a labels CSV's subjects (patients, lesions) held out whole, in the
+validation split and in cross-validation folds; a hint when a column looks like one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from headstart.cli.main import main
+from headstart.data import load_table_split
+from headstart.errors import DataError
+from tests.conftest import TINY, make_image
+
+
+def subjects_csv(root: Path, subjects: int = 20, per: int = 3, split: bool = False) -> Path:
+    """``subjects`` patients of ``per`` images each, a class per patient (alternating)."""
+    lines = ["image,patient,dx" + (",split" if split else "")]
+    for p in range(subjects):
+        colour = (200, 40, 40) if p % 2 else (40, 40, 200)
+        for k in range(per):
+            name = f"p{p}_{k}.png"
+            make_image(root / name, colour, seed=p * per + k)
+            part = ",val" if split and (p * per + k) % 5 == 0 else ",train" if split else ""
+            lines.append(f"{name},P{p},{'ab'[p % 2]}{part}")
+    (root / "labels.csv").write_text("\n".join(lines))
+    return root / "labels.csv"
+
+
+def _patients(samples: list) -> set[str]:
+    return {s.path.name.split("_")[0] for s in samples}
+
+
+def test_a_group_is_held_out_whole_and_the_split_says_so(tmp_path: Path) -> None:
+    csv = subjects_csv(tmp_path)
+    for seed in range(3):
+        split = load_table_split(csv, seed=seed, group="patient")
+        assert not _patients(split.train) & _patients(split.val)
+        assert len(split.val) % 3 == 0 and len(split.val) + len(split.train) == 60
+        assert set(split.tasks) == {"dx"}  # the group column is never a task
+        assert "split by --group patient: 20 groups (20 of 2+ images)" in split.summary()
+    plain = load_table_split(csv, seed=0, tasks=["dx"])
+    assert _patients(plain.train) & _patients(plain.val)  # image by image: patients straddle
+
+
+def test_a_column_that_looks_like_a_subject_id_is_pointed_out(tmp_path: Path) -> None:
+    csv = subjects_csv(tmp_path, subjects=60, per=2)  # 60 ids for 120 rows: an identifier
+    summary = load_table_split(csv).summary()
+    assert "column patient repeats its values (60 values for 120 rows" in summary
+    assert "pass --group patient" in summary
+    assert "repeats its values" not in load_table_split(csv, group="patient").summary()
+
+
+def test_bad_group_columns_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    csv = subjects_csv(tmp_path)
+    with pytest.raises(DataError, match=r"--group lesion: no such column.*patient"):
+        load_table_split(csv, group="lesion")
+    with pytest.raises(DataError, match=r"--group image is .*image column"):
+        load_table_split(csv, group="image")
+    folder = tmp_path / "folder" / "red"
+    make_image(folder / "a.png", (200, 0, 0))
+    assert main(["train", str(folder.parent), "--group", "patient"]) == 2
+    assert "names a column of a labels CSV" in capsys.readouterr().err
+    few = subjects_csv(tmp_path / "few", subjects=3)
+    with pytest.raises(DataError, match="3 group"):
+        load_table_split(few, group="patient")
+
+
+def test_a_given_split_that_straddles_a_group_is_warned_of(tmp_path: Path) -> None:
+    csv = subjects_csv(tmp_path, split=True)  # every fifth image is val, whoever it shows
+    split = load_table_split(csv, group="patient")
+    assert any("puts" in n and "--group patient group(s) in train and val" in n
+               for n in split.notes)  # fmt: skip
+
+
+def test_cv_folds_keep_groups_whole(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    csv = subjects_csv(tmp_path / "d", subjects=12, per=2)
+    args = ["--no-progress", "cv", "--labels", str(csv), "--group", "patient", "--folds", "3",
+            "--backbone", TINY, "--workers", "0", "--batch-size", "8",
+            "--out", str(tmp_path / "cv")]  # fmt: skip
+    assert main(args) == 0
+    for k in (1, 2, 3):
+        split = json.loads((tmp_path / "cv" / "probe" / f"fold{k}" / "split.json").read_text())
+        train, val = ({Path(p).name.split("_")[0] for p, _ in split[s]} for s in ("train", "val"))
+        assert val and not train & val
