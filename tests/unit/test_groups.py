@@ -84,3 +84,28 @@ def test_cv_folds_keep_groups_whole(tmp_path: Path, capsys: pytest.CaptureFixtur
         split = json.loads((tmp_path / "cv" / "probe" / f"fold{k}" / "split.json").read_text())
         train, val = ({Path(p).name.split("_")[0] for p, _ in split[s]} for s in ("train", "val"))
         assert val and not train & val
+
+
+def test_the_probe_chooses_its_penalty_on_folds_of_whole_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import headstart.training.regularise as regularise
+
+    seen = []
+    real = regularise.fit_last_layer_head
+
+    def spy(model, raw, targets, objective, seed, groups=None):
+        seen.append(groups)
+        return real(model, raw, targets, objective, seed, groups)
+
+    monkeypatch.setattr(regularise, "fit_last_layer_head", spy)
+    csv = subjects_csv(tmp_path / "d")
+    args = ["--no-progress", "train", "--labels", str(csv), "--group", "patient",
+            "--backbone", TINY, "--workers", "0", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(args) == 0
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    patients = [Path(p).name.split("_")[0] for p, _ in split["train"]]
+    assert len(seen) == 1 and len(seen[0]) == len(patients)
+    assert len(set(seen[0])) == len(set(patients))  # one fold group per patient, not per image
+    assert all((a == b) == (p == q) for a, p in zip(seen[0], patients)
+               for b, q in zip(seen[0], patients))  # fmt: skip

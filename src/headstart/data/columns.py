@@ -218,39 +218,52 @@ def _number(cell: str) -> bool:
     return True
 
 
+def column_kinds(columns: Sequence[str], rows: Sequence[dict[str, str]]) -> dict[str, str]:
+    """What each column holds: ``id`` (more distinct values than half the labelled rows, or
+    than :data:`MANY` and a fifth of them: NIH's Patient ID), ``measure`` (numbers with more
+    than :data:`MANY` distinct values: an age, a width), ``one`` (one value throughout) or
+    ``label`` (classes a task could learn).
+
+    >>> rows = [{"id": str(i), "grade": "ab"[i % 2], "site": "x"} for i in range(6)]
+    >>> column_kinds(["id", "grade", "site"], rows)
+    {'id': 'id', 'grade': 'label', 'site': 'one'}
+    """
+    kinds = {}
+    for c in columns:
+        values = [v for r in rows if (v := (r.get(c) or "").strip())]
+        distinct = set(values)
+        if len(distinct) > len(values) / 2 or len(distinct) > max(MANY, len(values) / 5):
+            kinds[c] = "id"
+        elif len(distinct) > MANY and all(_number(v) for v in distinct):
+            kinds[c] = "measure"
+        else:
+            kinds[c] = "one" if len(distinct) < 2 else "label"
+    return kinds
+
+
 def default_tasks(
     columns: Sequence[str], rows: Sequence[dict[str, str]]
 ) -> tuple[list[str], str | None]:
-    """Task columns when ``--tasks`` names none: every column but identifiers (more distinct
-    values than half the labelled rows, or than :data:`MANY` and a fifth of them: NIH's
-    Patient ID), measurements (numbers with more than :data:`MANY` distinct values: an age, a
-    width) and columns with one value throughout, unless that leaves none; a note names what
-    was left out.
+    """Task columns when ``--tasks`` names none: every ``label`` column of
+    :func:`column_kinds` (not identifiers, measurements, or columns with one value
+    throughout), unless that leaves none; a note names what was left out.
 
     >>> rows = [{"id": str(i), "grade": "ab"[i % 2], "site": "x"} for i in range(6)]
     >>> default_tasks(["id", "grade", "site"], rows)[0]
     ['grade']
     """
-    tasks, ids, measures, one = [], [], [], []
-    for c in columns:
-        values = [v for r in rows if (v := (r.get(c) or "").strip())]
-        distinct = set(values)
-        if len(distinct) > len(values) / 2 or len(distinct) > max(MANY, len(values) / 5):
-            ids.append(c)
-        elif len(distinct) > MANY and all(_number(v) for v in distinct):
-            measures.append(c)
-        else:
-            (one if len(distinct) < 2 else tasks).append(c)
+    kinds = column_kinds(columns, rows)
+    tasks = [c for c in columns if kinds[c] == "label"]
     if not tasks:  # small tables: a few rows may hold as many classes; keep them all
         return list(columns), None
     left = [
         f"{', '.join(cs)} ({why})"
-        for cs, why in (
-            (ids, "more distinct values than a task could learn: an identifier"),
-            (measures, f"numbers with over {MANY} distinct values: a measurement"),
-            (one, "one value throughout"),
+        for kind, why in (
+            ("id", "more distinct values than a task could learn: an identifier"),
+            ("measure", f"numbers with over {MANY} distinct values: a measurement"),
+            ("one", "one value throughout"),
         )
-        if cs
+        if (cs := [c for c in columns if kinds[c] == kind])
     ]
     note = f"note: column(s) {'; '.join(left)} left out of the tasks; --tasks picks columns"
     return tasks, note if left else None

@@ -11,14 +11,14 @@ and cross-validation folds (``headstart cv``) do the same.
 
 from __future__ import annotations
 
+import shlex
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from headstart.data.columns import MANY
 from headstart.errors import DataError
 
 
@@ -43,30 +43,27 @@ def check_group_column(
 
 
 def group_hints(
-    columns: Sequence[str], tasks: Sequence[str], rows: Sequence[dict[str, str]]
+    kinds: Mapping[str, str], tasks: Sequence[str], rows: Sequence[dict[str, str]]
 ) -> list[str]:
-    """A note for each column that is not a task and looks like a subject id that repeats
-    (many distinct values, as an identifier has, yet some shared by several rows): what
-    ``--group`` is for.
+    """A note for each identifier column (``kinds``: :func:`~headstart.data.columns.column_kinds`)
+    that is not a task and whose values repeat: a subject id, what ``--group`` is for.
 
     >>> rows = [{"lesion": f"L{i // 2}", "dx": "ab"[i % 2]} for i in range(200)]
-    >>> group_hints(["lesion", "dx"], ["dx"], rows)[0][:41]
+    >>> group_hints({"lesion": "id", "dx": "label"}, ["dx"], rows)[0][:41]
     'note: column lesion repeats its values (1'
     """
     notes = []
-    for c in columns:
-        if c in tasks:
+    for c, kind in kinds.items():
+        if c in tasks or kind != "id":
             continue
-        values = [v for r in rows if (v := (r.get(c) or "").strip())]
-        counts = Counter(values)
-        many = len(counts) > len(values) / 2 or len(counts) > max(MANY, len(values) / 5)
-        if many and len(counts) < len(values):
+        counts = Counter(v for r in rows if (v := (r.get(c) or "").strip()))
+        if len(counts) < counts.total():
             notes.append(
                 f"note: column {c} repeats its values ({len(counts):,} values for "
-                f"{len(values):,} rows; up to {max(counts.values())} rows share one). If the "
-                f"rows of one value show one subject (a patient, a lesion, a part), pass --group "
-                f"{c}: split image by image, a subject on both sides makes validation flatter "
-                "the model"
+                f"{counts.total():,} rows; up to {max(counts.values())} rows share one). If the "
+                "rows of one value show one subject (a patient, a lesion, a part), pass --group "
+                f"{shlex.quote(c)}: split image by image, a subject on both sides makes "
+                "validation flatter the model"
             )
     return notes
 

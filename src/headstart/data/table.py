@@ -24,6 +24,7 @@ import numpy as np
 from headstart.cache import Cache
 from headstart.data.columns import (
     ImageFinder,
+    column_kinds,
     default_tasks,
     delimiter,
     headerless,
@@ -171,6 +172,8 @@ def read_labels_csv(
                 "at least two classes. Drop it with --tasks."
             )
     index = {t: {c: i for i, c in enumerate(names)} for t, names in classes.items()}
+    kinds = column_kinds(columns, rows)  # an id or a measurement would scatter the strata
+    strata_columns = [c for c in columns if kinds[c] in ("label", "one")] or list(tasks)
     table = LabelTable(csv_path, root, classes, [], notes=notes)
     lines = enumerate(rows, start=2)  # line 1 is the header
     found = [(n, row, _find_image(row, image_col, find, n, csv_path)) for n, row in lines]
@@ -182,7 +185,7 @@ def read_labels_csv(
         reason = audit_image(path, cache)
         if reason is None:
             table.samples.append(Sample(path, target))
-            table.rows.append([(row.get(c) or "").strip() for c in columns])
+            table.rows.append([(row.get(c) or "").strip() for c in strata_columns])
             if split_col:
                 table.parts.append(part_of(row.get(split_col) or "", split_col, line, csv_path))
             if group:
@@ -190,7 +193,7 @@ def read_labels_csv(
         else:
             table.skipped.append((path, reason))
     if group is None:
-        table.notes += group_hints(columns, tasks, rows)
+        table.notes += group_hints(kinds, tasks, rows)
     if find.found_below:
         table.notes.append(
             f"note: {len(find.found_below):,} image(s) named by file alone were found in "

@@ -295,18 +295,24 @@ def fit_probe_head(
     objective: Objective,
     device: torch.device,
     seed: int,
+    subjects: Sequence[str] | None = None,
 ) -> tuple[FitResult, Choice]:
     """The probe's training on cached features: the penalty (and with ``taps``, the
     multi-layer probe's, the stages) chosen by :func:`choose_head`, then the heads fitted by
     L-BFGS on every training image and scored on ``val``; one "epoch" in the history. With
     cached augmented views (``--cached-views K``) every view is a training row of its own
-    (feature-space augmentation), folds grouped by image."""
+    (feature-space augmentation), folds grouped by image; with ``subjects`` (``--group``:
+    each training image's group), by subject, as the validation split is."""
     start = time.perf_counter()
     to_device(model, device)
     n, views = train.features.shape[:2]
     raw = train.features.flatten(0, 1).to(device)
     targets = [t for t in train.targets for _ in range(views)]
-    groups = [i for i in range(n) for _ in range(views)] if views > 1 else None
+    if subjects is not None:
+        codes = {g: k for k, g in enumerate(dict.fromkeys(subjects))}
+        groups = [codes[g] for g in subjects for _ in range(views)]
+    else:
+        groups = [i for i in range(n) for _ in range(views)] if views > 1 else None
     if taps is None:
         choice, loss, train_acc = fit_last_layer_head(model, raw, targets, objective, seed, groups)
     else:
