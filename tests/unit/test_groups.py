@@ -109,3 +109,28 @@ def test_the_probe_chooses_its_penalty_on_folds_of_whole_groups(
     assert len(set(seen[0])) == len(set(patients))  # one fold group per patient, not per image
     assert all((a == b) == (p == q) for a, p in zip(seen[0], patients)
                for b, q in zip(seen[0], patients))  # fmt: skip
+
+
+def test_label_errors_are_scored_by_heads_that_never_saw_the_subject(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import headstart.evaluation.evaluate as evaluate
+
+    seen = []
+    real = evaluate.out_of_fold_probabilities
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("groups"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "out_of_fold_probabilities", spy)
+    csv = subjects_csv(tmp_path / "d")
+    run = tmp_path / "run"
+    train = ["--no-progress", "train", "--labels", str(csv), "--group", "patient",
+             "--backbone", TINY, "--workers", "0", "--out", str(run)]  # fmt: skip
+    assert main(train) == 0
+    split = json.loads((run / "split.json").read_text())
+    assert split["groups"]["p3_1.png"] == "P3"  # recorded with the split
+    assert main(["--no-progress", "evaluate", str(run)]) == 0
+    patients = [Path(p).name.split("_")[0] for p, _ in split["train"]]
+    assert seen and [g[1:] for g in seen[0]] == [p[1:] for p in patients]

@@ -68,6 +68,16 @@ def group_hints(
     return notes
 
 
+def group_codes(groups: Sequence[str]) -> list[int]:
+    """Each group as an integer, in order of first appearance.
+
+    >>> group_codes(["P7", "P2", "P7"])
+    [0, 1, 0]
+    """
+    codes: dict[str, int] = {}
+    return [codes.setdefault(g, len(codes)) for g in groups]
+
+
 def grouped_holdout(
     strata: Sequence[str], groups: Sequence[str], val_fraction: float, seed: int
 ) -> np.ndarray:

@@ -110,7 +110,12 @@ class DataSplit:
             "skipped": [[_rel(p, self.root), r] for p, r in self.skipped],
             "hidden": self.hidden,
             "notes": self.notes,
+            **({"groups": self._relative_groups()} if self.groups else {}),
         }
+
+    def _relative_groups(self) -> dict[str, str]:
+        """``--group``'s group of each image, by its path as ``to_dict`` writes it."""
+        return {_rel(p, self.root): g for p, g in self.groups.items()}
 
     def save(self, path: Path) -> None:
         """Write :meth:`to_dict` as JSON."""

@@ -292,9 +292,11 @@ def evaluate_run(
             train_probs, train_targets = _scores(predictor, train_samples, read, **kw)
         if features is not None:
             objective = Objective.from_dict(head_cv.get("objective") or {})
+            subjects = split.get("groups") or {}  # --group: folds of whole groups
             held_out = out_of_fold_probabilities(
-                run.model, features(), train_targets, solved, objective
-            )
+                run.model, features(), train_targets, solved, objective,
+                groups=[subjects[p] for p, _ in split["train"]] if subjects else None,
+            )  # fmt: skip
     train_probs = held_out or train_probs
     eval_paths = [_display(s.path, root) for s in samples]
     train_paths = [_display(s.path, root) for s in train_samples]

@@ -11,13 +11,14 @@ fitted on the others, at the run's own penalty.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import nn
 
+from headstart.data.groups import group_codes
 from headstart.model import head_key
 from headstart.training.lbfgs import HeadsCopy, fit_heads, head_logits
 from headstart.training.objective import Objective
@@ -47,25 +48,31 @@ def out_of_fold_probabilities(
     objective: Objective | None = None,
     seed: int = 0,
     folds: int = FOLDS,
+    groups: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray] | None:
     """Per task, each training image's probabilities from ``model``'s heads refitted (L2
     ``l2``, by L-BFGS, minimising ``objective``: the run's own, class weights included) on
     the other folds; None when no class has two images. A class rarer than the folds sits
     out of some (its images then meet a head that never saw it). ``targets``: per task,
-    class indices (``MISSING`` where blank)."""
-    from sklearn.model_selection import StratifiedKFold
+    class indices (``MISSING`` where blank). ``groups`` (``--group``): each image's
+    subject; a subject's images share a fold, so none is scored by a head that saw its twin."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     objective = objective or Objective()
     y = {t: torch.from_numpy(np.asarray(v)).long() for t, v in targets.items()}
     first = np.asarray(next(iter(targets.values())))
-    folds = min(folds, largest_class(first))  # as the penalty's cross-validation counts them
+    codes = None if groups is None else group_codes(groups)
+    folds = min(folds, largest_class(first, codes))  # as the penalty's CV counts them
     if folds < 2:
         return None
     out = {t: np.zeros((len(first), model.heads[head_key(t)][-1].out_features)) for t in y}  # type: ignore[index]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-        splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-        splits = list(splitter.split(first, first))  # a generator: its warning comes here
+        if groups is None:
+            splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+        else:
+            splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+        splits = list(splitter.split(first, first, groups))  # a generator: warns here
     for train, held in splits:
         m = HeadsCopy(model).to(features.device)  # the run's heads may be on a GPU
         tr, he = torch.as_tensor(train), torch.as_tensor(held)

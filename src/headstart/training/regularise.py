@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from headstart.cache.features import FeatureViews
+from headstart.data.groups import group_codes
 from headstart.errors import ConfigError
 from headstart.multilayer import StageTaps
 from headstart.training.device import to_device
@@ -309,8 +310,7 @@ def fit_probe_head(
     raw = train.features.flatten(0, 1).to(device)
     targets = [t for t in train.targets for _ in range(views)]
     if subjects is not None:
-        codes = {g: k for k, g in enumerate(dict.fromkeys(subjects))}
-        groups = [codes[g] for g in subjects for _ in range(views)]
+        groups = [code for code in group_codes(subjects) for _ in range(views)]
     else:
         groups = [i for i in range(n) for _ in range(views)] if views > 1 else None
     if taps is None:
