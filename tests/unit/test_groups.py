@@ -134,3 +134,17 @@ def test_label_errors_are_scored_by_heads_that_never_saw_the_subject(
     assert main(["--no-progress", "evaluate", str(run)]) == 0
     patients = [Path(p).name.split("_")[0] for p, _ in split["train"]]
     assert seen and [g[1:] for g in seen[0]] == [p[1:] for p in patients]
+
+
+def test_recommend_measures_on_whole_groups_and_says_how_to_train(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    csv = subjects_csv(tmp_path / "d")
+    argv = ["--no-progress", "recommend", "--labels", str(csv), "--group", "patient",
+            "--backbones", TINY, "--batch-size", "8", "--workers", "0",
+            "--out", str(tmp_path / "rec")]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "split by --group patient" in printed
+    train_it = next(line for line in printed.splitlines() if line.startswith("train it:"))
+    assert "--group patient" in train_it

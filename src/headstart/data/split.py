@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from headstart.cache import Cache, file_digest
-from headstart.data.groups import crossing, group_summary, grouped_holdout
+from headstart.data.groups import crossing, group_codes, group_summary, grouped_holdout
 from headstart.data.scan import FolderScan, Sample, data_folder, scan_folder, subfolders
 from headstart.data.table import (
     DEFAULT_TASK,
@@ -61,6 +61,13 @@ class DataSplit:
         """True when targets are dicts per task (a labels CSV, or a fold of one)."""
         first = next(iter(self.train or self.val), None)
         return self.layout == "labels CSV" or (first is not None and isinstance(first.target, dict))
+
+    def group_codes(self, part: str = "train") -> list[int] | None:
+        """``--group``: the group of each sample of ``part`` as an integer (what folds over
+        it keep together); None when the split has no groups."""
+        if not self.groups:
+            return None
+        return group_codes([self.groups[s.path] for s in getattr(self, part)])
 
     def labels(self, samples: list[Sample], task: str) -> list[int]:
         """The class index of ``task`` for each sample (``MISSING`` where blank)."""

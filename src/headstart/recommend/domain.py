@@ -165,7 +165,8 @@ def domain_evidence(
     inputs = frozen_inputs(cfg, backbone, split, device, generator, cache, progress, model.taps)
     train, val = inputs.train.dataset, inputs.val.dataset
     raw = train.features[:, 0].to(device)  # type: ignore[attr-defined]
-    choice, _, _ = fit_head_by_cv(model, model.taps, raw, train.targets, objective, cfg.seed)  # type: ignore[attr-defined]
+    choice, _, _ = fit_head_by_cv(model, model.taps, raw, train.targets, objective, cfg.seed,  # type: ignore[attr-defined]
+                                  groups=split.group_codes())  # fmt: skip
     with torch.no_grad():
         val_x = model.taps.normalize(val.features[:, 0].to(device))  # type: ignore[attr-defined]
     y_val = {t: v.to(device) for t, v in target_tensors(val.targets).items()}  # type: ignore[attr-defined]

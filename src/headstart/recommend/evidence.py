@@ -95,10 +95,12 @@ def learning_curve(
     objective: Objective,
     seed: int,
     fractions: tuple[float, ...] = CURVE_FRACTIONS,
+    groups: list[int] | None = None,
 ) -> tuple[tuple[int, float], ...]:
     """The cached probe's val accuracy trained on stratified ``fractions`` of the training
-    images (penalty by CV each time): still climbing at 100% means more capacity or data
-    will pay; flat means the frozen features say all this data can tell."""
+    images (penalty by CV each time, on folds of whole ``groups`` when given): still
+    climbing at 100% means more capacity or data will pay; flat means the frozen features
+    say all this data can tell."""
     from sklearn.model_selection import train_test_split
 
     labels = first_task_labels(targets)
@@ -113,7 +115,9 @@ def learning_curve(
                                       stratify=labels)  # fmt: skip
         m = HeadsCopy(model)
         rows = torch.as_tensor(np.sort(idx))
-        fit_last_layer_head(m, raw[rows], [targets[i] for i in rows.tolist()], objective, seed)
+        kept = rows.tolist()
+        fit_last_layer_head(m, raw[rows], [targets[i] for i in kept], objective, seed,
+                            None if groups is None else [groups[i] for i in kept])  # fmt: skip
         points.append((len(idx), accuracy(m, val_x, y_val, objective)))
     return tuple(points)
 
@@ -177,8 +181,9 @@ def backbone_evidence(
     y_val = {t: v.to(device) for t, v in target_tensors(val.targets).items()}  # type: ignore[attr-defined]
     val_x = val.features[:, 0].to(device)  # type: ignore[attr-defined]
     curve = learning_curve(model, raw.to(device), targets, val_x, y_val, objective,  # type: ignore[attr-defined]
-                           cfg.seed, CURVE_FRACTIONS[:-1])  # fmt: skip
-    choice, _, _ = fit_last_layer_head(model, raw.to(device), train.targets, objective, cfg.seed)  # type: ignore[attr-defined]
+                           cfg.seed, CURVE_FRACTIONS[:-1], split.group_codes())  # fmt: skip
+    choice, _, _ = fit_last_layer_head(model, raw.to(device), train.targets, objective, cfg.seed,  # type: ignore[attr-defined]
+                                       split.group_codes())  # fmt: skip
     val_acc = accuracy(model, val_x, y_val, objective)
     n_val = len(val)  # type: ignore[arg-type]
     size = backbone.preprocessing.input_size

@@ -30,7 +30,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from headstart.cache.features import FeatureViews
-from headstart.data.groups import group_codes
 from headstart.errors import ConfigError
 from headstart.multilayer import StageTaps
 from headstart.training.device import to_device
@@ -296,21 +295,22 @@ def fit_probe_head(
     objective: Objective,
     device: torch.device,
     seed: int,
-    subjects: Sequence[str] | None = None,
+    subjects: Sequence[int] | None = None,
 ) -> tuple[FitResult, Choice]:
     """The probe's training on cached features: the penalty (and with ``taps``, the
     multi-layer probe's, the stages) chosen by :func:`choose_head`, then the heads fitted by
     L-BFGS on every training image and scored on ``val``; one "epoch" in the history. With
     cached augmented views (``--cached-views K``) every view is a training row of its own
     (feature-space augmentation), folds grouped by image; with ``subjects`` (``--group``:
-    each training image's group), by subject, as the validation split is."""
+    each training image's group, :meth:`~headstart.data.DataSplit.group_codes`), by subject,
+    as the validation split is."""
     start = time.perf_counter()
     to_device(model, device)
     n, views = train.features.shape[:2]
     raw = train.features.flatten(0, 1).to(device)
     targets = [t for t in train.targets for _ in range(views)]
     if subjects is not None:
-        groups = [code for code in group_codes(subjects) for _ in range(views)]
+        groups = [code for code in subjects for _ in range(views)]
     else:
         groups = [i for i in range(n) for _ in range(views)] if views > 1 else None
     if taps is None:

@@ -270,7 +270,7 @@ def train(
         result, choice = fit_probe_head(
             model, taps, inputs.train.dataset, inputs.val, inputs.tail,  # type: ignore[arg-type]
             objective, device, cfg.seed,
-            [split.groups[s.path] for s in split.train] if split.groups else None,
+            split.group_codes("train"),
         )  # fmt: skip
         echo(choice.line())
         on_epoch(result.history[0], 1)
