@@ -14,12 +14,8 @@ from PIL import Image
 from headstart.backbones import Preprocessing
 from headstart.cli.main import main
 from headstart.data import tta_transform
-from headstart.evaluation.analysis import (
-    likely_label_errors,
-    near_duplicates,
-    perceptual_hashes,
-    top_losses,
-)
+from headstart.data.near_duplicates import perceptual_hashes
+from headstart.evaluation.analysis import likely_label_errors, near_duplicates, top_losses
 from headstart.evaluation.calibration import calibration
 from headstart.serve import Predictor
 from headstart.training import load_run

@@ -148,3 +148,42 @@ def test_recommend_measures_on_whole_groups_and_says_how_to_train(
     assert "split by --group patient" in printed
     train_it = next(line for line in printed.splitlines() if line.startswith("train it:"))
     assert "--group patient" in train_it
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """A resized, recompressed copy: what a near-duplicate usually is."""
+    from PIL import Image
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    Image.open(src).resize((40, 40)).save(dst, quality=85)
+
+
+def test_hamming_distances_equal_a_brute_force_count() -> None:
+    import numpy as np
+
+    from headstart.data.near_duplicates import hamming
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((7, 64)) < 0.5, rng.random((5, 64)) < 0.5
+    assert (hamming(a, b) == (a[:, None, :] != b[None, :, :]).sum(-1)).all()
+
+
+def test_near_duplicates_are_held_out_together(tmp_path: Path) -> None:
+    from headstart.data import load_split
+    from tests.conftest import make_class_folders, make_trainval
+
+    data = make_class_folders(tmp_path / "d", {"red": 12, "blue": 12})
+    for cls in ("red", "blue"):
+        for i in range(4):
+            _copy(data / cls / f"{i}.png", data / cls / f"{i}_copy.jpg")
+    for seed in range(3):
+        split = load_split(data, seed=seed, group="near-duplicates")
+        side = {s.path: part for part in ("train", "val") for s in getattr(split, part)}
+        for cls in ("red", "blue"):
+            for i in range(4):
+                assert side[data / cls / f"{i}.png"] == side[data / cls / f"{i}_copy.jpg"]
+        assert "split by --group near-duplicates: 24 groups (8 of 2+ images)" in split.summary()
+    given = make_trainval(tmp_path / "tv")
+    _copy(given / "train" / "red" / "0.png", given / "val" / "red" / "0_copy.jpg")
+    notes = load_split(given, group="near-duplicates").notes
+    assert any("puts 1 --group near-duplicates group(s) in train and val" in n for n in notes)

@@ -196,7 +196,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", type=tasks_arg, metavar="T1,T2", help="CSV columns to learn (all)")
     p.add_argument(
         "--group", metavar="COLUMN",
-        help="CSV column naming each image's subject (patient, lesion): held out whole",
+        help="held out whole: a CSV column naming each image's subject (a patient's id), "
+        "or near-duplicates (look-alike images, by perceptual hash)",
     )  # fmt: skip
     p.add_argument(
         "--task-weights",

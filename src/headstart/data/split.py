@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from headstart.cache import Cache, file_digest
 from headstart.data.groups import crossing, group_codes, group_summary, grouped_holdout
+from headstart.data.near_duplicates import NEAR_DUPLICATES, near_duplicate_groups
 from headstart.data.scan import FolderScan, Sample, data_folder, scan_folder, subfolders
 from headstart.data.table import (
     DEFAULT_TASK,
@@ -276,18 +277,47 @@ def find_test_dir(root: Path) -> Path | None:
 
 
 def load_split(
-    root: str | Path, val_fraction: float = 0.2, seed: int = 0, cache: Cache | None = None
+    root: str | Path,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    cache: Cache | None = None,
+    group: str | None = None,
 ) -> DataSplit:
     """Scan ``root`` and return its split (``cache`` remembers each file's audit).
 
     ``root/train`` + ``root/val`` are used as given; ``root/train`` alone (beside a test/
     folder, say) is split; otherwise ``root/<class>/`` is split stratified by class with
-    ``val_fraction`` held out, reproducibly for a given ``seed``.
+    ``val_fraction`` held out, reproducibly for a given ``seed``. ``group`` ``near-duplicates``
+    holds out clusters of near-duplicate images whole (a given split: warns of those it cuts).
     """
     root, wrapper_note = unwrapped(data_folder(root))
     split = _load_split(root, val_fraction, seed, cache)
+    if group == NEAR_DUPLICATES:
+        split = _by_near_duplicates(split, val_fraction, seed, cache)
     split.notes += [wrapper_note] if wrapper_note else []
     return split
+
+
+def _by_near_duplicates(
+    split: DataSplit, val_fraction: float, seed: int, cache: Cache | None
+) -> DataSplit:
+    """``split`` with its images grouped by near-duplicates: a split it drew is drawn again
+    by whole groups; a given one (train/ and val/ folders) is kept, and warned of where it
+    cuts a group."""
+    samples = [*split.train, *split.val]
+    names = near_duplicate_groups([s.path for s in samples], cache)
+    groups = dict(zip((s.path for s in samples), names))
+    if split.layout != "split":
+        split.notes += crossing(
+            NEAR_DUPLICATES, names[: len(split.train)], names[len(split.train) :]
+        )
+        return replace(split, groups=groups)
+    mask = grouped_holdout([str(s.target) for s in samples], names, val_fraction, seed)
+    train = sorted((s for s, m in zip(samples, mask) if m), key=lambda s: str(s.path))
+    val = sorted((s for s, m in zip(samples, mask) if not m), key=lambda s: str(s.path))
+    notes = [*split.notes, group_summary(NEAR_DUPLICATES, [groups[s.path] for s in train],
+                                         [groups[s.path] for s in val])]  # fmt: skip
+    return replace(split, train=train, val=val, groups=groups, notes=notes)
 
 
 def _load_split(root: Path, val_fraction: float, seed: int, cache: Cache | None) -> DataSplit:
@@ -345,7 +375,10 @@ def load_table_split(
     column), whole groups are held out (:mod:`headstart.data.groups`)."""
     from sklearn.model_selection import train_test_split
 
-    table = read_labels_csv(csv_path, images_root, tasks, cache, group=group)
+    column = None if group == NEAR_DUPLICATES else group
+    table = read_labels_csv(csv_path, images_root, tasks, cache, group=column)
+    if group == NEAR_DUPLICATES:
+        table.groups = near_duplicate_groups([s.path for s in table.samples], cache)
     notes = list(table.notes)
     if table.parts:
         table = _own_split(table, notes)

@@ -13,16 +13,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-DUPLICATE_DISTANCE = 4  # of 64 pHash bits; resized or recompressed copies land at 0-2
+from headstart.data.near_duplicates import DUPLICATE_DISTANCE, hamming
+
 TOP_LOSSES = 16
 
 
@@ -107,20 +105,6 @@ def likely_label_errors(
     return out
 
 
-def perceptual_hashes(
-    paths: Sequence[Path], read: Callable[[Path], Image.Image], workers: int = 2
-) -> np.ndarray:
-    """64-bit pHash of every image, as an (N, 64) boolean array."""
-    import imagehash
-
-    def one(path: Path) -> np.ndarray:
-        return imagehash.phash(read(path)).hash.reshape(-1)
-
-    with ThreadPoolExecutor(workers) as pool:
-        hashes = list(pool.map(one, paths))
-    return np.stack(hashes) if hashes else np.zeros((0, 64), bool)
-
-
 def near_duplicates(
     train: Sequence[str],
     train_hashes: np.ndarray,
@@ -132,7 +116,7 @@ def near_duplicates(
     ``max_distance`` bits, closest first."""
     if not len(train_hashes) or not len(eval_hashes):
         return []
-    distance = (eval_hashes[:, None, :] != train_hashes[None, :, :]).sum(-1)
+    distance = hamming(eval_hashes, train_hashes)
     ev, tr = np.nonzero(distance <= max_distance)
     pairs = [DuplicatePair(train[t], evaluated[e], int(distance[e, t])) for e, t in zip(ev, tr)]
     return sorted(pairs, key=lambda p: (p.distance, p.evaluated))

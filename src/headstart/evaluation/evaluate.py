@@ -19,13 +19,13 @@ from tqdm.auto import tqdm
 
 from headstart.backbones import Preprocessing
 from headstart.data import MISSING, TTA_VIEWS, ImageDataset, Sample, pass_generator
+from headstart.data.near_duplicates import perceptual_hashes
 from headstart.errors import ConfigError
 from headstart.evaluation.analysis import (
     DuplicatePair,
     Suspect,
     likely_label_errors,
     near_duplicates,
-    perceptual_hashes,
     top_losses,
 )
 from headstart.evaluation.calibration import Calibration, calibration

@@ -19,6 +19,7 @@ from headstart.backbones.stages import DEFAULT_UNFREEZE_FROM
 from headstart.cache import Cache
 from headstart.config import DEFAULT_WEIGHT_DECAY, TrainConfig
 from headstart.data import PRESETS, DataSplit, load_split, load_table_split
+from headstart.data.near_duplicates import NEAR_DUPLICATES
 from headstart.data.split import grayscale_note, white_level
 from headstart.errors import ConfigError
 from headstart.finetune import (
@@ -180,12 +181,13 @@ def load_data(cfg: TrainConfig, cache: Cache | None = None) -> DataSplit:
             cfg.data.labels, cfg.data.images_root, cfg.data.tasks, cfg.data.val_fraction,
             cfg.seed, cache, group=cfg.data.group,
         )  # fmt: skip
-    if cfg.data.group:
+    if cfg.data.group not in (None, NEAR_DUPLICATES):
         raise ConfigError(
             f"ConfigError: --group {cfg.data.group} names a column of a labels CSV; a folder "
-            "of class subfolders has none. Pass --labels CSV, or drop --group."
+            f"of class subfolders has none (--group {NEAR_DUPLICATES} groups look-alike "
+            "images). Pass --labels CSV, or drop --group."
         )
-    return load_split(cfg.data.root, cfg.data.val_fraction, cfg.seed, cache)
+    return load_split(cfg.data.root, cfg.data.val_fraction, cfg.seed, cache, cfg.data.group)
 
 
 def make_objective(cfg: TrainConfig, split: DataSplit) -> Objective:
