@@ -6,7 +6,8 @@ six photos of a lesion (``lesion_id``), NIH ChestX-ray several radiographs of a 
 subject lands on both sides, and validation measures recognising the subject, not the class:
 the figure flatters the model. With ``--group``, every image of a group is held out together
 (scikit-learn's ``StratifiedGroupKFold``: class proportions kept as far as the groups allow),
-and cross-validation folds (``headstart cv``) do the same.
+and cross-validation folds (``headstart cv``) do the same. ``--group near-duplicates`` groups
+look-alike images instead, for data with no such column (:mod:`headstart.data.near_duplicates`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,18 @@ import shlex
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from headstart.data.near_duplicates import NEAR_DUPLICATES, near_duplicate_groups
 from headstart.errors import DataError
+
+if TYPE_CHECKING:
+    from headstart.cache import Cache
+    from headstart.data.split import DataSplit
 
 
 def check_group_column(
@@ -131,3 +139,25 @@ def crossing(column: str, train: Sequence[str], val: Sequence[str]) -> list[str]
         f"val ({shown}{', ...' if len(both) > 3 else ''}): their validation images are not "
         "unseen subjects"
     ]
+
+
+def by_near_duplicates(
+    split: DataSplit, val_fraction: float, seed: int, cache: Cache | None
+) -> DataSplit:
+    """``split`` with its images grouped by near-duplicates: a split it drew is drawn again
+    by whole groups; a given one (train/ and val/ folders) is kept, and warned of where it
+    cuts a group."""
+    samples = [*split.train, *split.val]
+    names = near_duplicate_groups([s.path for s in samples], cache)
+    groups = dict(zip((s.path for s in samples), names))
+    if split.layout != "split":
+        split.notes += crossing(
+            NEAR_DUPLICATES, names[: len(split.train)], names[len(split.train) :]
+        )
+        return replace(split, groups=groups)
+    mask = grouped_holdout([str(s.target) for s in samples], names, val_fraction, seed)
+    train = sorted((s for s, m in zip(samples, mask) if m), key=lambda s: str(s.path))
+    val = sorted((s for s, m in zip(samples, mask) if not m), key=lambda s: str(s.path))
+    notes = [*split.notes, group_summary(NEAR_DUPLICATES, [groups[s.path] for s in train],
+                                         [groups[s.path] for s in val])]  # fmt: skip
+    return replace(split, train=train, val=val, groups=groups, notes=notes)

@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from headstart.cache import Cache, file_digest
-from headstart.data.groups import crossing, group_codes, group_summary, grouped_holdout
+from headstart.data.groups import (
+    by_near_duplicates,
+    crossing,
+    group_codes,
+    group_summary,
+    grouped_holdout,
+)
 from headstart.data.near_duplicates import NEAR_DUPLICATES, near_duplicate_groups
 from headstart.data.scan import FolderScan, Sample, data_folder, scan_folder, subfolders
 from headstart.data.table import (
@@ -293,31 +299,9 @@ def load_split(
     root, wrapper_note = unwrapped(data_folder(root))
     split = _load_split(root, val_fraction, seed, cache)
     if group == NEAR_DUPLICATES:
-        split = _by_near_duplicates(split, val_fraction, seed, cache)
+        split = by_near_duplicates(split, val_fraction, seed, cache)
     split.notes += [wrapper_note] if wrapper_note else []
     return split
-
-
-def _by_near_duplicates(
-    split: DataSplit, val_fraction: float, seed: int, cache: Cache | None
-) -> DataSplit:
-    """``split`` with its images grouped by near-duplicates: a split it drew is drawn again
-    by whole groups; a given one (train/ and val/ folders) is kept, and warned of where it
-    cuts a group."""
-    samples = [*split.train, *split.val]
-    names = near_duplicate_groups([s.path for s in samples], cache)
-    groups = dict(zip((s.path for s in samples), names))
-    if split.layout != "split":
-        split.notes += crossing(
-            NEAR_DUPLICATES, names[: len(split.train)], names[len(split.train) :]
-        )
-        return replace(split, groups=groups)
-    mask = grouped_holdout([str(s.target) for s in samples], names, val_fraction, seed)
-    train = sorted((s for s, m in zip(samples, mask) if m), key=lambda s: str(s.path))
-    val = sorted((s for s, m in zip(samples, mask) if not m), key=lambda s: str(s.path))
-    notes = [*split.notes, group_summary(NEAR_DUPLICATES, [groups[s.path] for s in train],
-                                         [groups[s.path] for s in val])]  # fmt: skip
-    return replace(split, train=train, val=val, groups=groups, notes=notes)
 
 
 def _load_split(root: Path, val_fraction: float, seed: int, cache: Cache | None) -> DataSplit:
