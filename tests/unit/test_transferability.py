@@ -57,11 +57,12 @@ def test_logme_ranks_informative_features_above_noise() -> None:
     assert logme(good, labels, num_classes=4) == pytest.approx(logme(good, labels))  # absent
 
 
-def _knn_brute(f: np.ndarray, y: np.ndarray, k: int) -> float:
+def _knn_brute(f: np.ndarray, y: np.ndarray, k: int, groups: np.ndarray | None = None) -> float:
     f = f / np.linalg.norm(f, axis=1, keepdims=True)
+    g = np.arange(len(y)) if groups is None else groups
     correct = 0
     for i in range(len(y)):
-        others = [j for j in range(len(y)) if j != i]
+        others = [j for j in range(len(y)) if g[j] != g[i]]
         sims = sorted(others, key=lambda j: -float(f[i] @ f[j]))[:k]
         counts = np.bincount(y[sims], minlength=y.max() + 1)
         top = np.flatnonzero(counts == counts.max())
@@ -79,6 +80,20 @@ def test_knn_loo_matches_a_brute_force_vote_and_sees_structure() -> None:
         for k in (1, 4, 5):
             assert knn_loo_accuracy(f, labels, k) == pytest.approx(_knn_brute(f, labels, k))
     assert knn_loo_accuracy(clustered, labels) > 0.9 > 0.5 > knn_loo_accuracy(noise, labels)
+
+
+def test_knn_with_groups_leaves_a_whole_group_out() -> None:
+    """Twins (two noisy copies of one point, a subject's two images) make plain leave-one-out
+    nearly perfect on random labels; leaving the group out sees through them."""
+    rng = np.random.default_rng(4)
+    labels = np.repeat(rng.integers(0, 2, size=40), 2)
+    twins = np.repeat(rng.normal(size=(40, 10)), 2, axis=0) + 0.01 * rng.normal(size=(80, 10))
+    groups = np.repeat(np.arange(40), 2)
+    for k in (1, 5):
+        expect = _knn_brute(twins, labels, k, groups)
+        assert knn_loo_accuracy(twins, labels, k, groups=groups) == pytest.approx(expect)
+    assert knn_loo_accuracy(twins, labels, 1) == 1.0
+    assert knn_loo_accuracy(twins, labels, 1, groups=groups) < 0.75
 
 
 def test_multi_task_scores_average_the_tasks_on_their_labelled_images() -> None:

@@ -78,11 +78,20 @@ def first_task_labels(targets: list) -> np.ndarray:
 
 
 def mean_over_tasks(
-    score: Callable[[np.ndarray, np.ndarray], float], features: np.ndarray, targets: list
+    score: Callable[..., float],
+    features: np.ndarray,
+    targets: list,
+    groups: list[int] | None = None,
 ) -> float:
     """``score(features, labels)`` of each task on its labelled images, averaged over the
-    tasks: the multi-task model is judged by its mean task accuracy, so are its features."""
-    values = [score(features[y >= 0], y[y >= 0]) for y in task_labels(targets).values()]
+    tasks: the multi-task model is judged by its mean task accuracy, so are its features.
+    ``groups`` (``--group``) are passed on to ``score`` as ``groups=``."""
+    g = None if groups is None else np.asarray(groups)
+    values = [
+        score(features[y >= 0], y[y >= 0]) if g is None
+        else score(features[y >= 0], y[y >= 0], groups=g[y >= 0])
+        for y in task_labels(targets).values()
+    ]  # fmt: skip
     return float(np.mean(values))
 
 
@@ -192,7 +201,7 @@ def backbone_evidence(
         params=count_parameters(backbone.module),
         input_size=size,
         logme=mean_over_tasks(logme, features, targets),
-        knn_acc=mean_over_tasks(knn_loo_accuracy, features, targets),
+        knn_acc=mean_over_tasks(knn_loo_accuracy, features, targets, split.group_codes()),
         cv_acc=max(choice.scores.values()),
         cv_folds=choice.folds,
         val_acc=val_acc,

@@ -94,15 +94,29 @@ def logme(features: np.ndarray, labels: np.ndarray, num_classes: int | None = No
     return float(np.mean(scores))
 
 
-def knn_loo_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
+def knn_loo_accuracy(
+    features: np.ndarray, labels: np.ndarray, k: int = 5, groups: np.ndarray | None = None
+) -> float:
     """Leave-one-out accuracy of a k-nearest-neighbour vote under cosine similarity; a tie
-    goes to the tied class with the nearest neighbour."""
+    goes to the tied class with the nearest neighbour. With ``groups`` (``--group``), leave
+    one group out: an image's own subject never votes for it.
+
+    >>> x = np.array([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.01, 1.0]])
+    >>> knn_loo_accuracy(x, np.array([0, 0, 1, 1]), k=1)
+    1.0
+    >>> knn_loo_accuracy(x, np.array([0, 0, 1, 1]), k=1, groups=np.array([0, 0, 1, 1]))
+    0.0
+    """
     f = np.asarray(features, dtype=np.float64)
     f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
     y = np.asarray(labels).astype(np.int64)
     k = max(1, min(k, len(y) - 1))
     sim = f @ f.T
     np.fill_diagonal(sim, -np.inf)
+    if groups is not None:
+        g = np.asarray(groups)
+        sim[g[:, None] == g[None, :]] = -np.inf
+        k = max(1, min(k, len(y) - int(np.bincount(np.unique(g, return_inverse=True)[1]).max())))
     nearest = np.argsort(-sim, axis=1, kind="stable")[:, :k]
     correct = 0
     for i, idx in enumerate(nearest):
