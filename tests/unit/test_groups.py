@@ -40,6 +40,9 @@ def test_a_group_is_held_out_whole_and_the_split_says_so(tmp_path: Path) -> None
         assert len(split.val) % 3 == 0 and len(split.val) + len(split.train) == 60
         assert set(split.tasks) == {"dx"}  # the group column is never a task
         assert "split by --group patient: 20 groups (20 of 2+ images)" in split.summary()
+    for fraction, expect in ((0.2, 12), (0.5, 30), (0.8, 48)):  # of 60 images
+        held = load_table_split(csv, val_fraction=fraction, group="patient").val
+        assert len(held) == expect  # 20 patients of 3: five, two or five folds
     plain = load_table_split(csv, seed=0, tasks=["dx"])
     assert _patients(plain.train) & _patients(plain.val)  # image by image: patients straddle
 

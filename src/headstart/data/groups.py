@@ -90,12 +90,13 @@ def grouped_holdout(
     strata: Sequence[str], groups: Sequence[str], val_fraction: float, seed: int
 ) -> np.ndarray:
     """Which of the samples train (a boolean mask): whole groups are held out, about
-    ``val_fraction`` of the images (one fold of ``round(1 / val_fraction)``), stratified on
-    ``strata`` as far as the groups allow."""
+    ``val_fraction`` of the images (one fold of ``round(1 / val_fraction)``; above a half,
+    all folds but one of ``round(1 / (1 - val_fraction))``), stratified on ``strata`` as
+    far as the groups allow."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     n_groups = len(set(groups))
-    k = max(2, round(1 / val_fraction))
+    k = max(2, round(1 / min(val_fraction, 1 - val_fraction)))
     if n_groups < k:
         raise DataError(
             f"DataError: --group leaves {n_groups} group(s), too few to hold out "
@@ -105,10 +106,10 @@ def grouped_holdout(
     folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # a class rarer than the folds: it is spread anyway
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-        _, held = next(folds.split(np.zeros(len(groups)), list(strata), list(groups)))
-    mask = np.ones(len(groups), dtype=bool)
-    mask[held] = False
-    return mask
+        _, fold = next(folds.split(np.zeros(len(groups)), list(strata), list(groups)))
+    held_out = np.zeros(len(groups), dtype=bool)
+    held_out[fold] = True
+    return ~held_out if val_fraction <= 0.5 else held_out
 
 
 def group_summary(column: str, train: Sequence[str], val: Sequence[str]) -> str:
