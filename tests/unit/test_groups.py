@@ -190,3 +190,17 @@ def test_near_duplicates_are_held_out_together(tmp_path: Path) -> None:
     _copy(given / "train" / "red" / "0.png", given / "val" / "red" / "0_copy.jpg")
     notes = load_split(given, group="near-duplicates").notes
     assert any("puts 1 --group near-duplicates group(s) in train and val" in n for n in notes)
+
+
+def test_a_published_test_part_sharing_subjects_with_train_is_warned_of(tmp_path: Path) -> None:
+    lines = ["image,patient,dx,split"]
+    for p in range(12):
+        for k in range(2):
+            make_image(tmp_path / f"p{p}_{k}.png", (200, 40, 40) if p % 2 else (40, 40, 200))
+            part = "test" if p < 2 and k == 1 else "test" if p == 2 else "train"
+            lines.append(f"p{p}_{k}.png,P{p},{'ab'[p % 2]},{part}")  # P0, P1 in train and test
+    (tmp_path / "l.csv").write_text("\n".join(lines))
+    split = load_table_split(tmp_path / "l.csv", group="patient")
+    warned = [n for n in split.notes if "in train and test" in n]
+    assert len(warned) == 1 and "puts 2 --group patient group(s)" in warned[0]
+    assert "P0, P1" in warned[0] and not _patients(split.train) & _patients(split.val)

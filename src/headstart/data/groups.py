@@ -129,17 +129,23 @@ def group_summary(column: str, train: Sequence[str], val: Sequence[str]) -> str:
     )
 
 
-def crossing(column: str, train: Sequence[str], val: Sequence[str]) -> list[str]:
-    """A warning when a given split (the CSV's own) puts a group on both sides."""
-    both = set(train) & set(val)
-    if not both:
-        return []
-    shown = ", ".join(sorted(both)[:3])
-    return [
-        f"warning: the CSV's split puts {len(both):,} --group {column} group(s) in train and "
-        f"val ({shown}{', ...' if len(both) > 3 else ''}): their validation images are not "
-        "unseen subjects"
-    ]
+def crossing(column: str, train: Sequence[str], held: Mapping[str, Sequence[str]]) -> list[str]:
+    """A warning for each held-out part of a given split (val/ and test/ folders, a CSV's
+    split column) that shares a group with the training part.
+
+    >>> crossing("patient", ["P1", "P2"], {"val": ["P3"], "test": ["P2"]})[0][:60]
+    'warning: the given split puts 1 --group patient group(s) in '
+    """
+    out = []
+    for part, groups in held.items():
+        both = set(train) & set(groups)
+        if both:
+            shown = ", ".join(sorted(both)[:3]) + (", ..." if len(both) > 3 else "")
+            out.append(
+                f"warning: the given split puts {len(both):,} --group {column} group(s) in "
+                f"train and {part} ({shown}): their {part} images are not unseen subjects"
+            )
+    return out
 
 
 def by_near_duplicates(
@@ -153,7 +159,7 @@ def by_near_duplicates(
     groups = dict(zip((s.path for s in samples), names))
     if split.layout != "split":
         split.notes += crossing(
-            NEAR_DUPLICATES, names[: len(split.train)], names[len(split.train) :]
+            NEAR_DUPLICATES, names[: len(split.train)], {"val": names[len(split.train) :]}
         )
         return replace(split, groups=groups)
     mask = grouped_holdout([str(s.target) for s in samples], names, val_fraction, seed)

@@ -365,15 +365,13 @@ def load_table_split(
         table.groups = near_duplicate_groups([s.path for s in table.samples], cache)
     notes = list(table.notes)
     if table.parts:
+        if group:  # a published split that shares subjects between its parts is no test
+            parts = {p: [g for g, q in zip(table.groups, table.parts) if q == p]
+                     for p in ("train", "val", "test")}  # fmt: skip
+            notes += crossing(group, parts.pop("train"), {p: g for p, g in parts.items() if g})
         table = _own_split(table, notes)
         if "val" in table.parts:
-            is_train = [p == "train" for p in table.parts]
-            split = _table_split(table, is_train, notes)
-            if group:
-                sides = [
-                    [g for g, t in zip(table.groups, is_train) if t == side] for side in (1, 0)
-                ]
-                split.notes += crossing(group, *sides)
+            split = _table_split(table, [p == "train" for p in table.parts], notes)
             split.notes += _unvalidated(split)
             return checked(split, cache)
     if not 0.0 < val_fraction < 1.0:
