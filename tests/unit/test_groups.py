@@ -204,3 +204,29 @@ def test_a_published_test_part_sharing_subjects_with_train_is_warned_of(tmp_path
     warned = [n for n in split.notes if "in train and test" in n]
     assert len(warned) == 1 and "puts 2 --group patient group(s)" in warned[0]
     assert "P0, P1" in warned[0] and not _patients(split.train) & _patients(split.val)
+
+
+def test_evaluate_on_a_test_csv_warns_of_subjects_seen_in_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    csv = subjects_csv(tmp_path / "d")
+    run = tmp_path / "run"
+    train = ["--no-progress", "train", "--labels", str(csv), "--group", "patient",
+             "--backbone", TINY, "--workers", "0", "--out", str(run)]  # fmt: skip
+    assert main(train) == 0
+    split = json.loads((run / "split.json").read_text())
+    assert split["group"] == "patient"
+    seen = sorted({split["groups"][p] for p, _ in split["train"]})
+    test = tmp_path / "d" / "test.csv"  # new images: two of a trained patient, two of a new one
+    rows = ["image,patient,dx"]
+    for k, patient in enumerate([seen[0], seen[0], "P99", "P99"]):
+        make_image(tmp_path / "d" / f"t{k}.png", (40, 40, 200), seed=500 + k)
+        rows.append(f"t{k}.png,{patient},b")
+    test.write_text("\n".join(rows))
+    capsys.readouterr()
+    assert main(["--no-progress", "evaluate", str(run), str(test), "--no-analysis"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: 2 of them share a --group patient group with training images" in out
+    test.write_text(test.read_text().replace(",patient,", ",subject,"))  # no such column: quiet
+    assert main(["--no-progress", "evaluate", str(run), str(test), "--no-analysis"]) == 0
+    assert "share a --group" not in capsys.readouterr().out

@@ -31,12 +31,18 @@ if TYPE_CHECKING:
 
 
 def check_group_column(
-    group: str | None, header: Sequence[str], image_col: str, split_col: str | None, csv: Path
-) -> None:
-    """A DataError unless ``group`` (when given) is a column of the CSV other than its image
-    and split columns."""
-    if group is None:
-        return
+    group: str | None,
+    header: Sequence[str],
+    image_col: str,
+    split_col: str | None,
+    csv: Path,
+    optional: bool = False,
+) -> bool:
+    """Whether ``group`` names a column of the CSV to read groups from: a DataError unless it
+    is a column other than the image and split columns (``optional``: a missing one is
+    False, not an error)."""
+    if group is None or (optional and group not in header):
+        return False
     if group not in header:
         raise DataError(
             f"DataError: --group {group}: no such column in {csv}. Columns there: "
@@ -48,6 +54,7 @@ def check_group_column(
             "column; name the column that says which images belong together (a patient or "
             "lesion id)."
         )
+    return True
 
 
 def group_hints(
@@ -161,10 +168,12 @@ def by_near_duplicates(
         split.notes += crossing(
             NEAR_DUPLICATES, names[: len(split.train)], {"val": names[len(split.train) :]}
         )
-        return replace(split, groups=groups)
+        return replace(split, groups=groups, group_by=NEAR_DUPLICATES)
     mask = grouped_holdout([str(s.target) for s in samples], names, val_fraction, seed)
     train = sorted((s for s, m in zip(samples, mask) if m), key=lambda s: str(s.path))
     val = sorted((s for s, m in zip(samples, mask) if not m), key=lambda s: str(s.path))
     notes = [*split.notes, group_summary(NEAR_DUPLICATES, [groups[s.path] for s in train],
                                          [groups[s.path] for s in val])]  # fmt: skip
-    return replace(split, train=train, val=val, groups=groups, notes=notes)
+    return replace(
+        split, train=train, val=val, groups=groups, notes=notes, group_by=NEAR_DUPLICATES
+    )

@@ -58,6 +58,7 @@ class DataSplit:
     hidden: int = 0  # hidden files and folders ignored (dot-names, __MACOSX)
     notes: list[str] = field(default_factory=list)  # "warning: ..." / "note: ..." lines
     groups: dict[Path, str] = field(default_factory=dict)  # --group: each sample's group
+    group_by: str | None = None  # --group's value: a column, or near-duplicates
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -124,7 +125,7 @@ class DataSplit:
             "skipped": [[_rel(p, self.root), r] for p, r in self.skipped],
             "hidden": self.hidden,
             "notes": self.notes,
-            **({"groups": self._relative_groups()} if self.groups else {}),
+            **({"group": self.group_by, "groups": self._relative_groups()} if self.groups else {}),
         }
 
     def _relative_groups(self) -> dict[str, str]:
@@ -363,6 +364,7 @@ def load_table_split(
     table = read_labels_csv(csv_path, images_root, tasks, cache, group=column)
     if group == NEAR_DUPLICATES:
         table.groups = near_duplicate_groups([s.path for s in table.samples], cache)
+    table.group_by = group
     notes = list(table.notes)
     if table.parts:
         if group:  # a published split that shares subjects between its parts is no test
@@ -444,6 +446,7 @@ def _table_split(table: LabelTable, is_train: list[bool], notes: list[str]) -> D
         tasks=table.tasks,
         notes=notes,
         groups=dict(zip((s.path for s in table.samples), table.groups)),
+        group_by=table.group_by,
     )
 
 

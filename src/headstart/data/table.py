@@ -83,6 +83,7 @@ class LabelTable:
     rows: list[list[str]] = field(default_factory=list)  # every task column's cell, per sample
     parts: list[str] = field(default_factory=list)  # per sample, its split column's part if any
     groups: list[str] = field(default_factory=list)  # per sample, its --group cell, if asked
+    group_by: str | None = None  # what the groups are: --group's column, or near-duplicates
     notes: list[str] = field(default_factory=list)  # "note: ..." lines for the data summary
 
 
@@ -113,11 +114,13 @@ def read_labels_csv(
     cache: Cache | None = None,
     known: Mapping[str, list[str]] | None = None,
     group: str | None = None,
+    group_optional: bool = False,
 ) -> LabelTable:
     """Read ``csv_path``; image paths are relative to ``images_root`` (default: the CSV's
     folder); ``tasks`` picks columns (default: every column but the image column);
     ``group`` names a column whose value each image's group shares (a patient, a lesion):
-    never a task, read into ``groups`` for the split (see :mod:`headstart.data.groups`).
+    never a task, read into ``groups`` for the split (see :mod:`headstart.data.groups`);
+    ``group_optional``: a CSV without that column reads without groups (a test set's).
 
     ``known``: a trained model's classes per task, to evaluate it on the CSV: the tasks are
     the model's that the CSV has a column for (a single-task model reads a CSV's only task
@@ -132,7 +135,8 @@ def read_labels_csv(
     header, rows, header_note = _read_rows(text, find, csv_path)
     image_col, image_note = image_column(header, rows, find, csv_path)
     split_col = split_column([h for h in header if h != image_col])
-    check_group_column(group, header, image_col, split_col, csv_path)
+    if not check_group_column(group, header, image_col, split_col, csv_path, group_optional):
+        group = None
     columns = [h for h in header if h not in (image_col, split_col, group)]
     notes = [n for n in (encoding_note, header_note, image_note) if n]
     if not columns:
@@ -174,7 +178,7 @@ def read_labels_csv(
     index = {t: {c: i for i, c in enumerate(names)} for t, names in classes.items()}
     kinds = column_kinds(columns, rows)  # an id or a measurement would scatter the strata
     strata_columns = [c for c in columns if kinds[c] in ("label", "one")] or list(tasks)
-    table = LabelTable(csv_path, root, classes, [], notes=notes)
+    table = LabelTable(csv_path, root, classes, [], notes=notes, group_by=group)
     lines = enumerate(rows, start=2)  # line 1 is the header
     found = [(n, row, _find_image(row, image_col, find, n, csv_path)) for n, row in lines]
     for line, row, path in _one_row_per_image(found, tasks, table):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from headstart.data import Sample, read_labels_csv, scan_folder
+from headstart.data.near_duplicates import NEAR_DUPLICATES
 from headstart.data.split import find_test_dir, find_val_dir, unwrapped
 from headstart.errors import CheckpointError, DataError
 from headstart.training import LoadedRun
@@ -74,8 +75,12 @@ def eval_samples(
         raise DataError(
             f"DataError: {data} does not exist. Pass a folder of class subfolders or a labels CSV."
         )
+    subjects: dict[Path, str] = {}  # --group's column, where the CSV has it
     if data.is_file():
-        table = read_labels_csv(data, images_root, known=run.tasks)
+        column = split.get("group") if split.get("group") != NEAR_DUPLICATES else None
+        table = read_labels_csv(data, images_root, known=run.tasks, group=column,
+                                group_optional=True)  # fmt: skip
+        subjects = dict(zip((s.path for s in table.samples), table.groups))
         samples, skipped, source = table.samples, table.skipped, str(data)
         if "test" in table.parts:  # the CSV's own split names a test set: that is the one
             samples = [s for s, p in zip(samples, table.parts) if p == "test"]
@@ -101,4 +106,12 @@ def eval_samples(
         )
     if len(unseen) < len(samples):
         source += f" ({len(samples) - len(unseen):,} images the run trained on left out)"
+    if subjects:
+        seen = {g for g in (split.get("groups") or {}).values() if not g.startswith("<line ")}
+        shared = sum(subjects.get(s.path) in seen for s in unseen)  # a blank cell is no subject
+        if shared:
+            source += (
+                f"; warning: {shared:,} of them share a --group {split['group']} group with "
+                "training images, so they are not unseen subjects"
+            )
     return unseen, skipped, source
