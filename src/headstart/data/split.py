@@ -299,14 +299,14 @@ def load_split(
     """
     root, wrapper_note = unwrapped(data_folder(root))
     split = _load_split(root, val_fraction, seed, cache)
-    if group == NEAR_DUPLICATES:
+    if group == NEAR_DUPLICATES:  # before the copies are checked: the split may change
         split = by_near_duplicates(split, val_fraction, seed, cache)
     split.notes += [wrapper_note] if wrapper_note else []
-    return split
+    return checked(split, cache)
 
 
 def _load_split(root: Path, val_fraction: float, seed: int, cache: Cache | None) -> DataSplit:
-    """:func:`load_split` of a folder that holds the data itself."""
+    """:func:`load_split` of a folder that holds the data itself (copies not yet checked)."""
     val_dir = find_val_dir(root)
     if (root / "train").is_dir() and val_dir is not None:
         train = scan_folder(root / "train", cache=cache)
@@ -318,13 +318,9 @@ def _load_split(root: Path, val_fraction: float, seed: int, cache: Cache | None)
             f"measured; add some to {val_dir / c}"
             for c in missing
         ] + _small_val(root, val_dir, len(train.samples), len(val.samples))
-        return checked(
-            DataSplit(
-                root, "train/val folders", train.classes, train.samples, val.samples,
-                train.skipped + val.skipped, hidden=len(train.hidden) + len(val.hidden),
-                notes=notes,
-            ),
-            cache,
+        return DataSplit(
+            root, "train/val folders", train.classes, train.samples, val.samples,
+            train.skipped + val.skipped, hidden=len(train.hidden) + len(val.hidden), notes=notes,
         )  # fmt: skip
     if (root / "train").is_dir():  # train/ (and maybe test/) without val/: split train/
         split = _load_split(root / "train", val_fraction, seed, cache)
@@ -343,7 +339,7 @@ def _load_split(root: Path, val_fraction: float, seed: int, cache: Cache | None)
     train, val = stratified_split(scan, val_fraction, seed)
     split = DataSplit(root, "split", scan.classes, train, val, scan.skipped, val_fraction, seed)
     split.hidden = len(scan.hidden)
-    return checked(split, cache)
+    return split
 
 
 def load_table_split(
