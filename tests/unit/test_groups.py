@@ -33,6 +33,16 @@ def _patients(samples: list) -> set[str]:
     return {s.path.name.split("_")[0] for s in samples}
 
 
+def grouped_run(root: Path) -> tuple[Path, dict]:
+    """A tiny probe trained on :func:`subjects_csv` with ``--group patient``: its folder and
+    its ``split.json``."""
+    csv, run = subjects_csv(root / "d"), root / "run"
+    train = ["--no-progress", "train", "--labels", str(csv), "--group", "patient",
+             "--backbone", TINY, "--workers", "0", "--out", str(run)]  # fmt: skip
+    assert main(train) == 0
+    return run, json.loads((run / "split.json").read_text())
+
+
 def test_a_group_is_held_out_whole_and_the_split_says_so(tmp_path: Path) -> None:
     csv = subjects_csv(tmp_path)
     for seed in range(3):
@@ -103,11 +113,7 @@ def test_the_probe_chooses_its_penalty_on_folds_of_whole_groups(
         return real(model, raw, targets, objective, seed, groups)
 
     monkeypatch.setattr(regularise, "fit_last_layer_head", spy)
-    csv = subjects_csv(tmp_path / "d")
-    args = ["--no-progress", "train", "--labels", str(csv), "--group", "patient",
-            "--backbone", TINY, "--workers", "0", "--out", str(tmp_path / "run")]  # fmt: skip
-    assert main(args) == 0
-    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    _, split = grouped_run(tmp_path)
     patients = [Path(p).name.split("_")[0] for p, _ in split["train"]]
     assert len(seen) == 1 and len(seen[0]) == len(patients)
     assert len(set(seen[0])) == len(set(patients))  # one fold group per patient, not per image
@@ -128,12 +134,7 @@ def test_label_errors_are_scored_by_heads_that_never_saw_the_subject(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(evaluate, "out_of_fold_probabilities", spy)
-    csv = subjects_csv(tmp_path / "d")
-    run = tmp_path / "run"
-    train = ["--no-progress", "train", "--labels", str(csv), "--group", "patient",
-             "--backbone", TINY, "--workers", "0", "--out", str(run)]  # fmt: skip
-    assert main(train) == 0
-    split = json.loads((run / "split.json").read_text())
+    run, split = grouped_run(tmp_path)
     assert split["groups"]["p3_1.png"] == "P3"  # recorded with the split
     assert main(["--no-progress", "evaluate", str(run)]) == 0
     patients = [Path(p).name.split("_")[0] for p, _ in split["train"]]
@@ -216,12 +217,7 @@ def test_a_published_test_part_sharing_subjects_with_train_is_warned_of(tmp_path
 def test_evaluate_on_a_test_csv_warns_of_subjects_seen_in_training(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    csv = subjects_csv(tmp_path / "d")
-    run = tmp_path / "run"
-    train = ["--no-progress", "train", "--labels", str(csv), "--group", "patient",
-             "--backbone", TINY, "--workers", "0", "--out", str(run)]  # fmt: skip
-    assert main(train) == 0
-    split = json.loads((run / "split.json").read_text())
+    run, split = grouped_run(tmp_path)
     assert split["group"] == "patient"
     seen = sorted({split["groups"][p] for p, _ in split["train"]})
     test = tmp_path / "d" / "test.csv"  # new images: two of a trained patient, two of a new one
