@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from headstart.data.scan import is_hidden
@@ -242,17 +242,20 @@ def column_kinds(columns: Sequence[str], rows: Sequence[dict[str, str]]) -> dict
 
 
 def default_tasks(
-    columns: Sequence[str], rows: Sequence[dict[str, str]]
+    columns: Sequence[str],
+    rows: Sequence[dict[str, str]],
+    kinds: Mapping[str, str] | None = None,
 ) -> tuple[list[str], str | None]:
     """Task columns when ``--tasks`` names none: every ``label`` column of
     :func:`column_kinds` (not identifiers, measurements, or columns with one value
-    throughout), unless that leaves none; a note names what was left out.
+    throughout), unless that leaves none; a note names what was left out. ``kinds``:
+    :func:`column_kinds` of these columns, when the caller has it already.
 
     >>> rows = [{"id": str(i), "grade": "ab"[i % 2], "site": "x"} for i in range(6)]
     >>> default_tasks(["id", "grade", "site"], rows)[0]
     ['grade']
     """
-    kinds = column_kinds(columns, rows)
+    kinds = kinds if kinds is not None else column_kinds(columns, rows)
     tasks = [c for c in columns if kinds[c] == "label"]
     if not tasks:  # small tables: a few rows may hold as many classes; keep them all
         return list(columns), None

@@ -83,6 +83,27 @@ def group_hints(
     return notes
 
 
+_BLANK = "<line "  # group_of's mark for a blank cell
+
+
+def group_of(cell: str | None, line: int) -> str:
+    """The group a CSV row's ``--group`` cell names; a blank cell is a group of its own row.
+
+    >>> group_of(" P7 ", 3), group_of("", 4)
+    ('P7', '<line 4>')
+    """
+    return (cell or "").strip() or f"{_BLANK}{line}>"
+
+
+def is_subject(group: str) -> bool:
+    """Whether ``group`` names a subject a cell gave (not a blank cell's row of its own).
+
+    >>> is_subject("P7"), is_subject(group_of("", 4))
+    (True, False)
+    """
+    return not group.startswith(_BLANK)
+
+
 def group_codes(groups: Sequence[str]) -> list[int]:
     """Each group as an integer, in order of first appearance.
 

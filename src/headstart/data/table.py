@@ -35,7 +35,7 @@ from headstart.data.columns import (
     part_of,
     split_column,
 )
-from headstart.data.groups import check_group_column, group_hints
+from headstart.data.groups import check_group_column, group_hints, group_of
 from headstart.data.scan import Sample, audit_image, data_folder
 from headstart.errors import DataError
 
@@ -150,13 +150,15 @@ def read_labels_csv(
         notes.append(multi_note)
         if tasks:  # --tasks naming a multi-label column asks for each of its labels
             tasks = [n for t in tasks for n in split_into.get(t, [t])]
+    kinds = None  # what each column holds (columns.column_kinds), once
     if known is not None:
         tasks, column = _known_columns(known, columns, csv_path)
         if column is not None:  # a single-task model's labels under another column name
             rows = [{**r, tasks[0]: r.get(column) or ""} for r in rows]
             columns = [tasks[0] if c == column else c for c in columns]
     elif not tasks:
-        tasks, tasks_note = default_tasks(columns, rows)
+        kinds = column_kinds(columns, rows)
+        tasks, tasks_note = default_tasks(columns, rows, kinds)
         notes += [tasks_note] if tasks_note else []
     unknown = [t for t in tasks if t not in columns]
     if unknown:
@@ -176,7 +178,9 @@ def read_labels_csv(
                 "at least two classes. Drop it with --tasks."
             )
     index = {t: {c: i for i, c in enumerate(names)} for t, names in classes.items()}
-    kinds = column_kinds(columns, rows)  # an id or a measurement would scatter the strata
+    if kinds is None:  # the columns as read (a model's task renamed), or --tasks named them
+        kinds = column_kinds(columns, rows)
+    # an id or a measurement would scatter the strata
     strata_columns = [c for c in columns if kinds[c] in ("label", "one")] or list(tasks)
     table = LabelTable(csv_path, root, classes, [], notes=notes, group_by=group)
     lines = enumerate(rows, start=2)  # line 1 is the header
@@ -193,7 +197,7 @@ def read_labels_csv(
             if split_col:
                 table.parts.append(part_of(row.get(split_col) or "", split_col, line, csv_path))
             if group:
-                table.groups.append((row.get(group) or "").strip() or f"<line {line}>")
+                table.groups.append(group_of(row.get(group), line))
         else:
             table.skipped.append((path, reason))
     if group is None:

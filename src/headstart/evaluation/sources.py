@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from headstart.data import Sample, read_labels_csv, scan_folder
+from headstart.data.groups import is_subject
 from headstart.data.near_duplicates import NEAR_DUPLICATES
 from headstart.data.split import find_test_dir, find_val_dir, unwrapped
 from headstart.errors import CheckpointError, DataError
@@ -107,8 +108,8 @@ def eval_samples(
     if len(unseen) < len(samples):
         source += f" ({len(samples) - len(unseen):,} images the run trained on left out)"
     if subjects:
-        seen = {g for g in (split.get("groups") or {}).values() if not g.startswith("<line ")}
-        shared = sum(subjects.get(s.path) in seen for s in unseen)  # a blank cell is no subject
+        seen = {g for g in (split.get("groups") or {}).values() if is_subject(g)}
+        shared = sum(subjects.get(s.path) in seen for s in unseen)
         if shared:
             source += (
                 f"; warning: {shared:,} of them share a --group {split['group']} group with "

@@ -87,11 +87,10 @@ def mean_over_tasks(
     tasks: the multi-task model is judged by its mean task accuracy, so are its features.
     ``groups`` (``--group``) are passed on to ``score`` as ``groups=``."""
     g = None if groups is None else np.asarray(groups)
-    values = [
-        score(features[y >= 0], y[y >= 0]) if g is None
-        else score(features[y >= 0], y[y >= 0], groups=g[y >= 0])
-        for y in task_labels(targets).values()
-    ]  # fmt: skip
+    values = []
+    for y in task_labels(targets).values():
+        m = y >= 0
+        values.append(score(features[m], y[m], **({} if g is None else {"groups": g[m]})))
     return float(np.mean(values))
 
 
@@ -189,10 +188,11 @@ def backbone_evidence(
     to_device(model, device)
     y_val = {t: v.to(device) for t, v in target_tensors(val.targets).items()}  # type: ignore[attr-defined]
     val_x = val.features[:, 0].to(device)  # type: ignore[attr-defined]
+    groups = split.group_codes()  # --group: every fold below keeps a group on one side
     curve = learning_curve(model, raw.to(device), targets, val_x, y_val, objective,  # type: ignore[attr-defined]
-                           cfg.seed, CURVE_FRACTIONS[:-1], split.group_codes())  # fmt: skip
+                           cfg.seed, CURVE_FRACTIONS[:-1], groups)  # fmt: skip
     choice, _, _ = fit_last_layer_head(model, raw.to(device), train.targets, objective, cfg.seed,  # type: ignore[attr-defined]
-                                       split.group_codes())  # fmt: skip
+                                       groups)  # fmt: skip
     val_acc = accuracy(model, val_x, y_val, objective)
     n_val = len(val)  # type: ignore[arg-type]
     size = backbone.preprocessing.input_size
@@ -201,7 +201,7 @@ def backbone_evidence(
         params=count_parameters(backbone.module),
         input_size=size,
         logme=mean_over_tasks(logme, features, targets),
-        knn_acc=mean_over_tasks(knn_loo_accuracy, features, targets, split.group_codes()),
+        knn_acc=mean_over_tasks(knn_loo_accuracy, features, targets, groups),
         cv_acc=max(choice.scores.values()),
         cv_folds=choice.folds,
         val_acc=val_acc,
