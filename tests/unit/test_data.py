@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +202,41 @@ def test_train_transform_crops_to_input_size_and_augments() -> None:
     a, b = t(im), t(im)
     assert a.shape == b.shape == (3, 32, 32)
     assert not torch.equal(a, b)
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal, as tqdm asks before drawing a bar."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_cold_audit_and_hashing_show_bars_on_a_terminal_unless_told_not_to(
+    split_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from headstart.cache import Cache
+    from headstart.data import pool
+    from headstart.data.split import load_table_split
+
+    rows = [f"{p.relative_to(split_dataset)},{p.parent.name}" for p in split_dataset.glob("*/*")]
+    (split_dataset / "labels.csv").write_text("image,class\n" + "\n".join(rows) + "\n")
+
+    def stderr_of(run: Callable[[], object]) -> str:
+        monkeypatch.setattr(sys, "stderr", _Terminal())
+        run()
+        return sys.stderr.getvalue()
+
+    cold = Cache(tmp_path / "cold")
+    quiet = stderr_of(lambda: load_split(split_dataset, cache=cold, group="near-duplicates"))
+    assert quiet == ""  # the library's default, and the CLI's --no-progress
+    monkeypatch.setattr(pool, "DELAY_S", 0.0)  # the work here is shorter than the real delay
+    fresh = Cache(tmp_path / "a")
+    shown = stderr_of(
+        lambda: load_split(split_dataset, cache=fresh, group="near-duplicates", progress=True)
+    )  # a bar of the 40 images with its rate, for the audit and for the hashes
+    assert "checking images:" in shown and "hashing images:" in shown
+    assert shown.count("/40 [") >= 2 and "img/s" in shown
+    csv = stderr_of(lambda: load_table_split(split_dataset / "labels.csv", progress=True))
+    assert "checking images:" in csv and "/40 [" in csv
+    monkeypatch.setattr(pool, "DELAY_S", 60.0)  # work shorter than the delay draws nothing
+    assert stderr_of(lambda: load_split(split_dataset, cache=cold, progress=True)) == ""

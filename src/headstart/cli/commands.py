@@ -117,7 +117,7 @@ def lr_find(args: argparse.Namespace) -> int:
     except OSError as e:
         raise ConfigError(f"ConfigError: cannot create --out {out}: {e.strerror}.") from None
     progress = not args.no_progress
-    ready = prepare_data(cfg)
+    ready = prepare_data(cfg, progress=progress)
     cfg = scale_lr(cfg, ready.split)  # the model line shows the default the pick is set against
     built = build_model(cfg, ready, progress=progress)
     test = find_lr(cfg, ready, built, progress=progress, out=out)

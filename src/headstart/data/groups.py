@@ -177,13 +177,13 @@ def crossing(column: str, train: Sequence[str], held: Mapping[str, Sequence[str]
 
 
 def by_near_duplicates(
-    split: DataSplit, val_fraction: float, seed: int, cache: Cache | None
+    split: DataSplit, val_fraction: float, seed: int, cache: Cache | None, progress: bool = False
 ) -> DataSplit:
     """``split`` with its images grouped by near-duplicates: a split it drew is drawn again
     by whole groups; a given one (train/ and val/ folders) is kept, and warned of where it
     cuts a group."""
     samples = [*split.train, *split.val]
-    names = near_duplicate_groups([s.path for s in samples], cache)
+    names = near_duplicate_groups([s.path for s in samples], cache, progress)
     groups = dict(zip((s.path for s in samples), names))
     if split.layout != "split":
         split.notes += crossing(

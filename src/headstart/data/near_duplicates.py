@@ -10,29 +10,29 @@ its own twin (:mod:`headstart.data.groups`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from headstart.cache import Cache
+from headstart.data.pool import map_images
 
 DUPLICATE_DISTANCE = 4  # of 64 pHash bits; resized or recompressed copies land at 0-2
 _BITS = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)  # popcount per byte
 
 
 def perceptual_hashes(
-    paths: Sequence[Path], read: Callable[[Path], Image.Image], workers: int = 2
+    paths: Sequence[Path], read: Callable[[Path], Image.Image], progress: bool = False
 ) -> np.ndarray:
-    """64-bit pHash of every image, as an (N, 64) boolean array."""
+    """64-bit pHash of every image, as an (N, 64) boolean array (``progress``: a bar while it
+    runs long)."""
     import imagehash
 
     def one(path: Path) -> np.ndarray:
         return imagehash.phash(read(path)).hash.reshape(-1)
 
-    with ThreadPoolExecutor(workers) as pool:
-        hashes = list(pool.map(one, paths))
+    hashes = map_images(one, paths, "hashing images", progress)
     return np.stack(hashes) if hashes else np.zeros((0, 64), bool)
 
 
@@ -74,20 +74,22 @@ NEAR_DUPLICATES = "near-duplicates"  # --group's value that asks for these group
 HASH_VERSION = "phash-v1"
 
 
-def near_duplicate_groups(paths: Sequence[Path], cache: Cache | None = None) -> list[str]:
+def near_duplicate_groups(
+    paths: Sequence[Path], cache: Cache | None = None, progress: bool = False
+) -> list[str]:
     """A group name per image for ``--group near-duplicates`` (:func:`similar_groups` of the
     images as decoded, EXIF-rotated and converted to RGB); with a ``cache``, each file's hash
     is remembered by content, so a folder is hashed once."""
     from headstart.imaging import load_rgb
 
     if cache is None:
-        hashes = perceptual_hashes(paths, load_rgb)
+        hashes = perceptual_hashes(paths, load_rgb, progress)
     else:
         store = cache.store("audit", HASH_VERSION)
         keys = [cache.digest(p) for p in paths]
         found = [store.get(k) for k in keys]
         todo = [i for i, h in enumerate(found) if h is None]
-        for i, h in zip(todo, perceptual_hashes([paths[i] for i in todo], load_rgb)):
+        for i, h in zip(todo, perceptual_hashes([paths[i] for i in todo], load_rgb, progress)):
             store.put(keys[i], h)
             found[i] = h
         hashes = np.stack(found) if found else np.zeros((0, 64), bool)

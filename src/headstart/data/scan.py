@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from headstart.cache import Cache
+from headstart.data.pool import map_images
 from headstart.errors import DataError
 from headstart.imaging import IMAGE_EXTENSIONS, shape_problem
 
@@ -58,6 +59,41 @@ def audit_image(path: Path, cache: Cache | None = None) -> str | None:
     and not halfway through an epoch. With a ``cache`` the verdict on a file's content is
     remembered, so a folder is decoded once, not on every run.
     """
+    return audit_images([path], cache)[0]
+
+
+def audit_images(
+    paths: Sequence[Path], cache: Cache | None = None, progress: bool = False
+) -> list[str | None]:
+    """:func:`audit_image` of every path: remembered verdicts are read in turn, and only the
+    files not seen before are decoded, on every core, with a bar when ``progress``."""
+    reasons = [_file_problem(p) for p in paths]
+    store = cache.store("audit", AUDIT_VERSION) if cache is not None else None
+    keys, todo = {}, []
+    for i, path in enumerate(paths):
+        if reasons[i] is not None:
+            continue
+        if cache is not None and store is not None:
+            keys[i] = cache.digest(path)
+            found = store.get(keys[i])
+            if found is not None:
+                reasons[i] = str(found.reshape(-1)[0]) or None
+                continue
+        todo.append(i)
+    decoded = map_images(_content_problem, [paths[i] for i in todo], "checking images", progress)
+    for i, reason in zip(todo, decoded):
+        reasons[i] = reason
+        if store is not None:
+            store.put(keys[i], np.array(reason or ""))
+    placeholder = "placeholder image (name {!r} says the real image is missing)"
+    return [
+        placeholder.format(p.name) if r is None and _PLACEHOLDER_NAME.search(p.stem) else r
+        for p, r in zip(paths, reasons)
+    ]
+
+
+def _file_problem(path: Path) -> str | None:
+    """What the name and size alone reveal: not an image, empty, or unreadable."""
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         return f"not an image (extension {path.suffix or 'none'!r})"
     try:
@@ -65,19 +101,7 @@ def audit_image(path: Path, cache: Cache | None = None) -> str | None:
             return "empty file (0 bytes)"
     except OSError as e:
         return f"unreadable: {e}"
-    if cache is None:
-        reason = _content_problem(path)
-    else:
-        store, key = cache.store("audit", AUDIT_VERSION), cache.digest(path)
-        found = store.get(key)
-        if found is None:
-            reason = _content_problem(path)
-            store.put(key, np.array(reason or ""))
-        else:
-            reason = str(found.reshape(-1)[0]) or None
-    if reason is None and _PLACEHOLDER_NAME.search(path.stem):
-        return f"placeholder image (name {path.name!r} says the real image is missing)"
-    return reason
+    return None
 
 
 def _content_problem(path: Path) -> str | None:
@@ -188,9 +212,11 @@ def scan_folder(
     classes: list[str] | None = None,
     cache: Cache | None = None,
     allow_empty: bool = False,
+    progress: bool = False,
 ) -> FolderScan:
     """Scan ``root/<class>/**/<image>``; ``classes`` fixes the class order (e.g. from train/).
-    ``cache`` remembers each file's audit (see :func:`audit_image`).
+    ``cache`` remembers each file's audit (see :func:`audit_image`); ``progress`` shows a bar
+    while a long audit runs.
 
     Raises DataError for a missing folder, no class folders, a class folder not in
     ``classes``, or (unless ``allow_empty``, as for a validation folder) a class with no
@@ -239,9 +265,7 @@ def scan_folder(
         files += [(p, d.name) for p in found_files]
         scan.hidden += found_hidden
         scan.skipped += bad_links
-    # Pillow releases the GIL while decoding, so threads audit on every core
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        reasons = list(pool.map(lambda f: audit_image(f[0], cache), files))
+    reasons = audit_images([path for path, _ in files], cache, progress)
     for (path, cls), reason in zip(files, reasons):
         if reason is None:
             scan.samples.append(Sample(path, index[cls]))

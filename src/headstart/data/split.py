@@ -289,8 +289,10 @@ def load_split(
     seed: int = 0,
     cache: Cache | None = None,
     group: str | None = None,
+    progress: bool = False,
 ) -> DataSplit:
-    """Scan ``root`` and return its split (``cache`` remembers each file's audit).
+    """Scan ``root`` and return its split (``cache`` remembers each file's audit;
+    ``progress`` shows a bar while the audit or the hashing runs long).
 
     ``root/train`` + ``root/val`` are used as given; ``root/train`` alone (beside a test/
     folder, say) is split; otherwise ``root/<class>/`` is split stratified by class with
@@ -298,20 +300,24 @@ def load_split(
     holds out clusters of near-duplicate images whole (a given split: warns of those it cuts).
     """
     root, wrapper_note = unwrapped(data_folder(root))
-    split = _load_split(root, val_fraction, seed, cache)
+    split = _load_split(root, val_fraction, seed, cache, progress)
     if group == NEAR_DUPLICATES:  # before the copies are checked: the split may change
-        split = by_near_duplicates(split, val_fraction, seed, cache)
+        split = by_near_duplicates(split, val_fraction, seed, cache, progress)
     split.notes += [wrapper_note] if wrapper_note else []
     return checked(split, cache)
 
 
-def _load_split(root: Path, val_fraction: float, seed: int, cache: Cache | None) -> DataSplit:
+def _load_split(
+    root: Path, val_fraction: float, seed: int, cache: Cache | None, progress: bool
+) -> DataSplit:
     """:func:`load_split` of a folder that holds the data itself (copies not yet checked)."""
     val_dir = find_val_dir(root)
     if (root / "train").is_dir() and val_dir is not None:
-        train = scan_folder(root / "train", cache=cache)
+        train = scan_folder(root / "train", cache=cache, progress=progress)
         _check_classes(train)
-        val = scan_folder(val_dir, classes=train.classes, cache=cache, allow_empty=True)
+        val = scan_folder(
+            val_dir, classes=train.classes, cache=cache, allow_empty=True, progress=progress
+        )
         missing = [c for c, n in val.counts().items() if n == 0]
         notes = [
             f"warning: class {c!r} has no image in {val_dir.name}/, so its accuracy is not "
@@ -323,7 +329,7 @@ def _load_split(root: Path, val_fraction: float, seed: int, cache: Cache | None)
             train.skipped + val.skipped, hidden=len(train.hidden) + len(val.hidden), notes=notes,
         )  # fmt: skip
     if (root / "train").is_dir():  # train/ (and maybe test/) without val/: split train/
-        split = _load_split(root / "train", val_fraction, seed, cache)
+        split = _load_split(root / "train", val_fraction, seed, cache, progress)
         test = find_test_dir(root)
         split.notes.append(
             f"note: {root} has train/ but no val/ folder: {val_fraction:.0%} of train/ is held "
@@ -332,7 +338,7 @@ def _load_split(root: Path, val_fraction: float, seed: int, cache: Cache | None)
                if test else "")
         )  # fmt: skip
         return split
-    scan = scan_folder(root, cache=cache)
+    scan = scan_folder(root, cache=cache, progress=progress)
     _check_classes(scan)
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"DataError: --val-fraction must be between 0 and 1, got {val_fraction}.")
@@ -350,16 +356,19 @@ def load_table_split(
     seed: int = 0,
     cache: Cache | None = None,
     group: str | None = None,
+    progress: bool = False,
 ) -> DataSplit:
     """Read a labels CSV (see ``data.table``) and hold out ``val_fraction``, stratified on
     the combination of task labels, reproducibly for a given ``seed``; with ``group`` (a
-    column), whole groups are held out (:mod:`headstart.data.groups`)."""
+    column), whole groups are held out (:mod:`headstart.data.groups`). ``progress``: a bar
+    while the audit or the hashing runs long."""
     from sklearn.model_selection import train_test_split
 
     column = None if group == NEAR_DUPLICATES else group
-    table = read_labels_csv(csv_path, images_root, tasks, cache, group=column)
+    table = read_labels_csv(csv_path, images_root, tasks, cache, group=column, progress=progress)
     if group == NEAR_DUPLICATES:
-        table.groups = near_duplicate_groups([s.path for s in table.samples], cache)
+        paths = [s.path for s in table.samples]
+        table.groups = near_duplicate_groups(paths, cache, progress)
     table.group_by = group
     notes = list(table.notes)
     if table.parts:

@@ -36,7 +36,7 @@ from headstart.data.columns import (
     split_column,
 )
 from headstart.data.groups import check_group_column, group_hints, group_of
-from headstart.data.scan import Sample, audit_image, data_folder
+from headstart.data.scan import Sample, audit_images, data_folder
 from headstart.errors import DataError
 
 MISSING = -1
@@ -115,12 +115,14 @@ def read_labels_csv(
     known: Mapping[str, list[str]] | None = None,
     group: str | None = None,
     group_optional: bool = False,
+    progress: bool = False,
 ) -> LabelTable:
     """Read ``csv_path``; image paths are relative to ``images_root`` (default: the CSV's
     folder); ``tasks`` picks columns (default: every column but the image column);
     ``group`` names a column whose value each image's group shares (a patient, a lesion):
     never a task, read into ``groups`` for the split (see :mod:`headstart.data.groups`);
-    ``group_optional``: a CSV without that column reads without groups (a test set's).
+    ``group_optional``: a CSV without that column reads without groups (a test set's);
+    ``progress``: a bar while the images' audit runs long.
 
     ``known``: a trained model's classes per task, to evaluate it on the CSV: the tasks are
     the model's that the CSV has a column for (a single-task model reads a CSV's only task
@@ -185,12 +187,15 @@ def read_labels_csv(
     table = LabelTable(csv_path, root, classes, [], notes=notes, group_by=group)
     lines = enumerate(rows, start=2)  # line 1 is the header
     found = [(n, row, _find_image(row, image_col, find, n, csv_path)) for n, row in lines]
+    labelled = []
     for line, row, path in _one_row_per_image(found, tasks, table):
         target = {t: index[t].get((row.get(t) or "").strip(), MISSING) for t in tasks}
         if all(v == MISSING for v in target.values()):
             table.skipped.append((path, f"line {line}: no label for any task"))
-            continue
-        reason = audit_image(path, cache)
+        else:
+            labelled.append((line, row, path, target))
+    reasons = audit_images([path for _, _, path, _ in labelled], cache, progress)
+    for (line, row, path, target), reason in zip(labelled, reasons):
         if reason is None:
             table.samples.append(Sample(path, target))
             table.rows.append([(row.get(c) or "").strip() for c in strata_columns])

@@ -197,7 +197,7 @@ def cross_validate(
 
     check_choices(cfg, [{"strategy.name": name} for name in strategies], "cv")
     cache = Cache(cfg.data.cache_dir) if cfg.data.cache else None
-    base = load_data(cfg, cache)
+    base = load_data(cfg, cache, progress)
     pool = list(base.train) if keep_test else [*base.train, *base.val]
     groups = [base.groups[s.path] for s in pool] if base.groups else None
     fold_sets = make_folds(pool, folds, repeats, cfg.seed, groups)

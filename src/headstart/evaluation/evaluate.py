@@ -273,7 +273,7 @@ def evaluate_run(
     dev = resolve_device(device)
     run = load_run(run_dir)
     predictor = run_predictor(run, dev)
-    samples, skipped, source = eval_samples(run, data_dir, images_root)
+    samples, skipped, source = eval_samples(run, data_dir, images_root, progress)
     read = cached_reader(run.preprocessing)
     split = read_split(run)
     root = Path(split["root"]) if split else None
@@ -305,9 +305,9 @@ def evaluate_run(
     if train_samples:
         duplicates = near_duplicates(
             train_paths,
-            perceptual_hashes([s.path for s in train_samples], read),
+            perceptual_hashes([s.path for s in train_samples], read, progress),
             eval_paths,
-            perceptual_hashes([s.path for s in samples], read),
+            perceptual_hashes([s.path for s in samples], read, progress),
         )
     results = {}
     for task, classes in run.tasks.items():

@@ -49,9 +49,13 @@ def run_samples(run: LoadedRun, part: str) -> list[Sample]:
 
 
 def eval_samples(
-    run: LoadedRun, data: str | Path | None, images_root: str | Path | None = None
+    run: LoadedRun,
+    data: str | Path | None,
+    images_root: str | Path | None = None,
+    progress: bool = False,
 ) -> tuple[list[Sample], list[tuple[Path, str]], str]:
-    """Which labelled images to evaluate on, and a description of where they came from.
+    """Which labelled images to evaluate on, and a description of where they came from
+    (``progress``: a bar while a new folder's or CSV's audit runs long).
 
     ``data`` None, or the folder the run split at training time: the run's own validation
     split. A file: a labels CSV, paths relative to ``images_root`` (default: its folder); its
@@ -80,7 +84,7 @@ def eval_samples(
     if data.is_file():
         column = split.get("group") if split.get("group") != NEAR_DUPLICATES else None
         table = read_labels_csv(data, images_root, known=run.tasks, group=column,
-                                group_optional=True)  # fmt: skip
+                                group_optional=True, progress=progress)  # fmt: skip
         subjects = dict(zip((s.path for s in table.samples), table.groups))
         samples, skipped, source = table.samples, table.skipped, str(data)
         if "test" in table.parts:  # the CSV's own split names a test set: that is the one
@@ -94,7 +98,7 @@ def eval_samples(
     else:
         held = find_val_dir(data) or find_test_dir(data)
         target = held if (data / "train").is_dir() and held is not None else data
-        scan = scan_folder(target, classes=next(iter(run.tasks.values())))
+        scan = scan_folder(target, classes=next(iter(run.tasks.values())), progress=progress)
         samples, skipped, source = scan.samples, scan.skipped, str(target)
     train = split_samples(split, "train", own) if own and split.get("train") else []
     trained = {s.path.resolve() for s in train}

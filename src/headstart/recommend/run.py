@@ -70,7 +70,7 @@ def recommend(
     given = cfg
     cfg = resolve_config(cfg.with_overrides({"strategy.name": "probe"}))
     usable, skipped = candidates(cfg, names)
-    ready = prepare_data(cfg, echo=echo)
+    ready = prepare_data(cfg, echo=echo, progress=progress)
     evidence, built = [], {}
     for name in usable:
         white = ready.backbone.preprocessing.white_level  # the data's, for every candidate

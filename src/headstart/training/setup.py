@@ -174,12 +174,13 @@ def plan_for(cfg: TrainConfig, backbone: Backbone) -> Plan:
     )
 
 
-def load_data(cfg: TrainConfig, cache: Cache | None = None) -> DataSplit:
-    """The split ``cfg`` describes: a labels CSV, or a folder (train/val, or split)."""
+def load_data(cfg: TrainConfig, cache: Cache | None = None, progress: bool = False) -> DataSplit:
+    """The split ``cfg`` describes: a labels CSV, or a folder (train/val, or split);
+    ``progress``: a bar while a cold audit of the images runs long."""
     if cfg.data.labels:
         return load_table_split(
             cfg.data.labels, cfg.data.images_root, cfg.data.tasks, cfg.data.val_fraction,
-            cfg.seed, cache, group=cfg.data.group,
+            cfg.seed, cache, group=cfg.data.group, progress=progress,
         )  # fmt: skip
     if cfg.data.group not in (None, NEAR_DUPLICATES):
         raise ConfigError(
@@ -187,7 +188,9 @@ def load_data(cfg: TrainConfig, cache: Cache | None = None) -> DataSplit:
             f"of class subfolders has none (--group {NEAR_DUPLICATES} groups look-alike "
             "images). Pass --labels CSV, or drop --group."
         )
-    return load_split(cfg.data.root, cfg.data.val_fraction, cfg.seed, cache, cfg.data.group)
+    return load_split(
+        cfg.data.root, cfg.data.val_fraction, cfg.seed, cache, cfg.data.group, progress
+    )
 
 
 def make_objective(cfg: TrainConfig, split: DataSplit) -> Objective:
@@ -241,15 +244,19 @@ def build_backbone(cfg: TrainConfig, white: int | None = None) -> Backbone:
 
 
 def prepare_data(
-    cfg: TrainConfig, split: DataSplit | None = None, echo: Callable[[str], None] = print
+    cfg: TrainConfig,
+    split: DataSplit | None = None,
+    echo: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> Ready:
     """Seed everything, create the backbone at the configured input size, make the plan,
-    load and describe the split (``split`` replaces the one ``cfg`` describes)."""
+    load and describe the split (``split`` replaces the one ``cfg`` describes; ``progress``:
+    a bar while a cold audit of the images runs long)."""
     gen = seed_everything(cfg.seed)
     backbone = build_backbone(cfg)  # fails fast on a bad name
     plan = plan_for(cfg, backbone)  # and on bad strategy options
     cache = Cache(cfg.data.cache_dir) if cfg.data.cache else None
-    split = split or load_data(cfg, cache)
+    split = split or load_data(cfg, cache, progress)
     objective = make_objective(cfg, split)
     level, deep = white_level(split)  # 16-bit images: the backbone reads them at their depth
     backbone.preprocessing = replace(backbone.preprocessing, white_level=level)

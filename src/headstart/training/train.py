@@ -191,7 +191,7 @@ def train(
     if saved_dir is None:
         check_run_dir(final, overwrite)  # before the data scan: refuse at once
     barrier()  # every process has looked before rank 0 creates anything
-    ready = prepare_data(cfg, split, echo)
+    ready = prepare_data(cfg, split, echo, progress)
     backbone, plan, cache, split, objective, device = (
         ready.backbone,
         ready.plan,
