@@ -44,6 +44,19 @@ def test_identifier_columns_are_not_tasks_unless_asked(tmp_path: Path) -> None:
     assert list(asked.tasks) == ["dx", "lesion_id"] and len(asked.tasks["lesion_id"]) == 12
 
 
+def test_a_subject_column_of_a_small_table_is_known_by_its_name(tmp_path: Path) -> None:
+    """32 patients in 80 rows: too few distinct values to read as an identifier by count, so
+    the header's words say it (a ``class_id`` of as many values stays a task)."""
+    lines = ["image,Patient ID,class_id,finding"]
+    for i in range(80):
+        make_image(tmp_path / f"{i}.png", (200, 40, 40), size=16, seed=i)
+        lines.append(f"{i}.png,P{i % 32:03d},{i % 32},{'ab'[i % 2]}")
+    (tmp_path / "l.csv").write_text("\n".join(lines) + "\n")
+    table = read_labels_csv(tmp_path / "l.csv")
+    assert list(table.tasks) == ["class_id", "finding"]
+    assert any("pass --group 'Patient ID'" in n for n in table.notes)
+
+
 def test_a_named_image_column_may_leave_out_the_extension(tmp_path: Path) -> None:
     for i in range(4):
         make_image(tmp_path / f"{i}.PNG", (200, 40, 40), seed=i)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -218,21 +219,44 @@ def _number(cell: str) -> bool:
     return True
 
 
+# Words of a header that names subjects (``Patient ID``, ``lesion_id``, ``subjectId``), unless
+# another word says the column is a label (``class_id``, ``label_id``).
+_ID_WORDS = {"id", "uid", "uuid", "patient", "subject", "participant", "lesion", "specimen"}
+_LABEL_WORDS = {"class", "label", "category", "target", "grade", "type", "diagnosis", "dx"}
+FEW = 5  # an identifier by name repeats its values fewer times than this on average
+
+
+def named_like_id(column: str) -> bool:
+    """Whether a header's words name an identifier (camelCase and any separator split them).
+
+    >>> [named_like_id(c) for c in ("Patient ID", "lesion_id", "subjectId", "class_id", "grid")]
+    [True, True, True, False, False]
+    """
+    words = {w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", column)}
+    return bool(words & _ID_WORDS) and not words & _LABEL_WORDS
+
+
 def column_kinds(columns: Sequence[str], rows: Sequence[dict[str, str]]) -> dict[str, str]:
     """What each column holds: ``id`` (more distinct values than half the labelled rows, or
-    than :data:`MANY` and a fifth of them: NIH's Patient ID), ``measure`` (numbers with more
-    than :data:`MANY` distinct values: an age, a width), ``one`` (one value throughout) or
-    ``label`` (classes a task could learn).
+    than :data:`MANY` and a fifth of them: NIH's Patient ID; or a header that names an
+    identifier, :func:`named_like_id`, whose values repeat fewer than :data:`FEW` times on
+    average: 32 patients in 80 rows), ``measure`` (numbers with more than :data:`MANY`
+    distinct values: an age, a width), ``one`` (one value throughout) or ``label`` (classes a
+    task could learn).
 
     >>> rows = [{"id": str(i), "grade": "ab"[i % 2], "site": "x"} for i in range(6)]
     >>> column_kinds(["id", "grade", "site"], rows)
     {'id': 'id', 'grade': 'label', 'site': 'one'}
+    >>> rows = [{"Patient ID": f"P{i % 32}", "Site ID": f"S{i % 3}"} for i in range(80)]
+    >>> column_kinds(["Patient ID", "Site ID"], rows)
+    {'Patient ID': 'id', 'Site ID': 'label'}
     """
     kinds = {}
     for c in columns:
         values = [v for r in rows if (v := (r.get(c) or "").strip())]
         distinct = set(values)
-        if len(distinct) > len(values) / 2 or len(distinct) > max(MANY, len(values) / 5):
+        few = len(distinct) > 2 and len(values) < FEW * len(distinct) and named_like_id(c)
+        if few or len(distinct) > len(values) / 2 or len(distinct) > max(MANY, len(values) / 5):
             kinds[c] = "id"
         elif len(distinct) > MANY and all(_number(v) for v in distinct):
             kinds[c] = "measure"
