@@ -240,3 +240,25 @@ def test_a_cold_audit_and_hashing_show_bars_on_a_terminal_unless_told_not_to(
     assert "checking images:" in csv and "/40 [" in csv
     monkeypatch.setattr(pool, "DELAY_S", 60.0)  # work shorter than the delay draws nothing
     assert stderr_of(lambda: load_split(split_dataset, cache=cold, progress=True)) == ""
+
+
+def test_a_file_that_cannot_be_opened_is_skipped_with_the_reason(
+    split_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file stat can see and open cannot (no read permission; root reads anything, so the
+    refusal is simulated): skipped with why, not a traceback, with the cache on."""
+    from headstart.cache import Cache
+
+    locked = split_dataset / "red" / "0.png"
+    real = Cache.digest
+
+    def digest(self: Cache, path: str | Path) -> str:
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(self, path)
+
+    monkeypatch.setattr(Cache, "digest", digest)
+    split = load_split(split_dataset, cache=Cache(tmp_path / "c"))
+    assert [(p, r) for p, r in split.skipped] == [
+        (locked, f"unreadable: [Errno 13] Permission denied: '{locked}'")
+    ]

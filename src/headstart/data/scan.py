@@ -74,7 +74,11 @@ def audit_images(
         if reasons[i] is not None:
             continue
         if cache is not None and store is not None:
-            keys[i] = cache.digest(path)
+            try:
+                keys[i] = cache.digest(path)
+            except OSError as e:  # readable by stat, not by open: no permission, say
+                reasons[i] = f"unreadable: {e}"
+                continue
             found = store.get(keys[i])
             if found is not None:
                 reasons[i] = str(found.reshape(-1)[0]) or None
