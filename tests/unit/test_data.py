@@ -247,17 +247,19 @@ def test_a_file_that_cannot_be_opened_is_skipped_with_the_reason(
 ) -> None:
     """A file stat can see and open cannot (no read permission; root reads anything, so the
     refusal is simulated): skipped with why, not a traceback, with the cache on."""
+    import builtins
+
     from headstart.cache import Cache
 
     locked = split_dataset / "red" / "0.png"
-    real = Cache.digest
+    real = builtins.open
 
-    def digest(self: Cache, path: str | Path) -> str:
-        if Path(path) == locked:
-            raise PermissionError(13, "Permission denied", str(path))
-        return real(self, path)
+    def refusing(file: object, *args: object, **kwargs: object) -> object:
+        if isinstance(file, (str, Path)) and Path(file) == locked:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real(file, *args, **kwargs)  # type: ignore[call-overload]
 
-    monkeypatch.setattr(Cache, "digest", digest)
+    monkeypatch.setattr(builtins, "open", refusing)
     split = load_split(split_dataset, cache=Cache(tmp_path / "c"))
     assert [(p, r) for p, r in split.skipped] == [
         (locked, f"unreadable: [Errno 13] Permission denied: '{locked}'")

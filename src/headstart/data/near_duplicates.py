@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from headstart.cache import Cache
-from headstart.data.pool import map_images
+from headstart.data.pool import map_images, map_remembered
 
 DUPLICATE_DISTANCE = 4  # of 64 pHash bits; resized or recompressed copies land at 0-2
 _BITS = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)  # popcount per byte
@@ -27,12 +27,17 @@ def perceptual_hashes(
 ) -> np.ndarray:
     """64-bit pHash of every image, as an (N, 64) boolean array (``progress``: a bar while it
     runs long)."""
+    return _stacked(map_images(_hasher(read), paths, "hashing images", progress))
+
+
+def _hasher(read: Callable[[Path], Image.Image]) -> Callable[[Path], np.ndarray]:
+    """The pHash of a file as ``read`` decodes it: 64 booleans."""
     import imagehash
 
-    def one(path: Path) -> np.ndarray:
-        return imagehash.phash(read(path)).hash.reshape(-1)
+    return lambda path: imagehash.phash(read(path)).hash.reshape(-1)
 
-    hashes = map_images(one, paths, "hashing images", progress)
+
+def _stacked(hashes: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack(hashes) if hashes else np.zeros((0, 64), bool)
 
 
@@ -82,15 +87,8 @@ def near_duplicate_groups(
     is remembered by content, so a folder is hashed once."""
     from headstart.imaging import load_rgb
 
-    if cache is None:
-        hashes = perceptual_hashes(paths, load_rgb, progress)
-    else:
-        store = cache.store("audit", HASH_VERSION)
-        keys = [cache.digest(p) for p in paths]
-        found = [store.get(k) for k in keys]
-        todo = [i for i, h in enumerate(found) if h is None]
-        for i, h in zip(todo, perceptual_hashes([paths[i] for i in todo], load_rgb, progress)):
-            store.put(keys[i], h)
-            found[i] = h
-        hashes = np.stack(found) if found else np.zeros((0, 64), bool)
+    found = map_remembered(
+        _hasher(load_rgb), paths, cache, HASH_VERSION, "hashing images", progress
+    )
+    hashes = _stacked(found)
     return [f"{NEAR_DUPLICATES} {g}" for g in similar_groups(np.asarray(hashes, bool))]

@@ -12,9 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 from tqdm.auto import tqdm
+
+from headstart.cache import Cache
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,3 +49,26 @@ def map_images(
             out.append(result)
             bar.update()
     return out
+
+
+def map_remembered(
+    fn: Callable[[Path], np.ndarray],
+    paths: Sequence[Path],
+    cache: Cache | None,
+    key: str,
+    desc: str,
+    progress: bool = False,
+) -> list[np.ndarray]:
+    """:func:`map_images` of ``fn`` over files, each result remembered by the file's content
+    in the cache's ``audit/KEY`` store: remembered results are read in turn (threads would
+    only contend for the GIL), and only the files not seen before are computed and stored."""
+    if cache is None:
+        return map_images(fn, paths, desc, progress)
+    store = cache.store("audit", key)
+    keys = [cache.digest(p) for p in paths]
+    found = [store.get(k) for k in keys]
+    todo = [i for i, r in enumerate(found) if r is None]
+    for i, result in zip(todo, map_images(fn, [paths[i] for i in todo], desc, progress)):
+        store.put(keys[i], result)
+        found[i] = result
+    return found  # type: ignore[return-value]

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from headstart.cache import Cache
-from headstart.data.pool import map_images
+from headstart.data.pool import map_remembered
 from headstart.errors import DataError
 from headstart.imaging import IMAGE_EXTENSIONS, shape_problem
 
@@ -68,27 +68,13 @@ def audit_images(
     """:func:`audit_image` of every path: remembered verdicts are read in turn, and only the
     files not seen before are decoded, on every core, with a bar when ``progress``."""
     reasons = [_file_problem(p) for p in paths]
-    store = cache.store("audit", AUDIT_VERSION) if cache is not None else None
-    keys, todo = {}, []
-    for i, path in enumerate(paths):
-        if reasons[i] is not None:
-            continue
-        if cache is not None and store is not None:
-            try:
-                keys[i] = cache.digest(path)
-            except OSError as e:  # readable by stat, not by open: no permission, say
-                reasons[i] = f"unreadable: {e}"
-                continue
-            found = store.get(keys[i])
-            if found is not None:
-                reasons[i] = str(found.reshape(-1)[0]) or None
-                continue
-        todo.append(i)
-    decoded = map_images(_content_problem, [paths[i] for i in todo], "checking images", progress)
-    for i, reason in zip(todo, decoded):
-        reasons[i] = reason
-        if store is not None:
-            store.put(keys[i], np.array(reason or ""))
+    todo = [i for i, r in enumerate(reasons) if r is None]
+    verdicts = map_remembered(
+        _content_verdict, [paths[i] for i in todo], cache, AUDIT_VERSION, "checking images",
+        progress,
+    )  # fmt: skip
+    for i, verdict in zip(todo, verdicts):
+        reasons[i] = str(verdict.reshape(-1)[0]) or None
     placeholder = "placeholder image (name {!r} says the real image is missing)"
     return [
         placeholder.format(p.name) if r is None and _PLACEHOLDER_NAME.search(p.stem) else r
@@ -97,15 +83,22 @@ def audit_images(
 
 
 def _file_problem(path: Path) -> str | None:
-    """What the name and size alone reveal: not an image, empty, or unreadable."""
+    """What the name, the size and opening the file reveal: not an image, empty, or
+    unreadable (no permission: stat sees a file that open refuses)."""
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         return f"not an image (extension {path.suffix or 'none'!r})"
     try:
         if path.stat().st_size == 0:
             return "empty file (0 bytes)"
+        open(path, "rb").close()
     except OSError as e:
         return f"unreadable: {e}"
     return None
+
+
+def _content_verdict(path: Path) -> np.ndarray:
+    """:func:`_content_problem` as the audit store keeps it: the reason, or "" for none."""
+    return np.array(_content_problem(path) or "")
 
 
 def _content_problem(path: Path) -> str | None:
