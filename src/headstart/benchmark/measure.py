@@ -9,6 +9,7 @@ random images for the same reason (its accuracy is a run's to report, not this o
 from __future__ import annotations
 
 import contextlib
+import copy
 import statistics
 import tempfile
 import time
@@ -26,6 +27,7 @@ from headstart.backbones.registry import get_spec
 from headstart.errors import ConfigError
 from headstart.model import Classifier
 from headstart.training.device import to_device
+from headstart.training.fold import fold_batchnorm
 from headstart.training.precision import resolve_precision
 
 RUNTIMES = ("torch", "onnx")
@@ -168,7 +170,8 @@ def _runner(
             autocast = resolve_precision(precision, torch.device("cpu")).autocast
         except ConfigError:
             return None
-        net = to_device(model, torch.device("cpu"))
+        net = to_device(copy.deepcopy(model), torch.device("cpu")).eval()
+        fold_batchnorm(net)  # as predict and serve run it (ONNX Runtime folds its graph too)
 
         def torch_call(batch: int) -> Callable[[], Any]:
             x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)

@@ -99,7 +99,7 @@ def export_run(
     if quantize and fmt != "onnx":
         raise ConfigError(f"ConfigError: --quantize {quantize} needs --format onnx.")
     run_dir = Path(run_dir)
-    reference = TorchEngine(run_dir)
+    reference = TorchEngine(run_dir, fold=False)  # the model itself is written
     samples = verification_samples(run_dir, images)
     final = Path(out) if out else run_dir / f"model{FORMATS[fmt]}"
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -25,19 +25,26 @@ SIDECAR = ".json"  # model.onnx -> model.onnx.json
 
 class TorchEngine:
     """A run folder's model in PyTorch eager mode, on ``device`` (CPU by default), in float32
-    (the precision runs are validated and served in)."""
+    (the precision runs are validated and served in), its BatchNorm folded into the
+    convolutions (``training.fold``) unless ``fold`` is False: the exporter writes and
+    verifies against the model itself."""
 
     name = "pytorch"
 
-    def __init__(self, run: str | Path | LoadedRun, device: str = "cpu") -> None:
+    def __init__(
+        self, run: str | Path | LoadedRun, device: str = "cpu", *, fold: bool = True
+    ) -> None:
         from headstart.training import load_run
         from headstart.training.device import resolve_device, to_device
+        from headstart.training.fold import fold_batchnorm
         from headstart.training.precision import serving
 
         self.run = run if isinstance(run, LoadedRun) else load_run(run)
         self.device = resolve_device(device)
         self.precision = serving(self.device)  # float32 exactly, on a GPU too
         self.module = to_device(Exportable(self.run.model), self.device).eval()
+        if fold:  # its own copy of the model, which only ever predicts
+            fold_batchnorm(self.module)
         self.meta = export_metadata(self.run)
 
     @torch.inference_mode()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -20,6 +20,7 @@ from headstart.model import Classifier
 from headstart.recommend.transferability import knn_loo_accuracy, logme
 from headstart.stats import wilson_interval
 from headstart.training.device import images_to, to_device
+from headstart.training.fold import folded_batchnorm
 from headstart.training.inputs import frozen_inputs
 from headstart.training.lbfgs import HeadsCopy, accuracy, target_tensors
 from headstart.training.objective import Objective
@@ -147,7 +148,9 @@ def throughput(
         inputs[name] = images_to(torch.randn(batch, 3, size, size), device)
         to_device(b.module, device).eval()
     best = dict.fromkeys(backbones, float("inf"))
-    with torch.inference_mode(), autocast():
+    with ExitStack() as folded, torch.inference_mode(), autocast():
+        for b in backbones.values():  # as the feature passes run them
+            folded.enter_context(folded_batchnorm(b.module))
         for name, b in backbones.items():
             b.module(inputs[name])
         for _ in range(rounds):

@@ -50,6 +50,7 @@ from headstart.training.distributed import (
     shard,
     world,
 )
+from headstart.training.fold import folded_batchnorm
 from headstart.training.order import SeededOrder, balanced_weights
 from headstart.training.precision import Precision, for_layers, resolve_precision, serving
 
@@ -170,16 +171,18 @@ def make_inputs(
             )
 
         n, clean = len(split.train), [eval_transform(prep)]
-        if precision == val_precision:  # one pass
-            both = features(split.train + split.val, clean, ["clean"])
-            train_x, val_x = both[:n], both[n:]
-        else:
-            train_x = features(split.train, clean, ["clean"])
-            val_x = features(split.val, clean, ["clean"], val_precision)
+        with folded_batchnorm(backbone.module):  # the frozen prefix only reads: fold it
+            if precision == val_precision:  # one pass
+                both = features(split.train + split.val, clean, ["clean"])
+                train_x, val_x = both[:n], both[n:]
+            else:
+                train_x = features(split.train, clean, ["clean"])
+                val_x = features(split.val, clean, ["clean"], val_precision)
+            if len(views) > 1:
+                augmented = features(split.train, [augment] * (len(views) - 1), views[1:])
         if taps is not None:
             taps.fit_statistics(train_x[:, 0])
         if len(views) > 1:
-            augmented = features(split.train, [augment] * (len(views) - 1), views[1:])
             train_x = torch.cat([train_x, augmented], dim=1)
         info = {"reads": "features", "boundary": cut.boundary, "views": len(views) - 1, **stats}
         return Inputs(

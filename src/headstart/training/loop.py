@@ -47,6 +47,7 @@ from headstart.training.distributed import (
     wrap,
 )
 from headstart.training.early_stopping import EarlyStopping
+from headstart.training.fold import folded_batchnorm
 from headstart.training.history import EpochStats, FitResult
 from headstart.training.mixing import Mixing
 from headstart.training.objective import Objective
@@ -73,12 +74,14 @@ def collect_logits(
     model.eval()
     logits: dict[str, list[torch.Tensor]] = {}
     targets: dict[str, list[torch.Tensor]] = {}
-    for images, target in tqdm(loader, desc="eval", leave=False, disable=not progress or None):
-        with precision.autocast():
-            out = model(images_to(images, device))
-        for task, t in _as_targets(target).items():
-            logits.setdefault(task, []).append(out[task].float().cpu())
-            targets.setdefault(task, []).append(t)
+    bar = tqdm(loader, desc="eval", leave=False, disable=not progress or None)
+    with folded_batchnorm(model):  # as evaluate, predict and serve run it
+        for images, target in bar:
+            with precision.autocast():
+                out = model(images_to(images, device))
+            for task, t in _as_targets(target).items():
+                logits.setdefault(task, []).append(out[task].float().cpu())
+                targets.setdefault(task, []).append(t)
     out = {k: torch.cat(v) for k, v in logits.items()}
     truth = {k: torch.cat(v) for k, v in targets.items()}
     if isinstance(loader.sampler, ShardSampler):  # torchrun: every shard, each image once
