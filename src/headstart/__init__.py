@@ -26,6 +26,7 @@ _LAZY = {
     "Classifier": "headstart.model",
     "load_run": "headstart.training",
     "train": "headstart.training",
+    "tune_allocator": "headstart.allocator",
 }
 
 
@@ -53,4 +54,5 @@ __all__ = [
     "load_config",
     "load_run",
     "train",
+    "tune_allocator",
 ]

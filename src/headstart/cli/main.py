@@ -8,6 +8,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Sequence
 
+from headstart.allocator import tune_allocator
 from headstart.cli import commands
 from headstart.cli.crash import crash_message, debugging
 from headstart.errors import ConfigError, HeadstartError, Interrupted
@@ -525,6 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    tune_allocator()  # large blocks reused, not mapped afresh for every batch
     say = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for all
     try:
         return int(_run(args) or 0)
