@@ -192,6 +192,28 @@ def test_calibrating_later_keeps_the_decisions(
     assert decided() == before
 
 
+def test_calibrate_with_thresholds_takes_one_pass_and_fits_what_two_commands_fit(
+    shy_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import headstart.evaluation.evaluate as evaluate
+
+    apart = shutil.copytree(shy_run, tmp_path / "apart")
+    argv = ["--no-progress", "evaluate", "--no-analysis"]
+    assert main([*argv, str(apart), "--calibrate"]) == 0
+    assert main([*argv, str(apart), "--thresholds", "f1"]) == 0
+    passes: list[bool] = []
+    real = evaluate.validation_scores
+    monkeypatch.setattr(evaluate, "validation_scores",
+                        lambda *a, **k: passes.append(True) or real(*a, **k))  # fmt: skip
+    assert main([*argv, str(shy_run), "--calibrate", "--thresholds", "f1"]) == 0
+    assert len(passes) == 1  # the thresholds reuse the calibration's logits
+    one, two = manifest(shy_run), manifest(apart)
+    assert one["temperature"]["class"] == pytest.approx(two["temperature"]["class"], rel=1e-6)
+    assert one["thresholds"]["class"] == pytest.approx(two["thresholds"]["class"], rel=1e-4)
+
+
 def test_thresholds_refuse_runs_without_two_class_tasks(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

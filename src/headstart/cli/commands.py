@@ -288,11 +288,17 @@ def evaluate(args: argparse.Namespace) -> int:
     ``--thresholds``: then pick and store the two-class tasks' decision thresholds)."""
     from headstart.evaluation import evaluate_run
 
+    logits = None  # one validation pass serves --calibrate and --thresholds
+    if args.calibrate and args.thresholds == "f1":
+        from headstart.evaluation.evaluate import raw_validation_logits
+
+        logits = raw_validation_logits(args.run, args.device, batch_size=args.batch_size,
+                                       progress=not args.no_progress)  # fmt: skip
     if args.calibrate:
         from headstart.evaluation.temperature import calibrate_run
 
         fits = calibrate_run(args.run, batch_size=args.batch_size, device=args.device,
-                             progress=not args.no_progress)  # fmt: skip
+                             progress=not args.no_progress, scores=logits)  # fmt: skip
         for fit in fits:
             print(fit.line())
             if fit.ece_after >= fit.ece_before:
@@ -308,7 +314,8 @@ def evaluate(args: argparse.Namespace) -> int:
         from headstart.evaluation.thresholds import threshold_run
 
         fits = threshold_run(args.run, args.thresholds, batch_size=args.batch_size,
-                             device=args.device, progress=not args.no_progress)  # fmt: skip
+                             device=args.device, progress=not args.no_progress,
+                             logits=logits)  # fmt: skip
         for fit in fits:
             print(fit.line())
         kept = [f.task for f in fits if f.kept]

@@ -239,6 +239,17 @@ def validation_scores(
     )
 
 
+def raw_validation_logits(
+    run_dir: str | Path, device: str = "auto", *, batch_size: int = 32, progress: bool = True
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per task, the logits of the run's validation images before any fitted temperature
+    divides them, and their targets: what ``--calibrate`` fits on and, divided by the
+    temperature, ``--thresholds`` (one pass for both)."""
+    run = load_run(run_dir)
+    run.model.temperature = {}  # whatever an earlier fit said
+    return validation_scores(run, device, raw=True, batch_size=batch_size, progress=progress)
+
+
 def _display(path: Path, root: Path | None) -> str:
     """A path relative to the data root when it is under it."""
     if root is not None:

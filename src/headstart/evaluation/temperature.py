@@ -27,6 +27,8 @@ from headstart.training import load_run
 from headstart.training.checkpoint import MANIFEST
 from headstart.training.files import write_atomic
 
+ValidationLogits = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # per task: logits, targets
+
 
 def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
     """Mean negative log-likelihood of labels ``y`` under softmax(logits / temperature)."""
@@ -90,16 +92,22 @@ class TemperatureFit:
 
 
 def calibrate_run(
-    run_dir: str | Path, *, batch_size: int = 32, device: str = "auto", progress: bool = True
+    run_dir: str | Path,
+    *,
+    batch_size: int = 32,
+    device: str = "auto",
+    progress: bool = True,
+    scores: ValidationLogits | None = None,
 ) -> list[TemperatureFit]:
     """Fit a temperature per task on the run's validation split and store them in its
-    manifest (``temperature``, ``temperature_fit``); returns the fits."""
-    from headstart.evaluation.evaluate import validation_scores
+    manifest (``temperature``, ``temperature_fit``); returns the fits. ``scores``: the
+    validation logits and targets of :func:`~headstart.evaluation.evaluate.raw_validation_logits`,
+    when the caller has them already."""
+    from headstart.evaluation.evaluate import raw_validation_logits
 
     run = load_run(run_dir)
-    run.model.temperature = {}  # fit on the raw logits, whatever an earlier fit said
-    logits, targets = validation_scores(
-        run, device, raw=True, batch_size=batch_size, progress=progress
+    logits, targets = scores or raw_validation_logits(
+        run_dir, device, batch_size=batch_size, progress=progress
     )
     fits = []
     for task in run.tasks:

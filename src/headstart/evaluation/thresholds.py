@@ -135,11 +135,15 @@ def threshold_run(
     batch_size: int = 32,
     device: str = "auto",
     progress: bool = True,
+    logits: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None,
 ) -> list[ThresholdFit]:
     """Pick a threshold per two-class task on the run's validation split (``criterion``
     ``f1``) and store those that beat the argmax in its manifest (``thresholds``; every fit
-    in ``threshold_fit``), or remove them (``none``); returns the fits."""
+    in ``threshold_fit``), or remove them (``none``); returns the fits. ``logits``: the
+    validation logits and targets of :func:`~headstart.evaluation.evaluate.raw_validation_logits`,
+    when the caller has them already (divided here by the run's temperature)."""
     from headstart.evaluation.evaluate import validation_scores
+    from headstart.runtime.predictor import softmax
 
     if criterion not in CRITERIA:
         raise ConfigError(
@@ -156,7 +160,13 @@ def threshold_run(
         )
     fits = []
     if criterion == "f1":
-        probs, targets = validation_scores(run, device, batch_size=batch_size, progress=progress)
+        if logits is None:
+            probs, targets = validation_scores(run, device, batch_size=batch_size,
+                                               progress=progress)  # fmt: skip
+        else:
+            z, targets = logits
+            t = run.model.temperature
+            probs = {k: softmax(v.astype(np.float32) / t.get(k, 1.0)) for k, v in z.items()}
         for task in binary:
             keep = targets[task] != MISSING
             p, positive = probs[task][keep][:, 1], targets[task][keep] == 1
