@@ -38,10 +38,9 @@ TOLERANCE = 1e-3  # largest difference allowed, relative to the output's largest
 
 @dataclass
 class Folding:
-    """The BatchNorm layers folded into ``module``'s convolutions; :meth:`undo` restores
-    them exactly."""
+    """The BatchNorm layers folded into their convolutions; :meth:`undo` restores them
+    exactly."""
 
-    module: nn.Module
     saved: list[tuple[nn.Conv2d, nn.Module, torch.Tensor, Any]] = field(default_factory=list)
 
     @property
@@ -74,7 +73,7 @@ def fold_batchnorm(module: nn.Module) -> Folding:
     >>> folding.undo(); net[0].bias is None
     True
     """
-    folding = Folding(module)
+    folding = Folding()
     if not any(type(m) in FOLDABLE and _frozen(m) for m in module.modules()):
         return folding
     x = _probe_input(module)
