@@ -291,8 +291,10 @@ def evaluate(args: argparse.Namespace) -> int:
     logits = None  # one validation pass serves --calibrate and --thresholds
     if args.calibrate and args.thresholds == "f1":
         from headstart.evaluation.evaluate import raw_validation_logits
+        from headstart.training import load_run
 
-        logits = raw_validation_logits(args.run, args.device, batch_size=args.batch_size,
+        logits = raw_validation_logits(load_run(args.run), args.device,
+                                       batch_size=args.batch_size,
                                        progress=not args.no_progress)  # fmt: skip
     if args.calibrate:
         from headstart.evaluation.temperature import calibrate_run

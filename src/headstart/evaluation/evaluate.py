@@ -239,13 +239,16 @@ def validation_scores(
     )
 
 
+ValidationLogits = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # per task: logits, targets
+
+
 def raw_validation_logits(
-    run_dir: str | Path, device: str = "auto", *, batch_size: int = 32, progress: bool = True
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    run: LoadedRun, device: str = "auto", *, batch_size: int = 32, progress: bool = True
+) -> ValidationLogits:
     """Per task, the logits of the run's validation images before any fitted temperature
-    divides them, and their targets: what ``--calibrate`` fits on and, divided by the
-    temperature, ``--thresholds`` (one pass for both)."""
-    run = load_run(run_dir)
+    divides them (``run``'s model is left without one), and their targets: what
+    ``--calibrate`` fits on and, divided by the temperature, ``--thresholds`` (one pass for
+    both)."""
     run.model.temperature = {}  # whatever an earlier fit said
     return validation_scores(run, device, raw=True, batch_size=batch_size, progress=progress)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -27,7 +28,8 @@ from headstart.training import load_run
 from headstart.training.checkpoint import MANIFEST
 from headstart.training.files import write_atomic
 
-ValidationLogits = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # per task: logits, targets
+if TYPE_CHECKING:  # the type only: evaluate is imported where it runs
+    from headstart.evaluation.evaluate import ValidationLogits
 
 
 def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
@@ -107,7 +109,7 @@ def calibrate_run(
 
     run = load_run(run_dir)
     logits, targets = scores or raw_validation_logits(
-        run_dir, device, batch_size=batch_size, progress=progress
+        run, device, batch_size=batch_size, progress=progress
     )
     fits = []
     for task in run.tasks:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from headstart.runtime.predictions import decide
 from headstart.training import load_run
 from headstart.training.checkpoint import MANIFEST
 from headstart.training.files import write_atomic
+
+if TYPE_CHECKING:  # the type only: evaluate is imported where it runs
+    from headstart.evaluation.evaluate import ValidationLogits
 
 CRITERIA = ("f1", "none")  # none: remove the stored thresholds
 EDGE = 1e-7  # a stored threshold lies in [EDGE, 1 - EDGE]: strictly between 0 and 1
@@ -135,7 +139,7 @@ def threshold_run(
     batch_size: int = 32,
     device: str = "auto",
     progress: bool = True,
-    logits: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None,
+    logits: ValidationLogits | None = None,
 ) -> list[ThresholdFit]:
     """Pick a threshold per two-class task on the run's validation split (``criterion``
     ``f1``) and store those that beat the argmax in its manifest (``thresholds``; every fit

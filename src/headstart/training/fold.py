@@ -80,9 +80,7 @@ def fold_batchnorm(module: nn.Module) -> Folding:
     if x is None:
         return folding
     try:
-        pairs = _conv_bn_pairs(module, x)
-        with torch.inference_mode():
-            before = _flat(module(x))
+        pairs, before = _conv_bn_pairs(module, x)
     except Exception:  # a network that does not take images (a partial run's tail reads
         return folding  # feature maps) or not this size: it runs as it is
     with torch.inference_mode(False), torch.no_grad():  # normal tensors, even when called
@@ -133,9 +131,12 @@ def _probe_input(module: nn.Module) -> torch.Tensor | None:
     return x.to(param.device, memory_format=torch.channels_last)
 
 
-def _conv_bn_pairs(module: nn.Module, x: torch.Tensor) -> list[tuple[nn.Conv2d, nn.Module]]:
+def _conv_bn_pairs(
+    module: nn.Module, x: torch.Tensor
+) -> tuple[list[tuple[nn.Conv2d, nn.Module]], list[torch.Tensor]]:
     """(convolution, BatchNorm) pairs where the BatchNorm's input is the convolution's output
-    tensor itself, each convolution in one pair at most."""
+    tensor itself, each convolution in one pair at most; and ``module``'s output on ``x``
+    (the unfolded network's, which the folded one is checked against)."""
     made_by: dict[int, nn.Conv2d] = {}
     outputs: list[torch.Tensor] = []  # kept alive, so that no id is reused during the pass
     pairs: list[tuple[nn.Conv2d, nn.Module]] = []
@@ -158,13 +159,14 @@ def _conv_bn_pairs(module: nn.Module, x: torch.Tensor) -> list[tuple[nn.Conv2d, 
     ]
     try:
         with torch.inference_mode():
-            module(x)
+            out = _flat(module(x))
     finally:
         for h in hooks:
             h.remove()
     convs = [id(c) for c, _ in pairs]
     bns = [id(b) for _, b in pairs]
-    return [(c, b) for c, b in pairs if convs.count(id(c)) == 1 and bns.count(id(b)) == 1]
+    unique = [(c, b) for c, b in pairs if convs.count(id(c)) == 1 and bns.count(id(b)) == 1]
+    return unique, out
 
 
 def _passthrough(bn: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

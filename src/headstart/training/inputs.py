@@ -180,10 +180,9 @@ def make_inputs(
                 val_x = features(split.val, clean, ["clean"], val_precision)
             if len(views) > 1:
                 augmented = features(split.train, [augment] * (len(views) - 1), views[1:])
+                train_x = torch.cat([train_x, augmented], dim=1)
         if taps is not None:
-            taps.fit_statistics(train_x[:, 0])
-        if len(views) > 1:
-            train_x = torch.cat([train_x, augmented], dim=1)
+            taps.fit_statistics(train_x[:, 0])  # the clean view's
         info = {"reads": "features", "boundary": cut.boundary, "views": len(views) - 1, **stats}
         return Inputs(
             _loader(FeatureViews(train_x, split.train, True), cfg, True, generator, workers=0),
