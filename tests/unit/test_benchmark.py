@@ -38,6 +38,22 @@ def test_benchmark_measures_each_configuration_and_places_the_runs(
     assert f"run {trained_run}: {TINY}" in printed and "ms/image" in printed
 
 
+def test_benchmark_says_which_requested_precision_this_machine_cannot_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from headstart.training import precision
+
+    monkeypatch.setattr(measure, "MIN_SECONDS", 0.01)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    argv = ["benchmark", TINY, "--batch-sizes", "1", "--runtimes", "torch",
+            "--precision", "fp32,bf16", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "skipped torch bf16: --precision bf16, but this CPU has no native bfloat16" in printed
+    rows = json.loads((tmp_path / "benchmark.json").read_text())["measurements"]
+    assert {m["precision"] for m in rows} == {"fp32"}
+
+
 def test_benchmark_flops_follow_the_input_size() -> None:
     import torch
 

@@ -10,7 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headstart.benchmark.measure import PRECISIONS, RUNTIMES, Measurement, measure_backbone
+from headstart.benchmark.measure import (
+    PRECISIONS,
+    RUNTIMES,
+    Measurement,
+    measure_backbone,
+    unsupported,
+)
 from headstart.errors import ConfigError
 
 
@@ -111,6 +117,8 @@ def run_benchmark(
         )
     given = read_runs(runs)
     names = list(dict.fromkeys([*backbones, *(r["backbone"] for r in given)]))
+    for pair, why in unsupported(list(runtimes), list(precisions)).items():
+        echo(f"skipped {pair}: {why}")
     rows: list[Measurement] = []
     for name in names:
         echo(f"{name}: timing {', '.join(runtimes)} x {', '.join(precisions)} ...")

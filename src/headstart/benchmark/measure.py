@@ -129,6 +129,24 @@ def _onnx_session(model: torch.nn.Module, size: int, precision: str, folder: Pat
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+def unsupported(runtimes: list[str], precisions: list[str]) -> dict[str, str]:
+    """Requested ``runtime precision`` pairs this machine cannot run, with the reason (bf16
+    in PyTorch on a CPU without it): the benchmark says so instead of leaving rows out.
+
+    >>> unsupported(["onnx"], ["fp32", "int8"])
+    {}
+    """
+    out = {}
+    for runtime in runtimes:
+        for precision in (p for p in precisions if p in PRECISIONS[runtime]):
+            if runtime == "torch":
+                try:
+                    resolve_precision(precision, torch.device("cpu"))
+                except ConfigError as e:
+                    out[f"{runtime} {precision}"] = str(e).removeprefix("ConfigError: ")
+    return out
+
+
 def measure_backbone(
     name: str, runtimes: list[str], precisions: list[str], batches: list[int]
 ) -> list[Measurement]:
