@@ -195,6 +195,7 @@ def test_calibrating_later_keeps_the_decisions(
 def test_calibrate_with_thresholds_takes_one_pass_and_fits_what_two_commands_fit(
     shy_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import json
     import shutil
 
     import headstart.evaluation.evaluate as evaluate
@@ -204,14 +205,23 @@ def test_calibrate_with_thresholds_takes_one_pass_and_fits_what_two_commands_fit
     assert main([*argv, str(apart), "--calibrate"]) == 0
     assert main([*argv, str(apart), "--thresholds", "f1"]) == 0
     passes: list[bool] = []
-    real = evaluate.validation_scores
-    monkeypatch.setattr(evaluate, "validation_scores",
+    real = evaluate._scores
+    monkeypatch.setattr(evaluate, "_scores",
                         lambda *a, **k: passes.append(True) or real(*a, **k))  # fmt: skip
     assert main([*argv, str(shy_run), "--calibrate", "--thresholds", "f1"]) == 0
-    assert len(passes) == 1  # the thresholds reuse the calibration's logits
+    # the thresholds and the evaluation reuse the calibration's logits
+    assert len(passes) == 1
     one, two = manifest(shy_run), manifest(apart)
     assert one["temperature"]["class"] == pytest.approx(two["temperature"]["class"], rel=1e-6)
     assert one["thresholds"]["class"] == pytest.approx(two["thresholds"]["class"], rel=1e-4)
+    # and the evaluation printed after them is the one a plain pass computes
+    passes.clear()
+    assert main([*argv, str(apart)]) == 0 and len(passes) == 1
+    one, two = (json.loads((r / "evaluation.json").read_text()) for r in (shy_run, apart))
+    assert one["accuracy"] == two["accuracy"] and one["threshold"] == pytest.approx(
+        two["threshold"], rel=1e-4
+    )
+    assert one["calibration"]["ece"] == pytest.approx(two["calibration"]["ece"], abs=1e-4)
 
 
 def test_thresholds_refuse_runs_without_two_class_tasks(

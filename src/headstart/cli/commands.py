@@ -288,8 +288,8 @@ def evaluate(args: argparse.Namespace) -> int:
     ``--thresholds``: then pick and store the two-class tasks' decision thresholds)."""
     from headstart.evaluation import evaluate_run
 
-    logits = None  # one validation pass serves --calibrate and --thresholds
-    if args.calibrate and args.thresholds == "f1":
+    logits = None  # one validation pass serves --calibrate, --thresholds and the evaluation
+    if args.calibrate or args.thresholds == "f1":
         from headstart.evaluation.evaluate import raw_validation_logits
         from headstart.training import load_run
 
@@ -337,6 +337,7 @@ def evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         progress=not args.no_progress,
+        validation_logits=logits,
     )
     print(f"evaluated {args.run} on {ev.single.n} images from {ev.source}")
     if ev.tta:

@@ -253,6 +253,20 @@ def raw_validation_logits(
     return validation_scores(run, device, raw=True, batch_size=batch_size, progress=progress)
 
 
+def divided(
+    validation: ValidationLogits, temperature: dict[str, float]
+) -> tuple[Probabilities, dict[str, np.ndarray]]:
+    """Raw logits as the predictor's probabilities: each task's divided by its temperature
+    (1 where none was fitted), then the softmax."""
+    from headstart.runtime.predictor import softmax
+
+    logits, targets = validation
+    return {
+        task: softmax(z.astype(np.float32) / temperature.get(task, 1.0))
+        for task, z in logits.items()
+    }, targets
+
+
 def _display(path: Path, root: Path | None) -> str:
     """A path relative to the data root when it is under it."""
     if root is not None:
@@ -273,6 +287,7 @@ def evaluate_run(
     batch_size: int = 32,
     device: str = "auto",
     progress: bool = True,
+    validation_logits: ValidationLogits | None = None,
 ) -> Evaluation:
     """Evaluate a run on labelled images; writes ``evaluation.json`` and, per task, PNGs of
     the confusion matrix, the reliability diagram and the top losses (``NAME.png`` for a
@@ -283,6 +298,9 @@ def evaluate_run(
     ``tta``: average the softmax of ten crops per image (and report the plain pass too).
     ``analysis``: also pass over the run's training images, for likely label errors and
     near-duplicates between training and evaluated images.
+    ``validation_logits``: :func:`raw_validation_logits` of this run, when the caller has
+    them (``--calibrate``, ``--thresholds``): with ``data_dir`` None they are the plain
+    pass, divided by the run's temperature, instead of reading the images again.
     """
     dev = resolve_device(device)
     run = load_run(run_dir)
@@ -292,7 +310,10 @@ def evaluate_run(
     split = read_split(run)
     root = Path(split["root"]) if split else None
     kw = {"batch_size": batch_size, "progress": progress}
-    probs, targets = _scores(predictor, samples, read, **kw)
+    if data_dir is None and validation_logits is not None:
+        probs, targets = divided(validation_logits, run.model.temperature)
+    else:
+        probs, targets = _scores(predictor, samples, read, **kw)
     plain = None
     if tta:
         plain = probs

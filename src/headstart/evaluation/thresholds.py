@@ -146,8 +146,7 @@ def threshold_run(
     in ``threshold_fit``), or remove them (``none``); returns the fits. ``logits``: the
     validation logits and targets of :func:`~headstart.evaluation.evaluate.raw_validation_logits`,
     when the caller has them already (divided here by the run's temperature)."""
-    from headstart.evaluation.evaluate import validation_scores
-    from headstart.runtime.predictor import softmax
+    from headstart.evaluation.evaluate import divided, validation_scores
 
     if criterion not in CRITERIA:
         raise ConfigError(
@@ -168,9 +167,7 @@ def threshold_run(
             probs, targets = validation_scores(run, device, batch_size=batch_size,
                                                progress=progress)  # fmt: skip
         else:
-            z, targets = logits
-            t = run.model.temperature
-            probs = {k: softmax(v.astype(np.float32) / t.get(k, 1.0)) for k, v in z.items()}
+            probs, targets = divided(logits, run.model.temperature)
         for task in binary:
             keep = targets[task] != MISSING
             p, positive = probs[task][keep][:, 1], targets[task][keep] == 1
