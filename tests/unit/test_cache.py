@@ -88,6 +88,8 @@ def test_probe_features_are_cached_reused_and_recomputed_when_a_file_changes(
     w0 = {"model.weights": str(weights[0])}
     first = _train(data, tmp_path / "r1", tmp_path / "cache", **w0)
     n = first["data"]["train"] + first["data"]["val"]
+    where = first["inputs"].pop("features")  # evaluate refits the head on them
+    assert where["cache"] == str(tmp_path / "cache") and len(where["key"]) == 32
     assert first["inputs"] == {"reads": "features", "boundary": "pooled", "views": 0,
                                "computed": n, "reused": 0}  # fmt: skip
     # another seed and another head reuse everything

@@ -129,3 +129,45 @@ def test_label_errors_of_a_probe_are_scored_out_of_fold() -> None:
     tilted = out_of_fold_probabilities(model, features(), {"class": y}, 1e-2, weighed)
     assert tilted is not None
     assert tilted["class"][y == 0, 1].mean() > 2 * held["class"][y == 0, 1].mean()
+
+
+@pytest.mark.parametrize("layers", ["last", "all"])
+def test_evaluate_refits_a_probe_on_the_features_it_trained_on(
+    layers: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The label-error analysis reads the probe's cached training features instead of running
+    the backbone over the training images again, and finds what the model's pass finds."""
+    import json
+    import shutil
+
+    import headstart.evaluation.evaluate as evaluate
+    from tests.conftest import make_class_folders
+
+    data = make_class_folders(tmp_path / "d", {"red": 14, "blue": 14})
+    (data / "red" / "0.png").rename(data / "blue" / "mislabelled.png")  # a red one called blue
+    cache = tmp_path / "cache"
+    run = tmp_path / "run"
+    assert main(["--no-progress", "train", str(data), *FAST[:-1], "--layers", layers,
+                 "--cache-dir", str(cache), "--out", str(run)]) == 0  # fmt: skip
+    recorded = json.loads((run / "manifest.json").read_text())["inputs"]["features"]
+    assert recorded["cache"] == str(cache)
+    passes: list[int] = []
+    real = evaluate._scores
+    monkeypatch.setattr(
+        evaluate, "_scores", lambda p, s, *a, **k: passes.append(len(s)) or real(p, s, *a, **k)
+    )
+    assert main(["--no-progress", "evaluate", str(run)]) == 0
+    found = json.loads((run / "evaluation.json").read_text())
+    n_val = found["n"]
+    assert passes == [n_val]  # the validation images only: the training features were cached
+    shutil.rmtree(cache / "features")  # gone: the model runs over the training images again
+    passes.clear()
+    assert main(["--no-progress", "evaluate", str(run)]) == 0
+    again = json.loads((run / "evaluation.json").read_text())
+    assert passes == [n_val, found["train_images"]]
+    cached, recomputed = found["likely_label_errors"], again["likely_label_errors"]
+    assert (
+        [e["path"] for e in cached] == [e["path"] for e in recomputed] == ["blue/mislabelled.png"]
+    )
+    for a, b in zip(cached, recomputed):
+        assert a["probability"] == pytest.approx(b["probability"], abs=1e-3)

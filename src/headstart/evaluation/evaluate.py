@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -20,6 +19,7 @@ from tqdm.auto import tqdm
 from headstart.backbones import Preprocessing
 from headstart.data import MISSING, TTA_VIEWS, ImageDataset, Sample, pass_generator
 from headstart.data.near_duplicates import perceptual_hashes
+from headstart.data.table import task_labels
 from headstart.errors import ConfigError
 from headstart.evaluation.analysis import (
     DuplicatePair,
@@ -30,7 +30,11 @@ from headstart.evaluation.analysis import (
 )
 from headstart.evaluation.calibration import Calibration, calibration
 from headstart.evaluation.confusions import confused_classes
-from headstart.evaluation.out_of_fold import heads_input, out_of_fold_probabilities
+from headstart.evaluation.out_of_fold import (
+    cached_head_inputs,
+    heads_input,
+    out_of_fold_probabilities,
+)
 from headstart.evaluation.roc import RocAuc, roc_auc
 from headstart.evaluation.sources import eval_samples, read_split, split_samples
 from headstart.model import DEFAULT_TASK
@@ -322,16 +326,22 @@ def evaluate_run(
     train_probs, train_targets, held_out = {}, {}, None
     head_cv = run.manifest.get("head_cv") or {}
     solved = head_cv.get("l2")  # a probe: its head refits in seconds
-    if train_samples:  # a probe's training features are kept, to refit its head on folds
-        with heads_input(run.model) if solved is not None else nullcontext() as features:
-            train_probs, train_targets = _scores(predictor, train_samples, read, **kw)
+    if train_samples and solved is not None:  # a probe: refit its head on folds
+        features = cached_head_inputs(run, train_samples)  # what it trained on, if still cached
         if features is not None:
-            objective = Objective.from_dict(head_cv.get("objective") or {})
-            subjects = split.get("groups") or {}  # --group: folds of whole groups
-            held_out = out_of_fold_probabilities(
-                run.model, features(), train_targets, solved, objective,
-                groups=[subjects[p] for p, _ in split["train"]] if subjects else None,
-            )  # fmt: skip
+            train_targets = task_labels([s.target for s in train_samples])
+        else:  # run the model, keeping the heads' input
+            with heads_input(run.model) as recorded:
+                train_probs, train_targets = _scores(predictor, train_samples, read, **kw)
+            features = recorded()
+        objective = Objective.from_dict(head_cv.get("objective") or {})
+        subjects = split.get("groups") or {}  # --group: folds of whole groups
+        held_out = out_of_fold_probabilities(
+            run.model, features, train_targets, solved, objective,
+            groups=[subjects[p] for p, _ in split["train"]] if subjects else None,
+        )  # fmt: skip
+    if train_samples and held_out is None and not train_probs:  # in-sample, from the model
+        train_probs, train_targets = _scores(predictor, train_samples, read, **kw)
     train_probs = held_out or train_probs
     eval_paths = [_display(s.path, root) for s in samples]
     train_paths = [_display(s.path, root) for s in train_samples]

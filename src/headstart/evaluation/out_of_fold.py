@@ -19,7 +19,10 @@ import torch
 from torch import nn
 
 from headstart.data.groups import group_codes
+from headstart.data.scan import Sample
 from headstart.model import head_key
+from headstart.training.checkpoint import LoadedRun
+from headstart.training.inputs import MULTI
 from headstart.training.lbfgs import HeadsCopy, fit_heads, head_logits
 from headstart.training.objective import Objective
 from headstart.training.regularise import largest_class
@@ -38,6 +41,36 @@ def heads_input(model: nn.Module) -> Iterator[Callable[[], torch.Tensor]]:
         yield lambda: torch.cat(seen) if seen else torch.zeros(0)
     finally:
         hook.remove()
+
+
+def cached_head_inputs(run: LoadedRun, samples: Sequence[Sample]) -> torch.Tensor | None:
+    """The heads' input for ``samples`` from the feature cache the probe trained on (the
+    clean view, standardised as the model does for a multi-layer probe); None when the run
+    did not record them or any entry is gone (the caller then runs the model)."""
+    from headstart.cache import Cache
+    from headstart.errors import ConfigError
+
+    where = (run.manifest.get("inputs") or {}).get("features")
+    if not where or run.manifest.get("inputs", {}).get("boundary") not in ("pooled", MULTI):
+        return None
+    try:
+        cache = Cache(where["cache"])
+    except ConfigError:
+        return None
+    store = cache.store("features", where["key"])
+    rows = []
+    for sample in samples:
+        try:
+            row = store.get(cache.digest(sample.path))
+        except OSError:
+            return None
+        if row is None:
+            return None
+        rows.append(torch.from_numpy(np.asarray(row, dtype=np.float32)))
+    x = torch.stack(rows) if rows else torch.zeros(0)
+    taps = getattr(run.model, "taps", None)
+    with torch.no_grad():
+        return taps.normalize(x) if run.model.layers == "all" and taps is not None else x
 
 
 def out_of_fold_probabilities(

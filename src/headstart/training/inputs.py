@@ -184,6 +184,9 @@ def make_inputs(
         if taps is not None:
             taps.fit_statistics(train_x[:, 0])  # the clean view's
         info = {"reads": "features", "boundary": cut.boundary, "views": len(views) - 1, **stats}
+        # where the clean training features are: evaluate's label-error analysis refits the
+        # head on them instead of running the backbone again
+        info["features"] = {"cache": str(cache.root), "key": sources[precision.name].key("clean")}
         return Inputs(
             _loader(FeatureViews(train_x, split.train, True), cfg, True, generator, workers=0),
             _loader(FeatureViews(val_x, split.val, False), cfg, False, generator, workers=0),
