@@ -110,6 +110,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # fp32 | bf16 | fp16 | auto (see training.precision)
     compile: bool = False  # torch.compile the training forward pass (see training.loop.fit)
+    grad_checkpointing: bool = False  # recompute activations in backward (training.memory)
     log: str | None = None  # "tensorboard": also write RUN/tb/ (see training.tensorboard)
     out: str | None = None
 

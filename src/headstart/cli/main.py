@@ -61,6 +61,7 @@ TRAIN_OPTIONS: dict[str, str] = {
     "device": "device",
     "precision": "precision",
     "compile": "compile",
+    "grad_checkpointing": "grad_checkpointing",
     "log": "log",
     "out": "out",
 }
@@ -242,6 +243,13 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         action="store_const",
         const=True,
         help="torch.compile the training step (off by default: see docs on when it pays)",
+    )
+    p.add_argument(
+        "--grad-checkpointing",
+        action="store_const",
+        const=True,
+        help="recompute each block's activations in the backward pass: about half a "
+        "fine-tune's memory for about 1.4x its step time",
     )
     p.add_argument(
         "--log",

@@ -37,6 +37,7 @@ from headstart.multilayer import StageTaps
 from headstart.training.device import resolve_device, seed_everything
 from headstart.training.inputs import Inputs, adapt_backbone, make_inputs
 from headstart.training.lr_find import RangeTest, range_test
+from headstart.training.memory import check_checkpointing, checkpoint_activations
 from headstart.training.objective import Objective, balanced_class_weights, check_monitor
 from headstart.training.precision import Precision, for_layers, resolve_precision
 from headstart.training.warm_head import STRATEGIES as WARM_STRATEGIES
@@ -296,6 +297,8 @@ def build_model(
         backbone.spec.family,
         cfg.model.layers,
     )
+    if cfg.grad_checkpointing:  # refused before any work, not after the features
+        check_checkpointing(backbone.module, cfg.model.backbone, plan.bn)
     per_phase = trainable_per_phase(model, plan)
     total = count_parameters(model)
     later = f" (then {', '.join(f'{n:,}' for n in per_phase[1:])})" if len(per_phase) > 1 else ""
@@ -327,6 +330,8 @@ def build_model(
     taps = model.taps if cfg.model.layers == "all" else None
     inputs = make_inputs(cfg, backbone, plan, split, device, gen, cache, progress, taps)
     echo(inputs.line())
+    if cfg.grad_checkpointing:
+        echo(checkpoint_activations(backbone.module, inputs.tail is not None))
     return Built(model, inputs, warm, taps, per_phase, total)
 
 
