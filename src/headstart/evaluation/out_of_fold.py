@@ -50,8 +50,9 @@ def cached_head_inputs(run: LoadedRun, samples: Sequence[Sample]) -> torch.Tenso
     from headstart.cache import Cache
     from headstart.errors import ConfigError
 
-    where = (run.manifest.get("inputs") or {}).get("features")
-    if not where or run.manifest.get("inputs", {}).get("boundary") not in ("pooled", MULTI):
+    inputs = run.manifest.get("inputs") or {}
+    where = inputs.get("features")
+    if not where or inputs.get("boundary") not in ("pooled", MULTI):  # a probe's, not maps
         return None
     try:
         cache = Cache(where["cache"])
@@ -68,9 +69,8 @@ def cached_head_inputs(run: LoadedRun, samples: Sequence[Sample]) -> torch.Tenso
             return None
         rows.append(torch.from_numpy(np.asarray(row, dtype=np.float32)))
     x = torch.stack(rows) if rows else torch.zeros(0)
-    taps = getattr(run.model, "taps", None)
     with torch.no_grad():
-        return taps.normalize(x) if run.model.layers == "all" and taps is not None else x
+        return run.model.taps.normalize(x) if run.model.layers == "all" else x
 
 
 def out_of_fold_probabilities(
