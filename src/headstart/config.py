@@ -74,6 +74,7 @@ class OptimConfig:
 
     epochs: int = 10
     batch_size: int = 32
+    accumulate: int = 1  # batches whose gradients sum to one optimizer step (training.accumulation)
     weight_decay: float | None = None  # None: 0.01, or chosen by CV for a multi-layer probe
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.01

@@ -1,7 +1,7 @@
 """torchrun: a real 2-process DistributedDataParallel training on the CPU (gloo, tiny model):
 one run folder written by rank 0, the same evaluation count as one process, and gradual
 unfreezing that keeps frozen stages fixed and moves the unfrozen ones identically on every
-rank."""
+rank, its gradients accumulated over two batches a step (exchanged on the second only)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def gradual_ddp(odd_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     """A 2-process gradual-unfreezing run: (run folder, per-rank dumps, what it printed)."""
     tmp = tmp_path_factory.mktemp("gradual")
     done = _torchrun(odd_data, tmp / "run", tmp / "dump", "--strategy", "gradual",
-                     "--unfreeze-every", "1", "--lr", "auto")  # fmt: skip
+                     "--unfreeze-every", "1", "--lr", "auto", "--accumulate", "2")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return tmp / "run", tmp / "dump", done.stdout
 
@@ -75,8 +75,8 @@ def test_two_processes_write_one_run_and_evaluate_every_image_once(
     # (not a process's 4); both ranks then trained at its pick (the next test)
     assert printed.count("lr-find: base LR") == 1
     found = manifest["lr_find"]
-    assert found["batch_size"] == 8
-    assert found["steps"] / found["epochs"] == pytest.approx(4)  # ceil(25 / 8) steps a pass
+    assert found["batch_size"] == 16  # --accumulate 2: two global batches a step
+    assert found["steps"] / found["epochs"] == pytest.approx(2)  # ceil(25 / 16) steps a pass
     assert manifest["strategy"]["lr"] == found["pick"]
     assert sorted(p.name for p in run.parent.iterdir()) == ["cache", "dump", "run"]  # no stray
     assert not (run / "resume").exists()

@@ -21,10 +21,11 @@ from tests.conftest import TINY, make_class_folders
 ROOT = Path(__file__).resolve().parents[2]
 # gradual: phase changes add optimizer groups; dropout and colour jitter use every RNG;
 # --ema: the weights' average is saved and resumed too (it is what the run ships);
-# --mixup and --cutmix: a resumed step mixes as the uninterrupted run did
+# --mixup and --cutmix: a resumed step mixes as the uninterrupted run did;
+# --accumulate: a Ctrl-C waits for the end of an optimizer step (two batches)
 ARGS = ["--backbone", TINY, "--strategy", "gradual", "--epochs", "4", "--batch-size", "8",
         "--workers", "0", "--dropout", "0.3", "--color-jitter", "0.2", "--ema", "1",
-        "--mixup", "0.4", "--cutmix", "1"]  # fmt: skip
+        "--mixup", "0.4", "--cutmix", "1", "--accumulate", "2"]  # fmt: skip
 LAUNCH = "import sys, tests.conftest; from headstart.cli.main import main; sys.exit(main())"
 
 
@@ -116,6 +117,7 @@ def test_ctrl_c_stops_after_the_step_saves_and_resumes_bit_identically(
     assert f"Continue with: headstart train --resume {out}" in err
     state = json.loads((out / "resume" / "state.json").read_text())
     assert state["epoch"] >= 1 and not state["done"]
+    assert state["batch"] % 2 == 0  # stopped at the end of an optimizer step
     assert main(["--no-progress", "train", "--resume", str(out)]) == 0
     assert _identical(reference, out)
 

@@ -33,6 +33,7 @@ TRAIN_OPTIONS: dict[str, str] = {
     "probe_epochs": "strategy.probe_epochs",
     "epochs": "optim.epochs",
     "batch_size": "optim.batch_size",
+    "accumulate": "optim.accumulate",
     "weight_decay": "optim.weight_decay",
     "warmup_epochs": "optim.warmup_epochs",
     "warm_head": "strategy.warm_head",
@@ -152,6 +153,11 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
+    p.add_argument(
+        "--accumulate", type=int, metavar="N",
+        help="sum the gradients of N batches per optimizer step: the step of a batch N times "
+        "larger in the memory of one (1)",
+    )  # fmt: skip
     p.add_argument(
         "--lr", type=lr_arg, metavar="LR|auto",
         help="base learning rate (default: the strategy's own; auto: the range test's pick)",

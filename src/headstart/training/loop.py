@@ -35,6 +35,7 @@ from headstart.finetune import (
 )
 from headstart.model import DEFAULT_TASK
 from headstart.stats import wilson_interval
+from headstart.training.accumulation import Accumulation
 from headstart.training.averaging import WeightAverage, ema_decay
 from headstart.training.device import images_to, to_device
 from headstart.training.distributed import (
@@ -179,13 +180,21 @@ def fit(
     so the compiled graph sees one mode). ``optim.ema``: an exponential moving average of
     the weights over about that many epochs is validated and kept instead of the last step's
     (:mod:`headstart.training.averaging`). ``optim.mixup``/``optim.cutmix``: batches are
-    mixed (:mod:`headstart.training.mixing`; ``seed`` with the step seeds the draws), and the
-    training accuracy is counted against each sample's larger share of label."""
+    mixed (:mod:`headstart.training.mixing`; ``seed`` with the batch's number seeds the
+    draws), and the training accuracy is counted against each sample's larger share of
+    label. ``optim.accumulate``: each optimizer step sums the gradients of that many batches
+    (:mod:`headstart.training.accumulation`); a Ctrl-C stops at the end of a step."""
     objective = objective or Objective(smoothing=optim.label_smoothing)
     precision = precision or resolve_precision("auto", device)
     to_device(model, device)
     scaler = precision.scaler()
-    steps_per_epoch = len(train_loader)
+    accumulation = Accumulation(
+        optim.accumulate,
+        len(train_loader),
+        train_loader.batch_size or 1,
+        len(train_loader.sampler),  # type: ignore[arg-type]  # this process's images
+    )
+    steps_per_epoch = accumulation.steps
     total = optim.epochs * steps_per_epoch
     warmup = round(optim.warmup_epochs * steps_per_epoch)
     group_warmup = max(1, steps_per_epoch // 2)
@@ -210,7 +219,7 @@ def fit(
     mixing = Mixing(optim.mixup, optim.cutmix, seed)
     n_train = len(train_loader.dataset)  # type: ignore[arg-type]
     stop = _StopOnInterrupt()
-    forward, wrapped_phase = model, -1
+    forward, wrapped, wrapped_phase = model, model, -1
     sync_batchnorm(model, plan.bn)
 
     with stop, precision.training(model):
@@ -225,8 +234,8 @@ def fit(
             assert optimizer is not None
             trainable = [p for g in optimizer.param_groups for p in g["params"]]
             if wrapped_phase != st.phase:  # DDP syncs what trains when it is built: re-wrap
-                forward, wrapped_phase = wrap(model, device), st.phase
-                forward = torch.compile(forward) if compile else forward
+                wrapped, wrapped_phase = wrap(model, device), st.phase
+                forward = torch.compile(wrapped) if compile else wrapped
             if generator is not None:
                 if st.loader_rng is None:
                     st.loader_rng = generator.get_state()
@@ -253,39 +262,47 @@ def fit(
                 targets = {
                     k: v.to(device, non_blocking=True) for k, v in _as_targets(target).items()
                 }
-                mixed = mixing(images, st.step) if mixing.active else None
-                with precision.autocast():
-                    out = forward(images if mixed is None else mixed.inputs)
-                    if mixed is None:
-                        loss = objective.loss(out, targets)
-                    else:
-                        loss = mixed.loss(objective.loss, out, targets)
-                        targets = mixed.dominant(targets)
+                n = images.shape[0]
+                draw = epoch * accumulation.batches + st.batch  # the batch's own mixing seed
+                mixed = mixing(images, draw) if mixing.active else None
+                if st.batch % accumulation.every == 0:
+                    optimizer.zero_grad(set_to_none=True)
+                with accumulation.syncing(wrapped, st.batch):
+                    with precision.autocast():
+                        out = forward(images if mixed is None else mixed.inputs)
+                        if mixed is None:
+                            loss = objective.loss(out, targets)
+                        else:
+                            loss = mixed.loss(objective.loss, out, targets)
+                            targets = mixed.dominant(targets)
+                    share = accumulation.share(st.batch, n)
+                    scaler.scale(loss if share == 1 else loss * share).backward()
                 for task, c in objective.counts(out, targets).items():
                     st.counts[task] = st.counts[task] + c if task in st.counts else c
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if optim.grad_clip:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(trainable, optim.grad_clip)
-                set_group_lrs(optimizer, st.step, total, warmup, optim.min_lr_ratio, group_warmup)
-                scaler.step(optimizer)
-                scaler.update()
-                if st.average is not None:
-                    st.average.update(model)
-                st.step += 1
+                stepped = accumulation.ends_step(st.batch)
+                if stepped:
+                    if optim.grad_clip:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(trainable, optim.grad_clip)
+                    set_group_lrs(
+                        optimizer, st.step, total, warmup, optim.min_lr_ratio, group_warmup
+                    )
+                    scaler.step(optimizer)
+                    scaler.update()
+                    if st.average is not None:
+                        st.average.update(model)
+                    st.step += 1
                 st.batch += 1
-                n = images.shape[0]
                 st.loss_sum = st.loss_sum + loss.detach() * n  # on the device: no sync per batch
                 st.seen += n
                 bar.update(n)
-                if any_process(stop.requested) and st.batch < steps_per_epoch:
+                if stepped and any_process(stop.requested) and st.batch < accumulation.batches:
                     bar.close()
                     st.seconds += time.perf_counter() - start
                     if checkpoints is not None:
                         checkpoints.save(st, model, optimizer, scaler)
                     raise Interrupted(
-                        f"interrupted after step {st.batch} of epoch {epoch + 1}/{optim.epochs}"
+                        f"interrupted after batch {st.batch} of epoch {epoch + 1}/{optim.epochs}"
                     )
             bar.close()
             train_seconds = st.seconds + time.perf_counter() - start

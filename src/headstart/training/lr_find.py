@@ -177,15 +177,18 @@ def range_test(
     max_steps: int = MAX_STEPS,
     precision: Precision | None = None,
     batch_size: int | None = None,
+    accumulate: int = 1,
 ) -> RangeTest:
     """Run the range test on ``model`` with ``plan``'s last phase (every stage the strategy
     ever trains, at its multipliers) over ``loader``'s dataset, in batches of ``batch_size``
     (the loader's own by default; the global batch under torchrun, which the picked LR is
-    for), and pick below ``default`` (the strategy's default LR); ``model`` and the global
-    random state are left as they were."""
+    for), ``accumulate`` of them summed per step as training sums them, and pick below
+    ``default`` (the strategy's default LR); ``model`` and the global random state are left
+    as they were."""
     start = time.perf_counter()
     batch_size = batch_size or loader.batch_size or 1
-    steps_per_epoch = -(-len(loader.dataset) // batch_size)  # type: ignore[arg-type]
+    step_images = batch_size * accumulate
+    steps_per_epoch = -(-len(loader.dataset) // step_images)  # type: ignore[arg-type]
     steps = min(max_steps, max(steps_per_epoch, MIN_STEPS))
     saved = copy.deepcopy(model.state_dict())
     requires = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -218,23 +221,25 @@ def range_test(
         beta = beta_for(steps)
         data = iter(batches)
         for step in range(steps):
-            try:
-                images, target = next(data)
-            except StopIteration:
-                data = iter(batches)
-                images, target = next(data)
             lr = start_lr * (end_lr / start_lr) ** (step / max(1, steps - 1))
             for g, m in zip(optimizer.param_groups, mults, strict=True):
                 g["lr"] = lr * m
-            targets = target if isinstance(target, dict) else {DEFAULT_TASK: target}
-            targets = {k: v.to(device) for k, v in targets.items()}
-            with precision.autocast():
-                loss = objective.loss(model(images_to(images, device)), targets)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            value = 0.0
+            for _ in range(accumulate):  # full batches (drop_last), so each weighs the same
+                try:
+                    images, target = next(data)
+                except StopIteration:
+                    data = iter(batches)
+                    images, target = next(data)
+                targets = target if isinstance(target, dict) else {DEFAULT_TASK: target}
+                targets = {k: v.to(device) for k, v in targets.items()}
+                with precision.autocast():
+                    loss = objective.loss(model(images_to(images, device)), targets)
+                scaler.scale(loss / accumulate).backward()
+                value += float(loss.detach()) / accumulate
             scaler.step(optimizer)
             scaler.update()
-            value = float(loss.detach())
             lrs.append(lr)
             losses.append(value)
             bar.update(1)
@@ -251,7 +256,7 @@ def range_test(
     curve = smooth(losses, beta_for(steps))
     pick, onset = pick_lr(lrs, curve, default)
     result = RangeTest(lrs, losses, curve, onset, default, pick, steps_per_epoch,
-                       time.perf_counter() - start, stopped, batch_size=batch_size)  # fmt: skip
+                       time.perf_counter() - start, stopped, batch_size=step_images)  # fmt: skip
     if steps > steps_per_epoch:
         result.notes.append(
             f"{steps_per_epoch} steps make an epoch here, too few for a curve: the test may "

@@ -34,6 +34,7 @@ from headstart.finetune import (
 from headstart.finetune.scaling import head_mult, rule_line, scaled_lr
 from headstart.model import Classifier
 from headstart.multilayer import StageTaps
+from headstart.training.accumulation import accumulation_line
 from headstart.training.device import resolve_device, seed_everything
 from headstart.training.inputs import Inputs, adapt_backbone, make_inputs
 from headstart.training.lr_find import RangeTest, range_test
@@ -54,8 +55,10 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         )
     if s.bn is not None and s.bn not in BN_POLICIES:
         raise ConfigError(f"ConfigError: --bn {s.bn!r}; expected one of {', '.join(BN_POLICIES)}.")
-    if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1:
-        raise ConfigError("ConfigError: --epochs and --batch-size must be at least 1.")
+    if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1 or cfg.optim.accumulate < 1:
+        raise ConfigError(
+            "ConfigError: --epochs, --batch-size and --accumulate must be at least 1."
+        )
     resolve_precision(cfg.precision, resolve_device(cfg.device))  # fails before any work
     if cfg.model.layers not in ("last", "all"):
         raise ConfigError(f"ConfigError: --layers {cfg.model.layers!r}; expected last or all.")
@@ -332,6 +335,10 @@ def build_model(
     echo(inputs.line())
     if cfg.grad_checkpointing:
         echo(checkpoint_activations(backbone.module, inputs.tail is not None))
+    solved = plan.name == "probe" and inputs.tail is not None  # no steps (training.lbfgs)
+    line = accumulation_line(cfg.optim.accumulate, cfg.optim.batch_size, solved)
+    if line:
+        echo(line)
     return Built(model, inputs, warm, taps, per_phase, total)
 
 
@@ -381,7 +388,8 @@ def find_lr(
     with built.model.reading_features(built.inputs.tail) if built.inputs.tail else nullcontext():
         test = range_test(built.model, ready.plan, built.inputs.train, weight_decay,
                           ready.device, ready.objective, default, cfg.seed, progress,
-                          precision=ready.precision, batch_size=cfg.optim.batch_size)  # fmt: skip
+                          precision=ready.precision, batch_size=cfg.optim.batch_size,
+                          accumulate=cfg.optim.accumulate)  # fmt: skip
     echo(test.line())
     for note in test.notes:
         echo(f"  note: {note}")
