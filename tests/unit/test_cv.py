@@ -58,8 +58,18 @@ def test_corrected_paired_t_is_more_cautious_than_the_plain_one() -> None:
     assert corrected_paired_t(a, a, 0.25) == 1.0
 
 
-def test_cv_command_runs_shared_folds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cv_command_runs_shared_folds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import headstart.evaluation.evaluate as evaluate
+
     data = make_class_folders(tmp_path / "d", {"red": 10, "blue": 10})
+    (data / "red" / "0.png").rename(data / "blue" / "mislabelled.png")  # a red one called blue
+    passes: list[int] = []
+    real = evaluate._scores
+    monkeypatch.setattr(
+        evaluate, "_scores", lambda p, s, *a, **k: passes.append(len(s)) or real(p, s, *a, **k)
+    )
     args = ["--no-progress", "cv", str(data), "--folds", "3", "--strategy", "probe",
             "--strategy", "partial", "--unfreeze-from", "blocks.4", "--backbone", TINY,
             "--workers", "0", "--batch-size", "8", "--epochs", "2",
@@ -72,6 +82,33 @@ def test_cv_command_runs_shared_folds(tmp_path: Path, capsys: pytest.CaptureFixt
     assert set(result["strategies"]) == {"probe", "partial"}
     assert all(len(s["fold_acc"]) == 3 for s in result["strategies"].values())
     assert (tmp_path / "cv" / "partial" / "fold3" / "manifest.json").is_file()
+    # every image scored once, by the fold that held it out: a probe's from its cached
+    # features, the partial runs' by a pass over each fold's held-out images
+    assert sorted(passes) == [6, 7, 7]  # 20 images in 3 folds: the partial runs' only
+    for name, summary in result["strategies"].items():
+        errors = summary["likely_label_errors"]["class"]
+        assert "blue/mislabelled.png" in [e["path"] for e in errors], name
+        assert all(e["given"] != e["predicted"] for e in errors)
+    assert "likely label errors (partial): " in out and "blue/mislabelled.png  given blue" in out
+
+
+def test_out_of_fold_probabilities_average_over_repeats_and_skip_blank_labels() -> None:
+    from headstart.data import MISSING
+    from headstart.evaluation.cv_errors import OutOfFold
+
+    held_out = OutOfFold(Path("/data"))
+    classes = {"a": ["x", "y"], "b": ["p", "q"]}
+    one = [Sample(Path("/data/1.png"), {"a": 0, "b": MISSING}), Sample(Path("/data/2.png"),
+           {"a": 1, "b": 0})]  # fmt: skip
+    held_out.add(one, {"a": np.array([[0.2, 0.8], [0.1, 0.9]]),
+                       "b": np.array([[0.5, 0.5], [0.3, 0.7]])}, classes)  # fmt: skip
+    held_out.add(one[:1], {"a": np.array([[0.6, 0.4]]), "b": np.array([[0.5, 0.5]])}, classes)
+    errors = held_out.label_errors()
+    # 1.png: mean of 0.2 and 0.6 for its label x, so y (0.6) wins; 2.png agrees on task a
+    assert [(e.path, e.predicted, round(e.probability, 6)) for e in errors["a"]] == [
+        ("1.png", "y", 0.6)
+    ]
+    assert [e.path for e in errors["b"]] == ["2.png"]  # 1.png has no label for b
 
 
 def test_compare_cv_uses_shared_folds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

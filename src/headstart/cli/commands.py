@@ -244,6 +244,14 @@ def _cross_validate(
     print("\n95% CI: Student-t over folds, for the mean fold accuracy (final epoch of each).")
     for line in result.verdict():
         print(line)
+    for row in result.rows:
+        for task, errors in row.label_errors.items():
+            where = f"{row.strategy}" + (f", task {task}" if len(row.label_errors) > 1 else "")
+            print(
+                f"\nlikely label errors ({where}): {len(errors)} images the model of the fold "
+                "that held them out assigns to another class:"
+            )
+            print("\n".join(_listed([s.line() for s in errors])))
     print(f"\nwrote {out}/cv.json")
     return 0
 

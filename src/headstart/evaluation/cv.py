@@ -4,7 +4,9 @@ paired comparison when several strategies share the folds.
 Train and validation images are pooled (or only the training split, with ``keep_test``) and
 cut into k stratified folds, repeated ``repeats`` times with different shuffles; every
 strategy trains once per fold on the same folds. Frozen strategies read the feature cache,
-so k folds of a probe cost little more than one run.
+so k folds of a probe cost little more than one run. Each fold's model also scores the
+images it was trained without: their likely label errors, out of fold for every strategy
+(:mod:`headstart.evaluation.cv_errors`).
 
 Uncertainty: the mean fold accuracy gets a Student-t interval over folds. Folds share
 training images, so their accuracies are correlated and a plain t-test over them is too
@@ -27,6 +29,8 @@ import numpy as np
 from headstart.config import TrainConfig
 from headstart.data import Sample
 from headstart.errors import DataError
+from headstart.evaluation.analysis import Suspect
+from headstart.evaluation.cv_errors import OutOfFold
 from headstart.stats import CONFIDENCE
 from headstart.tables import text_table
 
@@ -37,6 +41,7 @@ class StrategyCV:
 
     strategy: str
     fold_acc: list[float] = field(default_factory=list)
+    label_errors: dict[str, list[Suspect]] = field(default_factory=dict)  # per task, out of fold
 
     @property
     def mean(self) -> float:
@@ -163,7 +168,9 @@ class CVResult:
 
     @staticmethod
     def _summary(r: StrategyCV) -> dict[str, Any]:
-        return {"fold_acc": r.fold_acc, "mean": r.mean, "std": r.std, "ci95": list(r.ci())}
+        return {"fold_acc": r.fold_acc, "mean": r.mean, "std": r.std, "ci95": list(r.ci()),
+                "likely_label_errors": {t: [s.to_dict() for s in errors]
+                                        for t, errors in r.label_errors.items()}}  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form written as ``cv.json``."""
@@ -205,6 +212,7 @@ def cross_validate(
     rows = []
     for name in strategies:
         row = StrategyCV(name)
+        held_out = OutOfFold(Path(base.root).resolve())
         for k, (tr, va) in enumerate(fold_sets, start=1):
             echo(f"\n=== {name}, fold {k}/{len(fold_sets)} ===")
             split = replace(base, layout="fold", train=tr, val=va, val_fraction=None)  # tasks kept
@@ -216,6 +224,8 @@ def cross_validate(
                 plots=False, resume=resume,
             )  # fmt: skip
             row.fold_acc.append(result.fit.history[-1].val_acc)
+            held_out.add_run(out / name / f"fold{k}", cfg.device, progress)
+        row.label_errors = held_out.label_errors()
         rows.append(row)
     n_val = len(fold_sets[0][1])
     cv = CVResult(folds, repeats, len(pool), rows, n_val / (len(pool) - n_val))
