@@ -147,6 +147,7 @@ def test_evaluate_reports_calibration_tta_losses_and_leakage(
     out = capsys.readouterr().out
     assert "without TTA" in out and "ECE" in out and "top losses" in out
     assert "likely label errors" in out
+    assert "(in-sample; `cv` scores them out of fold)" in out  # a scratch run: no refit
     assert f"train/red/3.png ~ {leaked}" in out
     ev = json.loads((trained_run / "evaluation.json").read_text())
     assert ev["tta"].startswith("ten crops")

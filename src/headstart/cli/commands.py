@@ -404,7 +404,8 @@ def evaluation_text(t: TaskEvaluation, name: str = "") -> str:
         )
         lines.append(
             f"likely label errors: {len(t.label_errors)} training images {how} assigns to "
-            "another class:"
+            "another class"
+            + (":" if t.label_errors_out_of_fold else " (in-sample; `cv` scores them out of fold):")
         )
         lines += _listed([s.line() for s in t.label_errors])
     return "\n".join(lines) + "\n"
