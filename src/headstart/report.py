@@ -81,12 +81,18 @@ def _cv_table(folder: Path, c: dict[str, Any]) -> dict[str, Any]:
          " ".join(f"{a:.3f}" for a in s["fold_acc"])]
         for name, s in c["strategies"].items()
     ]  # fmt: skip
+    suspects = {
+        name + (f", task {task}" if len(s["likely_label_errors"]) > 1 else ""): found
+        for name, s in c["strategies"].items()
+        for task, found in s.get("likely_label_errors", {}).items()
+    }  # out of fold: each image scored by the fold's model that never saw it
     return {
         "title": f"{c['folds']}-fold cross-validation x {c['repeats']} ({folder})",
         "header": ["strategy", "mean acc", "std", "95% CI", "folds"],
         "rows": rows,
         "verdict": c.get("verdict", []),
         "image": None,
+        "suspects": suspects,
     }
 
 

@@ -75,6 +75,7 @@ def test_likely_label_errors_rank_and_mark_confident_rejections() -> None:
     assert [s.path for s in errors] == ["img16.jpg", "img18.jpg", "img17.jpg"]
     marks = {s.path: s.confident for s in errors}
     assert marks == {"img16.jpg": True, "img18.jpg": True, "img17.jpg": False}
+    assert [s.to_dict()["confident"] for s in errors] == [True, True, False]  # JSON, report
     assert errors[1].given == "bees" and errors[1].predicted == "ants"
 
 

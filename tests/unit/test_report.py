@@ -22,6 +22,18 @@ CV = {
             "mean": 0.92,
             "std": 0.08,
             "ci95": [0.82, 1.0],
+            "likely_label_errors": {
+                "class": [
+                    {
+                        "path": "red/<b>9</b>.png",
+                        "given": "red",
+                        "predicted": "blue",
+                        "probability": 0.97,
+                        "given_probability": 0.03,
+                        "confident": True,
+                    }
+                ]
+            },
         },
     },
     "verdict": ["only one strategy"],
@@ -46,6 +58,8 @@ def test_report_is_self_contained_and_has_every_section(report: Path) -> None:
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert "<script" not in html and "http://" not in html and "https://" not in html
     assert "0.9200" in html and "only one strategy" in html  # the cv.json beside the run
+    assert "likely label errors out of fold, probe: 1 images" in html
+    assert "red/&lt;b&gt;9&lt;/b&gt;.png" in html and "blue (confident)" in html
     assert "95% CI" in html and "ROC AUC" in html and "positive class &#39;red&#39;" in html
 
 

@@ -33,6 +33,7 @@ class Suspect:
     predicted: str
     probability: float  # of the predicted class
     given_probability: float
+    confident: bool = False  # label errors: the confident-learning rule flags it too
 
     def line(self) -> str:
         """One aligned line for the terminal."""
