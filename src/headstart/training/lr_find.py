@@ -225,7 +225,7 @@ def range_test(
             for g, m in zip(optimizer.param_groups, mults, strict=True):
                 g["lr"] = lr * m
             optimizer.zero_grad(set_to_none=True)
-            value = 0.0
+            summed = torch.zeros((), device=device)
             for _ in range(accumulate):  # full batches (drop_last), so each weighs the same
                 try:
                     images, target = next(data)
@@ -237,9 +237,10 @@ def range_test(
                 with precision.autocast():
                     loss = objective.loss(model(images_to(images, device)), targets)
                 scaler.scale(loss / accumulate).backward()
-                value += float(loss.detach()) / accumulate
+                summed += loss.detach().float() / accumulate
             scaler.step(optimizer)
             scaler.update()
+            value = float(summed)  # one device sync a step
             lrs.append(lr)
             losses.append(value)
             bar.update(1)
