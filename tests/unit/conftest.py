@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from headstart.cli.main import main
-from tests.conftest import TINY, make_trainval
+from tests.conftest import TINY, make_class_folders, make_trainval
 
 FAST = ["--backbone", TINY, "--batch-size", "8", "--workers", "0", "--no-progress"]
 
@@ -24,6 +24,16 @@ def trained_run_once(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
                  "scratch", "--epochs", "3", "--lr", "0.01", "--out", str(out)])  # fmt: skip
     assert code == 0
     return out, trainval_dataset
+
+
+@pytest.fixture(scope="module")
+def odd_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Train/val folders with odd counts (25 and 7 images): two processes must pad (and the
+    padding must not count), and batches of 8, 4 or 2 leave a last batch of one image."""
+    root = tmp_path_factory.mktemp("odd")
+    make_class_folders(root / "train", {"red": 13, "blue": 12})
+    make_class_folders(root / "val", {"red": 4, "blue": 3}, seed=1000)
+    return root
 
 
 @pytest.fixture

@@ -15,17 +15,7 @@ from safetensors.torch import load_file
 
 from headstart.cli.main import main
 from headstart.training.accumulation import Accumulation
-from tests.conftest import make_class_folders
 from tests.unit.conftest import FAST
-
-
-@pytest.fixture(scope="module")
-def odd_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """25 training images: batches of 8 leave a last batch of 1, batches of 4 one of 1."""
-    root = tmp_path_factory.mktemp("accumulate")
-    make_class_folders(root / "train", {"red": 13, "blue": 12})
-    make_class_folders(root / "val", {"red": 4, "blue": 4}, seed=1000)
-    return root
 
 
 def _train(data: Path, out: Path, *extra: str) -> tuple[dict, list[dict], str]:

@@ -14,21 +14,12 @@ from pathlib import Path
 import pytest
 
 from headstart.cli.main import main
-from tests.conftest import TINY, make_class_folders
+from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
 # on the CPUs with gloo wherever the tests run (a one-GPU machine cannot hold 2 NCCL ranks)
 ARGS = ["--backbone", TINY, "--batch-size", "8", "--workers", "0", "--epochs", "3",
         "--lr", "0.01", "--no-warm-head", "--device", "cpu"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def odd_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Train/val folders with odd counts: 2 processes must pad, and padding must not count."""
-    root = tmp_path_factory.mktemp("ddp")
-    make_class_folders(root / "train", {"red": 13, "blue": 12})
-    make_class_folders(root / "val", {"red": 4, "blue": 3}, seed=1000)
-    return root
 
 
 def free_port() -> int:

@@ -21,7 +21,9 @@ import torch
 
 from headstart.data import MISSING
 from headstart.data.scan import Sample
+from headstart.data.table import task_labels
 from headstart.evaluation.analysis import Suspect, likely_label_errors
+from headstart.evaluation.evaluate import display_path
 
 
 @dataclass
@@ -62,17 +64,15 @@ class OutOfFold:
     ) -> None:
         """Add one fold's held-out ``samples`` and their per-task ``probs`` (rows in order)."""
         self.classes = classes
-        for i, sample in enumerate(samples):
-            name = self._display(sample.path)
+        names = [display_path(s.path, self.root) for s in samples]
+        for name in names:
             self.counts[name] = self.counts.get(name, 0) + 1
-            target = sample.target
-            for task, row in probs.items():
-                given = target.get(task, MISSING) if isinstance(target, dict) else target
-                if given == MISSING:
-                    continue
-                sums = self.sums.setdefault(task, {})
-                sums[name] = sums[name] + row[i] if name in sums else row[i].astype(np.float64)
-                self.labels.setdefault(task, {})[name] = int(given)
+        for task, labels in task_labels([s.target for s in samples]).items():
+            sums, given = self.sums.setdefault(task, {}), self.labels.setdefault(task, {})
+            for name, row, label in zip(names, probs[task], labels, strict=True):
+                if label != MISSING:
+                    sums[name] = sums[name] + row if name in sums else row.astype(np.float64)
+                    given[name] = int(label)
 
     def label_errors(self) -> dict[str, list[Suspect]]:
         """Per task, the images whose held-out probabilities disagree with their label,
@@ -85,11 +85,3 @@ class OutOfFold:
             given = np.array([self.labels[task][n] for n in names])
             out[task] = likely_label_errors(names, probs, given, self.classes[task])
         return out
-
-    def _display(self, path: Path) -> str:
-        if self.root is not None:
-            try:
-                return str(Path(path).relative_to(self.root))
-            except ValueError:
-                pass
-        return str(path)

@@ -271,7 +271,7 @@ def divided(
     }, targets
 
 
-def _display(path: Path, root: Path | None) -> str:
+def display_path(path: Path, root: Path | None) -> str:
     """A path relative to the data root when it is under it."""
     if root is not None:
         try:
@@ -343,8 +343,8 @@ def evaluate_run(
     if train_samples and held_out is None and not train_probs:  # in-sample, from the model
         train_probs, train_targets = _scores(predictor, train_samples, read, **kw)
     train_probs = held_out or train_probs
-    eval_paths = [_display(s.path, root) for s in samples]
-    train_paths = [_display(s.path, root) for s in train_samples]
+    eval_paths = [display_path(s.path, root) for s in samples]
+    train_paths = [display_path(s.path, root) for s in train_samples]
     full = {name: s.path for name, s in zip(eval_paths, samples)}
     duplicates = None
     if train_samples:
