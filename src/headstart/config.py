@@ -44,6 +44,7 @@ class ModelConfig:
     backbone: str = DEFAULT_BACKBONE
     weights: str | None = None  # None: the strategy's default (pretrained, or none for scratch)
     dropout: float = 0.0
+    drop_path: float | None = None  # stochastic depth; None: the architecture's own (timm's 0)
     layers: str = "last"  # "all": the heads read every stage's pooled output (probe only)
     image_size: int | None = None  # None: the weights' own input size
     crop_pct: float | None = None  # None: the weights' own crop fraction

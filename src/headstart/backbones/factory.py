@@ -39,9 +39,14 @@ class Backbone:
 
 
 def create_backbone(
-    name: str, weights: str | None = "default", *, imagenet_head: bool = False
+    name: str,
+    weights: str | None = "default",
+    *,
+    imagenet_head: bool = False,
+    drop_path: float | None = None,
 ) -> Backbone:
-    """Create a registered backbone with weights from ``weights`` (see ``backbones.weights``).
+    """Create a registered backbone with weights from ``weights`` (see ``backbones.weights``)
+    and, if ``drop_path`` is given, that stochastic-depth rate (see :func:`drop_path_kwargs`).
 
     >>> bb = create_backbone("tf_efficientnet_lite0")  # offline package weights
     >>> bb.num_features, bb.preprocessing.mean
@@ -49,10 +54,11 @@ def create_backbone(
     """
     spec = get_spec(name)
     source = resolve_source(spec, weights)
+    extra = drop_path_kwargs(spec, drop_path)
     if spec.library == "timm":
-        model, prep, classifier = _build_timm(spec, source)
+        model, prep, classifier = _build_timm(spec, source, extra)
     else:
-        model, prep, classifier = _build_torchvision(spec, source)
+        model, prep, classifier = _build_torchvision(spec, source, extra)
     linear = model.get_submodule(classifier)
     if not isinstance(linear, nn.Linear):
         raise TypeError(f"{spec.name}: {classifier!r} is {type(linear).__name__}, not Linear")
@@ -61,14 +67,42 @@ def create_backbone(
     return Backbone(spec, model, linear.in_features, prep, source)
 
 
-def _build_timm(spec: BackboneSpec, source: str) -> tuple[nn.Module, Preprocessing, str]:
+# torchvision families whose constructors take a stochastic-depth rate (their own default:
+# EfficientNet 0.2, ConvNeXt 0.1); the others (ResNet, MobileNetV3, ViT) have no such layer
+TORCHVISION_STOCHASTIC_DEPTH = ("tv_efficientnet", "tv_convnext")
+
+
+def drop_path_kwargs(spec: BackboneSpec, rate: float | None) -> dict[str, float]:
+    """The constructor argument that sets stochastic depth (Huang et al. 2016) to ``rate``.
+
+    Every residual branch is skipped at random while training, the survivors scaled up, with
+    a probability growing linearly with depth to ``rate``; evaluation runs every branch. The
+    rate changes no parameter, so a run's weights load into the architecture built without it.
+    ``None`` keeps the architecture's own rate.
+    """
+    if rate is None:
+        return {}
+    if spec.library == "timm":
+        return {"drop_path_rate": rate}
+    if spec.family in TORCHVISION_STOCHASTIC_DEPTH:
+        return {"stochastic_depth_prob": rate}
+    raise ConfigError(
+        f"ConfigError: --drop-path: torchvision's {spec.name} has no stochastic depth to set. "
+        "Leave out --drop-path, or pick a backbone that has it (timm's, or efficientnet_b0 "
+        "and convnext_tiny from torchvision; `headstart backbones` lists them)."
+    )
+
+
+def _build_timm(
+    spec: BackboneSpec, source: str, extra: dict[str, float]
+) -> tuple[nn.Module, Preprocessing, str]:
     import timm
 
     kind, _, tag = source.partition(":")
     if kind == "timm":
         arch = f"{spec.arch}.{tag}" if tag else spec.arch
         try:
-            model = timm.create_model(arch, pretrained=True)
+            model = timm.create_model(arch, pretrained=True, **extra)
         except Exception as e:  # hub errors come in many types; all mean "not available"
             raise WeightsUnavailable(
                 f"WeightsUnavailable: timm could not load pretrained weights for {arch!r} "
@@ -77,7 +111,7 @@ def _build_timm(spec: BackboneSpec, source: str) -> tuple[nn.Module, Preprocessi
                 "weights file, or --weights none for random init."
             ) from None
     else:
-        model = timm.create_model(spec.arch, pretrained=False)
+        model = timm.create_model(spec.arch, pretrained=False, **extra)
     classifier = model.pretrained_cfg["classifier"]
     if kind == "package":
         path = package_weights_file(spec)
@@ -87,7 +121,9 @@ def _build_timm(spec: BackboneSpec, source: str) -> tuple[nn.Module, Preprocessi
     return model, Preprocessing.from_timm(model), classifier
 
 
-def _build_torchvision(spec: BackboneSpec, source: str) -> tuple[nn.Module, Preprocessing, str]:
+def _build_torchvision(
+    spec: BackboneSpec, source: str, extra: dict[str, float]
+) -> tuple[nn.Module, Preprocessing, str]:
     import torchvision
 
     assert spec.classifier is not None
@@ -103,7 +139,7 @@ def _build_torchvision(spec: BackboneSpec, source: str) -> tuple[nn.Module, Prep
             ) from None
     else:
         weights = enum.DEFAULT  # for `none` and files: the preprocessing they were meant for
-    model = torchvision.models.get_model(spec.arch, weights=None)
+    model = torchvision.models.get_model(spec.arch, weights=None, **extra)
     if kind == "torchvision":
         load_into(model, download_torchvision(weights), str(weights), spec.classifier)
     elif kind != "none":
@@ -116,4 +152,4 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["Backbone", "count_parameters", "create_backbone"]
+__all__ = ["Backbone", "count_parameters", "create_backbone", "drop_path_kwargs"]

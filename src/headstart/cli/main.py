@@ -19,6 +19,7 @@ TRAIN_OPTIONS: dict[str, str] = {
     "backbone": "model.backbone",
     "weights": "model.weights",
     "dropout": "model.dropout",
+    "drop_path": "model.drop_path",
     "layers": "model.layers",
     "image_size": "model.image_size",
     "crop_pct": "model.crop_pct",
@@ -164,6 +165,11 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     add_strategy_options(p)
     p.add_argument("--dropout", type=float, help="dropout before the head (0)")
+    p.add_argument(
+        "--drop-path", type=float, metavar="RATE",
+        help="stochastic depth while the backbone trains: residual branches skipped at random, "
+        "deeper blocks more often, up to RATE (the architecture's own: 0 in timm)",
+    )  # fmt: skip
     p.add_argument("--image-size", type=int, metavar="N", help="input size (the weights' own)")
     p.add_argument(
         "--crop-pct", type=float, metavar="F",

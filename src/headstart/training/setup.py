@@ -98,6 +98,16 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             "ConfigError: --cutmix pastes a box of one image into another, and a cached probe "
             "trains on pooled feature vectors, which have no area; use --mixup, or --no-cache."
         )
+    if cfg.model.drop_path is not None and not 0 <= cfg.model.drop_path < 1:
+        raise ConfigError(
+            f"ConfigError: --drop-path {cfg.model.drop_path}; expected a rate from 0 to below 1."
+        )
+    if cfg.model.drop_path and s.name == "probe":
+        raise ConfigError(
+            "ConfigError: --drop-path regularises a backbone that trains, and a probe's is "
+            "frozen (its features read once, every block run); leave it out, or use it with "
+            "--strategy partial, finetune, gradual, lp-ft or scratch."
+        )
     if cfg.model.image_size is not None and not 32 <= cfg.model.image_size <= 1024:
         raise ConfigError(
             f"ConfigError: --image-size {cfg.model.image_size}; expected 32 to 1024 pixels."
@@ -238,7 +248,7 @@ class Ready:
 def build_backbone(cfg: TrainConfig, white: int | None = None) -> Backbone:
     """``cfg``'s backbone with its weights, at ``--image-size`` / ``--crop-pct`` if given,
     reading images with the data's white level ``white`` (see :func:`prepare_data`)."""
-    backbone = create_backbone(cfg.model.backbone, cfg.model.weights)
+    backbone = create_backbone(cfg.model.backbone, cfg.model.weights, drop_path=cfg.model.drop_path)
     if cfg.model.image_size or cfg.model.crop_pct:
         backbone.preprocessing = backbone.preprocessing.at_size(
             cfg.model.image_size or backbone.preprocessing.input_size, cfg.model.crop_pct
@@ -309,7 +319,9 @@ def build_model(
         f"model: {cfg.model.backbone} (weights: {backbone.weights}), strategy {plan.name}, "
         f"trains {per_phase[0]:,}{later} of {total:,} parameters, "
         + ("" if plan.name == "probe" else f"lr {lr_text(cfg)}, ")  # a probe is solved
-        + f"bn {plan.bn}, input {backbone.preprocessing.input_size} px "
+        + f"bn {plan.bn}, "
+        + (f"drop path {cfg.model.drop_path:g}, " if cfg.model.drop_path is not None else "")
+        + f"input {backbone.preprocessing.input_size} px "
         f"(resized to {backbone.preprocessing.resize_size}), device {device}, precision "
         f"{ready.precision.name}{', compiled' if cfg.compile else ''}"
         + (
