@@ -8,9 +8,10 @@ config is saved as ``config.yaml`` in the run folder, so a run can be repeated w
 from __future__ import annotations
 
 import dataclasses
+import types
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -55,7 +56,7 @@ class StrategyConfig:
     """Which strategy and its learning rates; None means the strategy's own default."""
 
     name: str = "probe"
-    lr: float | None = None
+    lr: float | Literal["auto"] | None = None  # "auto": the range test's pick
     head_lr_mult: float | None = None
     bn: str | None = None
     unfreeze_from: str | None = None  # partial: first trainable stage
@@ -158,10 +159,59 @@ def config_from_dict(d: dict[str, Any], origin: str = "config") -> TrainConfig:
                     f"ConfigError: {origin}: unknown key(s) {bad} in {key!r}; "
                     f"valid: {sorted(valid)}."
                 )
+            _check_types(_SECTIONS[key], value, f"{origin}: {key}.")
             kwargs[key] = _SECTIONS[key](**value)
         else:
+            _check_types(TrainConfig, {key: value}, f"{origin}: ")
             kwargs[key] = value
     return TrainConfig(**kwargs)
+
+
+def _check_types(cls: type, values: dict[str, Any], where: str) -> None:
+    """Refuse a value whose type the field of ``cls`` does not take (a YAML file is typed by
+    its author, not by the command line's parser)."""
+    hints = get_type_hints(cls)
+    for name, value in values.items():
+        if not _fits(value, hints[name]):
+            raise ConfigError(
+                f"ConfigError: {where}{name} is {value!r}; expected {_describe(hints[name])}."
+            )
+
+
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text",
+          type(None): "null (the default)"}  # fmt: skip
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, h) for h in args)
+    if origin is Literal:
+        return value in args
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            _fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items()
+        )
+    if hint is float:  # an integer is a number; a bool is not
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(h) for h in args)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in args)
+    if origin is list:
+        return f"a list ({_describe(args[0])} each)"
+    if origin is dict:
+        return f"a mapping ({_describe(args[0])} to {_describe(args[1])})"
+    return _KINDS.get(hint, hint.__name__)
 
 
 def load_config(path: str | Path) -> TrainConfig:

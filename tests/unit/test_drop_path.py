@@ -18,7 +18,7 @@ from headstart.errors import ConfigError
 from tests.unit.conftest import FAST, served_val_loss, train_cli
 
 LITE0 = "tf_efficientnet_lite0"  # residual blocks (the tiny test network has none to skip)
-SMALL = ["--backbone", LITE0, "--weights", "none", "--image-size", "64"]
+SMALL = ["--backbone", LITE0, "--weights", "none", "--image-size", "32"]
 
 
 def test_timm_blocks_drop_their_branches_deeper_more_often_and_only_in_training() -> None:

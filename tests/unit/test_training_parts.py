@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,30 @@ def test_config_refuses_unknown_keys(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("optim: [1, 2")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"model": {"drop_path": "abc"}}, "model.drop_path is 'abc'; expected a number or null"),
+        ({"optim": {"epochs": 2.5}}, "optim.epochs is 2.5; expected a whole number"),
+        ({"optim": {"epochs": True}}, "optim.epochs is True"),
+        ({"data": {"tasks": "defect"}}, "data.tasks is 'defect'; expected a list (text each)"),
+        ({"strategy": {"lr": "fast"}}, "expected a number or 'auto' or null"),
+        ({"optim": {"task_weights": {"a": "x"}}}, "expected a mapping (text to a number)"),
+        ({"seed": "0"}, "seed is '0'; expected a whole number"),
+    ],
+)
+def test_config_refuses_values_of_the_wrong_type(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_dict(values)
+
+
+def test_config_takes_every_type_its_fields_allow() -> None:
+    values = {"model": {"dropout": 1, "drop_path": None}, "strategy": {"lr": "auto"},
+              "optim": {"task_weights": {"a": 2}}, "data": {"tasks": ["a"]}}  # fmt: skip
+    cfg = config_from_dict(values)
+    assert (cfg.model.dropout, cfg.strategy.lr, cfg.data.tasks) == (1, "auto", ["a"])
 
 
 def test_wilson_interval_matches_the_closed_form() -> None:
