@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -212,6 +213,47 @@ def _describe(hint: Any) -> str:
     if origin is dict:
         return f"a mapping ({_describe(args[0])} to {_describe(args[1])})"
     return _KINDS.get(hint, hint.__name__)
+
+
+# the numbers each option takes: (dotted key, option, test, what it takes); None is "unset"
+RANGES: tuple[tuple[str, str, Callable[[float], bool], str], ...] = (
+    ("optim.epochs", "--epochs", lambda v: v >= 1, "at least 1"),
+    ("optim.batch_size", "--batch-size", lambda v: v >= 1, "at least 1"),
+    ("optim.accumulate", "--accumulate", lambda v: v >= 1, "at least 1"),
+    ("strategy.lr", "--lr", lambda v: v >= 0, "a number >= 0 or auto"),
+    ("strategy.head_lr_mult", "--head-lr-mult", lambda v: v > 0, "a multiplier above 0"),
+    ("strategy.lr_decay", "--lr-decay", lambda v: v > 0, "a factor above 0"),
+    ("strategy.unfreeze_every", "--unfreeze-every", lambda v: v >= 1, "at least 1 epoch"),
+    ("strategy.probe_epochs", "--probe-epochs", lambda v: v >= 1, "at least 1 epoch"),
+    ("model.dropout", "--dropout", lambda v: 0 <= v < 1, "a rate from 0 to below 1"),
+    ("model.drop_path", "--drop-path", lambda v: 0 <= v < 1, "a rate from 0 to below 1"),
+    ("model.image_size", "--image-size", lambda v: 32 <= v <= 1024, "32 to 1024 pixels"),
+    ("model.crop_pct", "--crop-pct", lambda v: 0.3 <= v <= 1, "0.3 to 1.0"),
+    ("optim.weight_decay", "--weight-decay", lambda v: v >= 0, "0 or more"),
+    ("optim.warmup_epochs", "--warmup-epochs", lambda v: v >= 0, "0 or more epochs"),
+    ("optim.min_lr_ratio", "optim.min_lr_ratio", lambda v: 0 <= v <= 1, "0 to 1"),
+    ("optim.label_smoothing", "--label-smoothing", lambda v: 0 <= v < 1, "0 to below 1"),
+    ("optim.grad_clip", "--grad-clip", lambda v: v >= 0, "a norm above 0 (0 disables)"),
+    ("optim.patience", "--patience", lambda v: v >= 1, "at least 1 epoch"),
+    ("optim.ema", "--ema", lambda v: v > 0, "a span in epochs > 0"),
+    ("optim.mixup", "--mixup", lambda v: v >= 0, "a Beta alpha > 0 (0: off)"),
+    ("optim.cutmix", "--cutmix", lambda v: v >= 0, "a Beta alpha > 0 (0: off)"),
+    ("data.val_fraction", "--val-fraction", lambda v: 0 < v < 1, "a fraction between 0 and 1"),
+    ("data.color_jitter", "--color-jitter", lambda v: v >= 0, "0 (off) or more"),
+    ("data.num_workers", "--workers", lambda v: v >= 0, "0 (the main process) or more"),
+    ("data.cached_views", "--cached-views", lambda v: v >= 0, "0 or more"),
+)
+
+
+def check_ranges(cfg: TrainConfig) -> None:
+    """Refuse a number outside what its option takes (NaN included), naming the option."""
+    for key, option, test, what in RANGES:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value is None or isinstance(value, str):  # unset, or --lr auto
+            continue
+        if not test(value):
+            raise ConfigError(f"ConfigError: {option} {value}; expected {what}.")
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -84,5 +84,5 @@ def test_a_solved_probe_says_accumulation_changes_nothing_and_zero_is_refused(
     assert "note: --accumulate changes nothing here" in capsys.readouterr().out
     assert main([*argv[:-4], "--accumulate", "0", "--out", str(tmp_path / "zero")]) != 0
     err = capsys.readouterr().err
-    assert "--epochs, --batch-size and --accumulate must be at least 1" in err
+    assert "--accumulate 0; expected at least 1." in err
     assert "Traceback" not in err

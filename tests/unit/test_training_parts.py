@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from headstart.config import TrainConfig, config_from_dict, load_config, save_config
+from headstart.config import (
+    TrainConfig,
+    check_ranges,
+    config_from_dict,
+    load_config,
+    save_config,
+)
 from headstart.errors import ConfigError
 from headstart.training import EarlyStopping, warmup_cosine
 
@@ -75,6 +81,31 @@ def test_config_takes_every_type_its_fields_allow() -> None:
               "optim": {"task_weights": {"a": 2}}, "data": {"tasks": ["a"]}}  # fmt: skip
     cfg = config_from_dict(values)
     assert (cfg.model.dropout, cfg.strategy.lr, cfg.data.tasks) == (1, "auto", ["a"])
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("model.dropout", 2.0, "--dropout 2.0; expected a rate from 0 to below 1."),
+        ("model.dropout", float("nan"), "--dropout nan; expected a rate"),
+        ("optim.label_smoothing", 1.5, "--label-smoothing 1.5; expected 0 to below 1."),
+        ("data.num_workers", -1, "--workers -1; expected 0 (the main process) or more."),
+        ("strategy.head_lr_mult", -1.0, "--head-lr-mult -1.0; expected a multiplier above 0."),
+        ("strategy.lr", -1.0, "--lr -1.0; expected a number >= 0 or auto."),
+        ("optim.patience", 0, "--patience 0; expected at least 1 epoch."),
+        ("data.val_fraction", 1.5, "--val-fraction 1.5; expected a fraction between 0 and 1."),
+    ],
+)
+def test_numbers_outside_their_option_s_range_are_refused(
+    key: str, value: float, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_ranges(TrainConfig().with_overrides({key: value}))
+
+
+def test_the_defaults_and_unset_options_are_in_range() -> None:
+    check_ranges(TrainConfig())
+    check_ranges(TrainConfig().with_overrides({"strategy.lr": "auto", "optim.patience": None}))
 
 
 def test_wilson_interval_matches_the_closed_form() -> None:

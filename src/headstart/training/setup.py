@@ -17,7 +17,7 @@ import torch
 from headstart.backbones import Backbone, count_parameters, create_backbone
 from headstart.backbones.stages import DEFAULT_UNFREEZE_FROM
 from headstart.cache import Cache
-from headstart.config import DEFAULT_WEIGHT_DECAY, TrainConfig
+from headstart.config import DEFAULT_WEIGHT_DECAY, TrainConfig, check_ranges
 from headstart.data import PRESETS, DataSplit, load_split, load_table_split
 from headstart.data.near_duplicates import NEAR_DUPLICATES
 from headstart.data.split import grayscale_note, white_level
@@ -55,10 +55,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         )
     if s.bn is not None and s.bn not in BN_POLICIES:
         raise ConfigError(f"ConfigError: --bn {s.bn!r}; expected one of {', '.join(BN_POLICIES)}.")
-    if cfg.optim.epochs < 1 or cfg.optim.batch_size < 1 or cfg.optim.accumulate < 1:
-        raise ConfigError(
-            "ConfigError: --epochs, --batch-size and --accumulate must be at least 1."
-        )
+    check_ranges(cfg)
     resolve_precision(cfg.precision, resolve_device(cfg.device))  # fails before any work
     if cfg.model.layers not in ("last", "all"):
         raise ConfigError(f"ConfigError: --layers {cfg.model.layers!r}; expected last or all.")
@@ -78,16 +75,11 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             "ConfigError: --layers all fits its head to convergence with an L2 penalty chosen "
             "by cross-validation on the training features; leave out --weight-decay."
         )
-    if cfg.optim.ema is not None and cfg.optim.ema <= 0:
-        raise ConfigError(f"ConfigError: --ema {cfg.optim.ema}; expected a span in epochs > 0.")
     if cfg.model.layers == "all" and cfg.optim.ema is not None:
         raise ConfigError(
             "ConfigError: --layers all solves its head exactly (L-BFGS), with no steps whose "
             "weights could be averaged; leave out --ema."
         )
-    for name, alpha in (("mixup", cfg.optim.mixup), ("cutmix", cfg.optim.cutmix)):
-        if alpha < 0:
-            raise ConfigError(f"ConfigError: --{name} {alpha}; expected a Beta alpha > 0 (0: off).")
     if cfg.model.layers == "all" and cfg.optim.mixes:
         raise ConfigError(
             "ConfigError: --layers all solves its head exactly (L-BFGS) on the cached "
@@ -98,28 +90,16 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             "ConfigError: --cutmix pastes a box of one image into another, and a cached probe "
             "trains on pooled feature vectors, which have no area; use --mixup, or --no-cache."
         )
-    if cfg.model.drop_path is not None and not 0 <= cfg.model.drop_path < 1:
-        raise ConfigError(
-            f"ConfigError: --drop-path {cfg.model.drop_path}; expected a rate from 0 to below 1."
-        )
     if cfg.model.drop_path and s.name == "probe":
         raise ConfigError(
             "ConfigError: --drop-path regularises a backbone that trains, and a probe's is "
             "frozen (its features read once, every block run); leave it out, or use it with "
             "--strategy partial, finetune, gradual, lp-ft or scratch."
         )
-    if cfg.model.image_size is not None and not 32 <= cfg.model.image_size <= 1024:
-        raise ConfigError(
-            f"ConfigError: --image-size {cfg.model.image_size}; expected 32 to 1024 pixels."
-        )
-    if cfg.model.crop_pct is not None and not 0.3 <= cfg.model.crop_pct <= 1.0:
-        raise ConfigError(f"ConfigError: --crop-pct {cfg.model.crop_pct}; expected 0.3 to 1.0.")
     if cfg.data.augment not in PRESETS:
         raise ConfigError(
             f"ConfigError: --augment {cfg.data.augment!r}; expected one of {', '.join(PRESETS)}."
         )
-    if cfg.data.cached_views < 0:
-        raise ConfigError("ConfigError: --cached-views must be 0 or more.")
     if not cfg.data.root and not cfg.data.labels:
         raise ConfigError(
             "ConfigError: no data given; pass DATA_DIR, or --labels CSV (with --images-root)."
