@@ -223,3 +223,31 @@ def test_the_suggested_train_command_keeps_what_decides_the_data_and_split() -> 
     again = config_from_args(build_parser().parse_args(["train", *shlex.split(_data_args(cfg))]))
     assert again.data == cfg.data and again.seed == 5
     assert "--seed" not in _data_args(cfg, split=False)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["predict", "RUN", "IMG", "--top-k", "0"],
+            "--top-k: '0': expected a whole number of at least 1",
+        ),
+        (["evaluate", "RUN", "--batch-size", "-1"], "--batch-size: '-1': expected a whole number"),
+        (["cv", "DATA", "--folds", "1"], "--folds: '1': expected a whole number of at least 2"),
+        (["serve", "RUN", "--port", "70000"], "--port: '70000': expected a whole number from 0 to"),
+        (["serve", "RUN", "--max-file-mb", "nan"], "--max-file-mb: 'nan': expected a number"),
+    ],
+)
+def test_numbers_out_of_range_are_usage_errors_before_anything_loads(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as stop:  # argparse's usage error: nothing read or loaded
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_inspect_checks_strategy_options_like_train(capsys: pytest.CaptureFixture) -> None:
+    assert main(["inspect", TINY, "--strategy", "finetune", "--lr-decay", "-1"]) == 2
+    assert "ConfigError: --lr-decay -1.0; expected a factor above 0." in capsys.readouterr().err

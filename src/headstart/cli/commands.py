@@ -259,7 +259,7 @@ def _cross_validate(
 def inspect(args: argparse.Namespace) -> int:
     """``headstart inspect``: stages, parameter counts, trainable set and LRs of a strategy."""
     from headstart.backbones import create_backbone
-    from headstart.config import StrategyConfig, TrainConfig
+    from headstart.config import StrategyConfig, TrainConfig, check_ranges
     from headstart.finetune import DEFAULTS
     from headstart.finetune.describe import describe, format_table
     from headstart.finetune.scaling import rule_line, scaled_lr
@@ -272,6 +272,7 @@ def inspect(args: argparse.Namespace) -> int:
         unfreeze_every=args.unfreeze_every, probe_epochs=args.probe_epochs,
     )  # fmt: skip
     cfg = TrainConfig(strategy=strategy).with_overrides({"optim.epochs": args.epochs})
+    check_ranges(cfg)
     backbone = create_backbone(args.backbone, "none")  # architecture only: no download
     plan = plan_for(cfg, backbone)
     model = Classifier(
@@ -514,8 +515,6 @@ def predict(args: argparse.Namespace) -> int:
     from headstart.runtime.predictions import expand_inputs
     from headstart.text import display
 
-    if args.top_k < 1:
-        raise ConfigError("ConfigError: --top-k must be at least 1.")
     paths = expand_inputs(args.inputs)
     from headstart.runtime.predictor import Predictor  # torch only for a run folder
 

@@ -89,6 +89,25 @@ def name_values_arg(form: str, example: str) -> Callable[[str], dict[str, float]
     return parse
 
 
+def bounded(kind: type[int] | type[float], low: float, high: float | None = None) -> Callable:
+    """An argparse type: a number of ``kind`` from ``low`` to ``high`` (a usage error, exit 2,
+    otherwise). Training options are checked in ``config.RANGES`` instead: YAML sets them too.
+    """
+    what = "a whole number" if kind is int else "a number"
+    span = f"from {low:g} to {high:g}" if high is not None else f"of at least {low:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {what}") from None
+        if not (value >= low and (high is None or value <= high)):  # NaN fails too
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {what} {span}")
+        return value
+
+    return parse
+
+
 stage_lr_arg = name_values_arg("STAGE=MULT", "layer3=0.1,layer4=1,head=10")
 task_weights_arg = name_values_arg("TASK=WEIGHT", "type=1,defect=2")
 
@@ -360,7 +379,10 @@ def _compare_parser(sub: argparse._SubParsersAction) -> None:
         help="comma-separated strategies (default: all six)",
     )
     p.add_argument(
-        "--cv", type=int, metavar="K", help="compare by K-fold cross-validation (see `cv`)"
+        "--cv",
+        type=bounded(int, 2),
+        metavar="K",
+        help="compare by K-fold cross-validation (see `cv`)",
     )
     add_training_options(p)
     p.add_argument("--out", metavar="runs/NAME", help="folder for compare.json, PNG and runs")
@@ -375,8 +397,11 @@ def _cv_parser(sub: argparse._SubParsersAction) -> None:
         "k-fold cross-validation with confidence intervals (and a paired comparison)",
         "Stratified k-fold CV on DATA_DIR (train and val pooled); shared folds.",
     )
-    p.add_argument("--folds", type=int, default=5, help="k (5)")
-    p.add_argument("--repeats", type=int, default=1, help="repeat k-fold with new shuffles (1)")
+    p.add_argument("--folds", type=bounded(int, 2), default=5, help="k (5)")
+    p.add_argument(
+        "--repeats", type=bounded(int, 1), default=1,
+        help="repeat k-fold with new shuffles (1)",
+    )  # fmt: skip
     p.add_argument(
         "--strategy", action="append", dest="strategies", metavar="S",
         help="strategy to cross-validate; repeat for a paired comparison (default probe)",
@@ -395,11 +420,13 @@ def _inspect_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("backbone", metavar="BACKBONE")
     p.add_argument("--strategy", default="probe", help=" | ".join(STRATEGIES))
-    p.add_argument("--classes", type=int, default=2, help="number of classes for the head (2)")
+    p.add_argument(
+        "--classes", type=bounded(int, 1), default=2, help="number of classes for the head (2)"
+    )
     p.add_argument("--epochs", type=int, default=10, help="epoch budget (phases depend on it)")
     p.add_argument("--lr", type=float, help="base LR (default: the strategy's own)")
     p.add_argument(
-        "--train-images", type=int, default=1000,
+        "--train-images", type=bounded(int, 1), default=1000,
         help="training images the default LR of backbone-training strategies scales with (1000)",
     )  # fmt: skip
     add_strategy_options(p)
@@ -431,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
         "validation split. Images the run trained on are left out",
     )  # fmt: skip
     p.add_argument("--images-root", metavar="DIR", help="folder the CSV's image paths start from")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=bounded(int, 1), default=32)
     p.add_argument("--device", default="auto")
     p.add_argument("--tta", action="store_true", help="average ten crops per image (and compare)")
     p.add_argument(
@@ -473,12 +500,16 @@ def build_parser() -> argparse.ArgumentParser:
         "model", metavar="RUN_OR_EXPORT", help="run folder or .onnx export (never .pt2: code)"
     )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1, help="server processes")
-    p.add_argument("--max-batch", type=int, default=32, help="images per model call")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="wait to fill a batch")
-    p.add_argument("--max-file-mb", type=float, default=10.0, help="per uploaded file (413)")
-    p.add_argument("--max-files", type=int, default=16, help="per request (413)")
+    p.add_argument("--port", type=bounded(int, 0, 65535), default=8000)
+    p.add_argument("--workers", type=bounded(int, 1), default=1, help="server processes")
+    p.add_argument("--max-batch", type=bounded(int, 1), default=32, help="images per model call")
+    p.add_argument(
+        "--max-wait-ms", type=bounded(float, 0), default=5.0, help="wait to fill a batch"
+    )
+    p.add_argument(
+        "--max-file-mb", type=bounded(float, 0.001), default=10.0, help="per uploaded file (413)"
+    )
+    p.add_argument("--max-files", type=bounded(int, 1), default=16, help="per request (413)")
     p.set_defaults(func=commands.serve)
 
     p = sub.add_parser("report", help="one self-contained HTML page about a run")
@@ -491,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run", metavar="RUN_DIR_OR_ONNX", help="a run folder, or an .onnx export (needs no torch)"
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=bounded(int, 1), default=3)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--device", default="auto")
     p.add_argument("--tta", action="store_true", help="average ten crops per image")
