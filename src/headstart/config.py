@@ -225,6 +225,8 @@ RANGES: tuple[tuple[str, str, Callable[[float], bool], str], ...] = (
     ("strategy.lr_decay", "--lr-decay", lambda v: v > 0, "a factor above 0"),
     ("strategy.unfreeze_every", "--unfreeze-every", lambda v: v >= 1, "at least 1 epoch"),
     ("strategy.probe_epochs", "--probe-epochs", lambda v: v >= 1, "at least 1 epoch"),
+    ("strategy.stage_lr", "--stage-lr", lambda v: v >= 0, "multipliers of 0 or more"),
+    ("optim.task_weights", "--task-weights", lambda v: v >= 0, "weights of 0 or more"),
     ("model.dropout", "--dropout", lambda v: 0 <= v < 1, "a rate from 0 to below 1"),
     ("model.drop_path", "--drop-path", lambda v: 0 <= v < 1, "a rate from 0 to below 1"),
     ("model.image_size", "--image-size", lambda v: 32 <= v <= 1024, "32 to 1024 pixels"),
@@ -246,14 +248,18 @@ RANGES: tuple[tuple[str, str, Callable[[float], bool], str], ...] = (
 
 
 def check_ranges(cfg: TrainConfig) -> None:
-    """Refuse a number outside what its option takes (NaN included), naming the option."""
+    """Refuse a number outside what its option takes (NaN included), naming the option; for
+    ``NAME=number`` options, each number."""
     for key, option, test, what in RANGES:
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value is None or isinstance(value, str):  # unset, or --lr auto
             continue
-        if not test(value):
-            raise ConfigError(f"ConfigError: {option} {value}; expected {what}.")
+        named = value.items() if isinstance(value, dict) else [("", value)]  # NAME=number,...
+        for item, number in named:
+            if not test(number):
+                shown = f"{item}={number}" if item else f"{number}"
+                raise ConfigError(f"ConfigError: {option} {shown}; expected {what}.")
 
 
 def load_config(path: str | Path) -> TrainConfig:

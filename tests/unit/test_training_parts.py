@@ -94,10 +94,12 @@ def test_config_takes_every_type_its_fields_allow() -> None:
         ("strategy.lr", -1.0, "--lr -1.0; expected a number >= 0 or auto."),
         ("optim.patience", 0, "--patience 0; expected at least 1 epoch."),
         ("data.val_fraction", 1.5, "--val-fraction 1.5; expected a fraction between 0 and 1."),
+        ("strategy.stage_lr", {"layer3": -1.0}, "--stage-lr layer3=-1.0; expected multipliers"),
+        ("optim.task_weights", {"a": 1.0, "b": float("nan")}, "--task-weights b=nan; expected"),
     ],
 )
 def test_numbers_outside_their_option_s_range_are_refused(
-    key: str, value: float, message: str
+    key: str, value: object, message: str
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         check_ranges(TrainConfig().with_overrides({key: value}))
