@@ -28,7 +28,7 @@ class DataConfig:
     val_fraction: float = 0.2
     color_jitter: float = 0.0
     augment: str = "photo"  # photo | aerial | texture | none (see data.augment)
-    sampler: str = "shuffle"  # "balanced": every class equally often (first task's classes)
+    sampler: Literal["shuffle", "balanced"] = "shuffle"  # balanced: classes equally often
     num_workers: int | None = None  # None: chosen from the core count
     cache: bool = True  # feature, decoded-image and audit caches (see headstart.cache)
     cache_dir: str | None = None  # None: $HEADSTART_CACHE, else the user cache folder
@@ -115,7 +115,7 @@ class TrainConfig:
     precision: str = "auto"  # fp32 | bf16 | fp16 | auto (see training.precision)
     compile: bool = False  # torch.compile the training forward pass (see training.loop.fit)
     grad_checkpointing: bool = False  # recompute activations in backward (training.memory)
-    log: str | None = None  # "tensorboard": also write RUN/tb/ (see training.tensorboard)
+    log: Literal["tensorboard"] | None = None  # also write RUN/tb/ (training.tensorboard)
     out: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -251,3 +251,14 @@ def test_numbers_out_of_range_are_usage_errors_before_anything_loads(
 def test_inspect_checks_strategy_options_like_train(capsys: pytest.CaptureFixture) -> None:
     assert main(["inspect", TINY, "--strategy", "finetune", "--lr-decay", "-1"]) == 2
     assert "ConfigError: --lr-decay -1.0; expected a factor above 0." in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", [["--tasks", "type"], ["--images-root", "."]])
+def test_labels_csv_options_on_a_folder_are_refused(
+    option: list[str], trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["train", str(trainval_dataset), *FAST[:-1], *option, "--out", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"ConfigError: {option[0]} is an option of a labels CSV (--labels)" in err
+    assert not (tmp_path / "r").exists()

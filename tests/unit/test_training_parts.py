@@ -69,6 +69,8 @@ def test_config_refuses_unknown_keys(tmp_path: Path) -> None:
         ({"strategy": {"lr": "fast"}}, "expected a number or 'auto' or null"),
         ({"optim": {"task_weights": {"a": "x"}}}, "expected a mapping (text to a number)"),
         ({"seed": "0"}, "seed is '0'; expected a whole number"),
+        ({"data": {"sampler": "foo"}}, "data.sampler is 'foo'; expected 'shuffle' or 'balanced'"),
+        ({"log": "wandb"}, "log is 'wandb'; expected 'tensorboard' or null"),
     ],
 )
 def test_config_refuses_values_of_the_wrong_type(values: dict, message: str) -> None:

@@ -176,6 +176,13 @@ def load_data(cfg: TrainConfig, cache: Cache | None = None, progress: bool = Fal
             cfg.data.labels, cfg.data.images_root, cfg.data.tasks, cfg.data.val_fraction,
             cfg.seed, cache, group=cfg.data.group, progress=progress,
         )  # fmt: skip
+    for option, value in (("--tasks", cfg.data.tasks), ("--images-root", cfg.data.images_root)):
+        if value:
+            raise ConfigError(
+                f"ConfigError: {option} is an option of a labels CSV (--labels); a folder of "
+                "class subfolders has one task, its folder names, and no image column. Pass "
+                f"--labels CSV, or drop {option}."
+            )
     if cfg.data.group not in (None, NEAR_DUPLICATES):
         raise ConfigError(
             f"ConfigError: --group {cfg.data.group} names a column of a labels CSV; a folder "
