@@ -180,7 +180,7 @@ def _check_types(cls: type, values: dict[str, Any], where: str) -> None:
 
 
 _KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text",
-          type(None): "null (the default)"}  # fmt: skip
+          type(None): "null"}  # fmt: skip
 
 
 def _fits(value: Any, hint: Any) -> bool:
