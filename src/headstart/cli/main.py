@@ -113,16 +113,13 @@ task_weights_arg = name_values_arg("TASK=WEIGHT", "type=1,defect=2")
 
 
 def lr_arg(text: str) -> float | str:
-    """``--lr``: a positive number, or ``auto``."""
+    """``--lr``: a number or ``auto`` (its range is checked with the others, ``RANGES``)."""
     if text == "auto":
         return text
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a number or auto") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number >= 0 or auto")
-    return value
 
 
 def names_arg(form: str, example: str) -> Callable[[str], list[str]]:
