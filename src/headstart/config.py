@@ -87,6 +87,7 @@ class OptimConfig:
     task_weights: dict[str, float] | None = None  # loss weight per task (None: 1 each)
     class_weights: str | None = None  # "balanced": per-task class weights n / (k * n_c)
     monitor: str = "mean"  # best epoch by the mean task accuracy, or by one task's
+    keep: Literal["best", "last"] = "best"  # weights kept: the best validated epoch's, or the last
     ema: float | None = None  # epochs a moving average of the weights spans (None: off)
     mixup: float = 0.0  # Beta(a, a) of mixup's blend weight (0: off); see training.mixing
     cutmix: float = 0.0  # Beta(a, a) of CutMix's kept area (0: off); both: half the batches each
@@ -166,6 +167,15 @@ def config_from_dict(d: dict[str, Any], origin: str = "config") -> TrainConfig:
             _check_types(TrainConfig, {key: value}, f"{origin}: ")
             kwargs[key] = value
     return TrainConfig(**kwargs)
+
+
+def choices(cls: type, name: str) -> list[str]:
+    """The values a ``Literal`` field of ``cls`` takes (for the command line's ``choices``)."""
+    hint = get_type_hints(cls)[name]
+    options = get_args(hint) if get_origin(hint) is Literal else ()
+    for part in get_args(hint) if get_origin(hint) in (Union, types.UnionType) else ():
+        options += get_args(part) if get_origin(part) is Literal else ()
+    return [str(o) for o in options]
 
 
 def _check_types(cls: type, values: dict[str, Any], where: str) -> None:

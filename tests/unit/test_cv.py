@@ -81,7 +81,13 @@ def test_cv_command_runs_shared_folds(
     result = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert set(result["strategies"]) == {"probe", "partial"}
     assert all(len(s["fold_acc"]) == 3 for s in result["strategies"].values())
-    assert (tmp_path / "cv" / "partial" / "fold3" / "manifest.json").is_file()
+    for k, acc in enumerate(result["strategies"]["partial"]["fold_acc"], start=1):
+        manifest = json.loads(
+            (tmp_path / "cv" / "partial" / f"fold{k}" / "manifest.json").read_text()
+        )
+        # each fold keeps its last epoch, chosen without its held-out images, and what the
+        # fold scores is the saved model's (the out-of-fold probabilities come from it)
+        assert manifest["best_epoch"] == 2 and manifest["metrics"]["val_acc"] == acc
     # every image scored once, by the fold that held it out: a probe's from its cached
     # features, the partial runs' by a pass over each fold's held-out images
     assert sorted(passes) == [6, 7, 7]  # 20 images in 3 folds: the partial runs' only

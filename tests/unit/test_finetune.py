@@ -127,6 +127,23 @@ def test_best_epoch_weights_are_restored() -> None:
         assert torch.equal(v, snapshots[best - 1][k]), k
 
 
+def test_keep_last_ships_the_last_epoch_and_trains_every_epoch() -> None:
+    model = tiny_classifier()
+    optim = OptimConfig(epochs=4, patience=1, keep="last")  # lr 0 and patience 1 would stop
+    result = fit(model, make_plan("probe"), _loader(), _loader(), optim, 0.0, torch.device("cpu"),
+                 progress=False)  # fmt: skip
+    assert len(result.history) == 4 and "early stop" not in result.stop_reason
+    assert result.best_epoch == 4 and result.best is result.history[-1]
+    scratch = tiny_classifier()
+    state, snapshots = scratch.state_dict, []
+    fit(scratch, make_plan("scratch"), _loader(), _loader(),
+        OptimConfig(epochs=3, patience=None, keep="last"), 0.05, torch.device("cpu"),
+        on_epoch=lambda s: snapshots.append({k: v.clone() for k, v in state().items()}),
+        progress=False)  # fmt: skip
+    for k, v in scratch.state_dict().items():
+        assert torch.equal(v, snapshots[-1][k]), k  # the last epoch's, whichever scored best
+
+
 def test_early_stopping_stops_after_patience() -> None:
     model = tiny_classifier()
     optim = OptimConfig(epochs=20, patience=2)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from headstart.allocator import tune_allocator
 from headstart.cli import commands
 from headstart.cli.crash import crash_message, debugging
+from headstart.config import DataConfig, OptimConfig, TrainConfig, choices
 from headstart.errors import ConfigError, HeadstartError, Interrupted
 from headstart.strategies import STRATEGIES
 
@@ -59,6 +60,7 @@ TRAIN_OPTIONS: dict[str, str] = {
     "task_weights": "optim.task_weights",
     "class_weights": "optim.class_weights",
     "monitor": "optim.monitor",
+    "keep": "optim.keep",
     "seed": "seed",
     "device": "device",
     "precision": "precision",
@@ -237,10 +239,15 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--class-weights", choices=["balanced"], help="per-task class weights")
     p.add_argument(
-        "--sampler", choices=["shuffle", "balanced"],
+        "--sampler", choices=choices(DataConfig, "sampler"),
         help="training order: shuffled (default), or class-balanced draws with replacement",
     )  # fmt: skip
     p.add_argument("--monitor", metavar="mean|TASK", help="best epoch by mean task acc (mean)")
+    p.add_argument(
+        "--keep", choices=choices(OptimConfig, "keep"),
+        help="weights the run keeps: the best validated epoch's (default), or the last "
+        "epoch's, chosen without the validation images (their accuracy then unbiased)",
+    )  # fmt: skip
     p.add_argument(
         "--cache-dir",
         metavar="DIR",
@@ -281,7 +288,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--log",
-        choices=["tensorboard"],
+        choices=choices(TrainConfig, "log"),
         help="also log to TensorBoard in RUN/tb/ (watch with: tensorboard --logdir RUN/tb)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace finished runs in --out")

@@ -217,13 +217,13 @@ def cross_validate(
             echo(f"\n=== {name}, fold {k}/{len(fold_sets)} ===")
             split = replace(base, layout="fold", train=tr, val=va, val_fraction=None)  # tasks kept
             run_cfg = cfg.with_overrides(
-                {"strategy.name": name, "optim.patience": None, "out": str(out / name / f"fold{k}")}
+                {"strategy.name": name, "optim.keep": "last", "out": str(out / name / f"fold{k}")}
             )
             result = train(
                 run_cfg, overwrite=overwrite, echo=echo, progress=progress, split=split,
                 plots=False, resume=resume,
             )  # fmt: skip
-            row.fold_acc.append(result.fit.history[-1].val_acc)
+            row.fold_acc.append(result.fit.best.val_acc)  # the last epoch's (keep last)
             held_out.add_run(out / name / f"fold{k}", cfg.device, progress)
         row.label_errors = held_out.label_errors()
         rows.append(row)

@@ -166,7 +166,8 @@ def fit(
     seed: int = 0,
 ) -> FitResult:
     """Train ``model`` by ``plan``; restore and return the best epoch by validation accuracy
-    (``objective.monitor``: the mean task accuracy, or one task's).
+    (``objective.monitor``: the mean task accuracy, or one task's), or with ``optim.keep``
+    ``last`` the last epoch, with no early stopping (no choice made on the validation images).
 
     With ``checkpoints``, the loop's whole state is saved after every epoch and when Ctrl-C
     stops it after the current step (then :class:`Interrupted` is raised), and a saved
@@ -199,7 +200,8 @@ def fit(
     warmup = round(optim.warmup_epochs * steps_per_epoch)
     group_warmup = max(1, steps_per_epoch // 2)
     changing = _changing_state(model, plan)
-    st = LoopState(stopper=EarlyStopping(optim.patience), best_state=_snapshot(model, changing))
+    patience = optim.patience if optim.keep == "best" else None  # stopping early is a choice too
+    st = LoopState(stopper=EarlyStopping(patience), best_state=_snapshot(model, changing))
     st.reason = f"completed {optim.epochs} epoch{'s' if optim.epochs != 1 else ''}"
     optimizer: torch.optim.Optimizer | None = None
     generator = train_loader.generator
@@ -212,7 +214,7 @@ def fit(
                 model, optimizer, phase, lr, optim.decay,
                 phase.start_epoch * steps_per_epoch,
             )  # fmt: skip
-        st = saved.restore(model, optimizer, scaler, changing, optim.patience)
+        st = saved.restore(model, optimizer, scaler, changing, patience)
     if optim.ema:
         average = WeightAverage(model, changing, ema_decay(optim.ema, steps_per_epoch))
         st.average = saved.restore_average(average) if saved is not None else average
@@ -319,7 +321,7 @@ def fit(
                     float(np.mean(list(_accuracy(st.counts).values()))),
                 )  # fmt: skip
                 decision = st.stopper.update(stats.val_acc, epoch, stats.val_loss)
-                if decision.improved:
+                if decision.improved or optim.keep == "last":
                     st.best_state = _snapshot(model, changing)
             stats = replace(
                 stats,
@@ -343,7 +345,8 @@ def fit(
                 raise Interrupted(f"interrupted after epoch {epoch + 1}/{optim.epochs}")
 
     model.load_state_dict(st.best_state, strict=False)
-    return FitResult(st.history, st.stopper.best_epoch + 1, st.reason)
+    kept = len(st.history) if optim.keep == "last" else st.stopper.best_epoch + 1
+    return FitResult(st.history, kept, st.reason)
 
 
 def validation_stats(

@@ -342,7 +342,7 @@ def train(
     ci = best.val_acc_ci
     interval = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f} on {best.val_n} images)" if ci else ""
     echo(
-        f"best val_acc {best.val_acc:.4f}{interval} at epoch {result.best_epoch} "
+        f"{cfg.optim.keep} val_acc {best.val_acc:.4f}{interval} at epoch {result.best_epoch} "
         f"({result.stop_reason}); saved {run_dir}/"
     )
     echo(recall_line(best.val_recall, split.tasks))
