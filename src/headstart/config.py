@@ -19,6 +19,12 @@ import yaml
 from headstart.backbones.registry import DEFAULT_BACKBONE
 from headstart.errors import ConfigError
 
+# Every choice an option offers is a Literal field type, read by the command line's parser
+# (:func:`choices`) and the modules that act on it, and checked by :func:`check_fields`.
+BnPolicy = Literal["frozen", "train", "eval", "adapt"]  # see finetune.freeze
+AugmentPreset = Literal["photo", "aerial", "texture", "none"]  # see data.augment
+PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]  # see training.precision
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -27,7 +33,7 @@ class DataConfig:
     root: str = ""
     val_fraction: float = 0.2
     color_jitter: float = 0.0
-    augment: str = "photo"  # photo | aerial | texture | none (see data.augment)
+    augment: AugmentPreset = "photo"  # augmentation preset and TTA symmetry
     sampler: Literal["shuffle", "balanced"] = "shuffle"  # balanced: classes equally often
     num_workers: int | None = None  # None: chosen from the core count
     cache: bool = True  # feature, decoded-image and audit caches (see headstart.cache)
@@ -47,7 +53,7 @@ class ModelConfig:
     weights: str | None = None  # None: the strategy's default (pretrained, or none for scratch)
     dropout: float = 0.0
     drop_path: float | None = None  # stochastic depth; None: the architecture's own (timm's 0)
-    layers: str = "last"  # "all": the heads read every stage's pooled output (probe only)
+    layers: Literal["last", "all"] = "last"  # all: the heads read every stage's pooled output
     image_size: int | None = None  # None: the weights' own input size
     crop_pct: float | None = None  # None: the weights' own crop fraction
 
@@ -59,7 +65,7 @@ class StrategyConfig:
     name: str = "probe"
     lr: float | Literal["auto"] | None = None  # "auto": the range test's pick
     head_lr_mult: float | None = None
-    bn: str | None = None
+    bn: BnPolicy | None = None
     unfreeze_from: str | None = None  # partial: first trainable stage
     lr_decay: float | None = None  # finetune/gradual: each earlier stage's LR x this
     stage_lr: dict[str, float] | None = None  # finetune: LR multiplier per stage
@@ -85,7 +91,7 @@ class OptimConfig:
     grad_clip: float | None = 1.0
     patience: int | None = 5  # epochs without val-accuracy improvement; None disables
     task_weights: dict[str, float] | None = None  # loss weight per task (None: 1 each)
-    class_weights: str | None = None  # "balanced": per-task class weights n / (k * n_c)
+    class_weights: Literal["balanced"] | None = None  # per-task class weights n / (k * n_c)
     monitor: str = "mean"  # best epoch by the mean task accuracy, or by one task's
     keep: Literal["best", "last"] = "best"  # weights kept: the best validated epoch's, or the last
     ema: float | None = None  # epochs a moving average of the weights spans (None: off)
@@ -113,7 +119,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
     device: str = "auto"
-    precision: str = "auto"  # fp32 | bf16 | fp16 | auto (see training.precision)
+    precision: PrecisionName = "auto"  # see training.precision
     compile: bool = False  # torch.compile the training forward pass (see training.loop.fit)
     grad_checkpointing: bool = False  # recompute activations in backward (training.memory)
     log: Literal["tensorboard"] | None = None  # also write RUN/tb/ (training.tensorboard)
@@ -176,6 +182,17 @@ def choices(cls: type, name: str) -> list[str]:
     for part in get_args(hint) if get_origin(hint) in (Union, types.UnionType) else ():
         options += get_args(part) if get_origin(part) is Literal else ()
     return [str(o) for o in options]
+
+
+def check_fields(cfg: TrainConfig) -> None:
+    """Refuse a field whose value its type does not take (a config built in Python is not
+    checked by the command line's parser or the YAML reader)."""
+    for f in fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        if f.name in _SECTIONS:
+            _check_types(_SECTIONS[f.name], dataclasses.asdict(value), f"{f.name}.")
+        else:
+            _check_types(TrainConfig, {f.name: value}, "")
 
 
 def _check_types(cls: type, values: dict[str, Any], where: str) -> None:

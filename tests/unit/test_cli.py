@@ -236,9 +236,13 @@ def test_the_suggested_train_command_keeps_what_decides_the_data_and_split() -> 
         (["cv", "DATA", "--folds", "1"], "--folds: '1': expected a whole number of at least 2"),
         (["serve", "RUN", "--port", "70000"], "--port: '70000': expected a whole number from 0 to"),
         (["serve", "RUN", "--max-file-mb", "nan"], "--max-file-mb: 'nan': expected a number"),
+        # choices come from the config's Literal fields: every one the loop knows, no other
+        (["train", "D", "--bn", "on"], "--bn: invalid choice: 'on'"),
+        (["train", "D", "--precision", "fp8"], "--precision: invalid choice: 'fp8'"),
+        (["cv", "D", "--keep", "first"], "--keep: invalid choice: 'first'"),
     ],
 )
-def test_numbers_out_of_range_are_usage_errors_before_anything_loads(
+def test_bad_numbers_and_choices_are_usage_errors_before_anything_loads(
     argv: list[str], message: str, capsys: pytest.CaptureFixture
 ) -> None:
     with pytest.raises(SystemExit) as stop:  # argparse's usage error: nothing read or loaded

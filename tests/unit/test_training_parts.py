@@ -17,6 +17,7 @@ from headstart.config import (
 )
 from headstart.errors import ConfigError
 from headstart.training import EarlyStopping, warmup_cosine
+from headstart.training.setup import resolve_config
 
 
 def test_warmup_then_cosine_to_floor() -> None:
@@ -71,11 +72,28 @@ def test_config_refuses_unknown_keys(tmp_path: Path) -> None:
         ({"seed": "0"}, "seed is '0'; expected a whole number"),
         ({"data": {"sampler": "foo"}}, "data.sampler is 'foo'; expected 'shuffle' or 'balanced'"),
         ({"log": "wandb"}, "log is 'wandb'; expected 'tensorboard' or null"),
+        ({"optim": {"keep": "first"}}, "optim.keep is 'first'; expected 'best' or 'last'"),
+        ({"strategy": {"bn": "on"}}, "expected 'frozen' or 'train' or 'eval' or 'adapt' or null"),
     ],
 )
 def test_config_refuses_values_of_the_wrong_type(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         config_from_dict(values)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("model.layers", "every", "model.layers is 'every'; expected 'last' or 'all'."),
+        ("optim.epochs", 2.5, "optim.epochs is 2.5; expected a whole number."),
+    ],
+)
+def test_a_config_built_in_python_is_checked_before_any_work(
+    key: str, value: object, message: str
+) -> None:
+    cfg = TrainConfig().with_overrides({"data.root": "d", key: value})
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve_config(cfg)
 
 
 def test_config_takes_every_type_its_fields_allow() -> None:

@@ -11,7 +11,14 @@ from collections.abc import Callable, Sequence
 from headstart.allocator import tune_allocator
 from headstart.cli import commands
 from headstart.cli.crash import crash_message, debugging
-from headstart.config import DataConfig, OptimConfig, TrainConfig, choices
+from headstart.config import (
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    StrategyConfig,
+    TrainConfig,
+    choices,
+)
 from headstart.errors import ConfigError, HeadstartError, Interrupted
 from headstart.strategies import STRATEGIES
 
@@ -143,7 +150,10 @@ tasks_arg = names_arg("TASK", "type,defect")
 def add_strategy_options(p: argparse.ArgumentParser) -> None:
     """The strategy options shared by train, compare and inspect."""
     p.add_argument("--head-lr-mult", type=float, help="head LR = lr x this (fine-tunes: 100)")
-    p.add_argument("--bn", help="BatchNorm policy: frozen | eval | train")
+    p.add_argument(
+        "--bn", choices=choices(StrategyConfig, "bn"),
+        help="BatchNorm policy (the strategy's own: probe frozen, scratch train, others eval)",
+    )  # fmt: skip
     p.add_argument("--unfreeze-from", metavar="STAGE", help="partial: first trainable stage")
     p.add_argument("--lr-decay", type=float, help="each earlier stage's LR x this (e.g. 0.5)")
     p.add_argument(
@@ -194,14 +204,14 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         help="centre-crop fraction of the resized image (the weights' own; 1.0 keeps it all)",
     )  # fmt: skip
     p.add_argument(
-        "--layers", choices=["last", "all"],
+        "--layers", choices=choices(ModelConfig, "layers"),
         help="probe features: the last stage's (last) or every stage's, pooled (all)",
     )  # fmt: skip
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--grad-clip", type=float, help="max gradient norm (0 disables)")
-    p.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (--keep best)")
     p.add_argument(
         "--ema", type=float, metavar="EPOCHS",
         help="validate and keep a moving average of the weights spanning about EPOCHS epochs",
@@ -217,7 +227,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, help="held-out fraction when splitting (0.2)")
     p.add_argument("--color-jitter", type=float, help="colour-jitter strength (0 = off)")
     p.add_argument(
-        "--augment", choices=["photo", "aerial", "texture", "none"],
+        "--augment", choices=choices(DataConfig, "augment"),
         help="augmentation preset and TTA symmetry: photo, or orientation-free aerial/texture",
     )  # fmt: skip
     p.add_argument("--workers", type=int, help="DataLoader workers (default from core count)")
@@ -237,7 +247,10 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         metavar="TASK=W,...",
         help="loss weight per task, e.g. type=1,defect=2 (1 each)",
     )
-    p.add_argument("--class-weights", choices=["balanced"], help="per-task class weights")
+    p.add_argument(
+        "--class-weights", choices=choices(OptimConfig, "class_weights"),
+        help="per-task class weights",
+    )  # fmt: skip
     p.add_argument(
         "--sampler", choices=choices(DataConfig, "sampler"),
         help="training order: shuffled (default), or class-balanced draws with replacement",
@@ -270,7 +283,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto | cpu | cuda | mps")
     p.add_argument(
         "--precision",
-        help="auto | fp32 | bf16 | fp16: autocast of forward and backward passes (auto: bf16 "
+        choices=choices(TrainConfig, "precision"),
+        help="autocast of forward and backward passes (auto: bf16 "
         "on GPUs and on CPUs with native bfloat16, fp16 on older GPUs, else fp32)",
     )
     p.add_argument(

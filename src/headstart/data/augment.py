@@ -20,16 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import get_args
 
 import torch
 from PIL import Image
 from torchvision import transforms as T
 
 from headstart.backbones.preprocessing import Preprocessing
+from headstart.config import AugmentPreset
 from headstart.data.transforms import Transform, eval_transform, interpolation_mode
 from headstart.runtime.preprocess import tta_views, views_for
 
-PRESETS: tuple[str, ...] = ("photo", "aerial", "texture", "none")
+PRESETS: tuple[str, ...] = get_args(AugmentPreset)
 SYMMETRIC = ("aerial", "texture")  # presets whose images have no orientation
 TRAIN_SCALE = (0.25, 1.0)  # photo's RandomResizedCrop area range (see train_transform)
 SCALES = {"photo": TRAIN_SCALE, "aerial": (0.35, 1.0), "texture": (0.6, 1.0)}

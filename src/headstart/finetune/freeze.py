@@ -7,12 +7,13 @@ mode updates its running mean/var on every forward pass even when its weights ar
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import get_args
 
 from torch import nn
 
-BNPolicy = Literal["frozen", "train", "eval", "adapt"]
-BN_POLICIES: tuple[str, ...] = ("frozen", "train", "eval", "adapt")
+from headstart.config import BnPolicy
+
+BN_POLICIES: tuple[str, ...] = get_args(BnPolicy)
 
 
 def is_frozen(module: nn.Module) -> bool:
@@ -21,7 +22,7 @@ def is_frozen(module: nn.Module) -> bool:
     return bool(params) and not any(p.requires_grad for p in params)
 
 
-def apply_bn_policy(model: nn.Module, policy: BNPolicy) -> None:
+def apply_bn_policy(model: nn.Module, policy: BnPolicy) -> None:
     """Put BatchNorm layers in eval mode according to ``policy``; call after ``model.train()``.
 
     * ``frozen``: BatchNorm layers whose parameters are frozen run in eval mode (the default);

@@ -19,7 +19,7 @@ from torch import nn
 
 from headstart.backbones.stages import HEAD, group_by_stage
 from headstart.errors import ConfigError
-from headstart.finetune.freeze import BNPolicy
+from headstart.finetune.freeze import BnPolicy
 from headstart.finetune.scaling import head_mult
 from headstart.strategies import STRATEGIES
 
@@ -38,7 +38,7 @@ class Plan:
 
     name: str
     phases: list[Phase] = field(default_factory=list)
-    bn: BNPolicy = "frozen"
+    bn: BnPolicy = "frozen"
 
     def phase_at(self, epoch: int) -> Phase:
         """The phase in force at ``epoch`` (0-based)."""
@@ -53,7 +53,7 @@ class StrategyDefaults:
 
     lr: float | None
     weights: str  # "default" or "none"
-    bn: BNPolicy
+    bn: BnPolicy
     head_lr_mult: float | None = 1.0
 
 
@@ -79,7 +79,7 @@ class StrategyOptions:
 
     name: str
     head_lr_mult: float | None = None
-    bn: BNPolicy | None = None
+    bn: BnPolicy | None = None
     unfreeze_from: str | None = None  # partial: first trainable stage
     lr_decay: float | None = None  # finetune/gradual: each earlier stage x this
     stage_lr: Mapping[str, float] | None = None  # finetune: explicit multipliers per stage

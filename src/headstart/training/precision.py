@@ -29,13 +29,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import get_args
 
 import torch
 
+from headstart.config import PrecisionName
 from headstart.errors import ConfigError
 from headstart.training.depthwise import bf16_backward_is_slow, float32_backward
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -17,13 +17,12 @@ import torch
 from headstart.backbones import Backbone, count_parameters, create_backbone
 from headstart.backbones.stages import DEFAULT_UNFREEZE_FROM
 from headstart.cache import Cache
-from headstart.config import DEFAULT_WEIGHT_DECAY, TrainConfig, check_ranges
-from headstart.data import PRESETS, DataSplit, load_split, load_table_split
+from headstart.config import DEFAULT_WEIGHT_DECAY, TrainConfig, check_fields, check_ranges
+from headstart.data import DataSplit, load_split, load_table_split
 from headstart.data.near_duplicates import NEAR_DUPLICATES
 from headstart.data.split import grayscale_note, white_level
 from headstart.errors import ConfigError
 from headstart.finetune import (
-    BN_POLICIES,
     DEFAULTS,
     STRATEGIES,
     Plan,
@@ -53,12 +52,9 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             f"ConfigError: --strategy {s.name!r} is not known; "
             f"expected one of {', '.join(STRATEGIES)}."
         )
-    if s.bn is not None and s.bn not in BN_POLICIES:
-        raise ConfigError(f"ConfigError: --bn {s.bn!r}; expected one of {', '.join(BN_POLICIES)}.")
+    check_fields(cfg)  # every choice and type, then the numbers' ranges
     check_ranges(cfg)
     resolve_precision(cfg.precision, resolve_device(cfg.device))  # fails before any work
-    if cfg.model.layers not in ("last", "all"):
-        raise ConfigError(f"ConfigError: --layers {cfg.model.layers!r}; expected last or all.")
     if cfg.model.layers == "all" and (s.name != "probe" or not cfg.data.cache):
         raise ConfigError(
             "ConfigError: --layers all is a probe option (a frozen backbone read at every "
@@ -95,10 +91,6 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             "ConfigError: --drop-path regularises a backbone that trains, and a probe's is "
             "frozen (its features read once, every block run); leave it out, or use it with "
             "--strategy partial, finetune, gradual, lp-ft or scratch."
-        )
-    if cfg.data.augment not in PRESETS:
-        raise ConfigError(
-            f"ConfigError: --augment {cfg.data.augment!r}; expected one of {', '.join(PRESETS)}."
         )
     if not cfg.data.root and not cfg.data.labels:
         raise ConfigError(
@@ -211,10 +203,6 @@ def make_objective(cfg: TrainConfig, split: DataSplit) -> Objective:
             t: balanced_class_weights(split.labels(split.train, t), len(c))
             for t, c in split.tasks.items()
         }
-    elif cfg.optim.class_weights is not None:
-        raise ConfigError(
-            f"ConfigError: --class-weights {cfg.optim.class_weights!r}; expected balanced."
-        )
     return Objective(weights, class_weights, cfg.optim.label_smoothing, cfg.optim.monitor)
 
 
