@@ -23,10 +23,14 @@ def _pyplot() -> Any:
 
 
 def plot_training_curves(
-    history: Sequence[dict[str, float]], path: Path, best_epoch: int, title: str = ""
+    history: Sequence[dict[str, float]],
+    path: Path,
+    best_epoch: int,
+    title: str = "",
+    kept: str = "best",
 ) -> Path:
     """Loss (train/val) and accuracy (train/val) per epoch, side by side; the restored
-    ``best_epoch`` (1-based) is marked."""
+    ``best_epoch`` (1-based; the ``kept`` one, best or last) is marked."""
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
@@ -39,7 +43,7 @@ def plot_training_curves(
         ax.legend()
     best = history[best_epoch - 1]
     ax_acc.axvline(best["epoch"], color="grey", ls="--", lw=1)
-    ax_acc.set_title(f"best val acc {best['val_acc']:.3f} at epoch {best['epoch']}")
+    ax_acc.set_title(f"{kept} val acc {best['val_acc']:.3f} at epoch {best['epoch']}")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -331,8 +331,9 @@ def train(
                           choice.folds, result.best.val_acc, title)  # fmt: skip
     elif plots:
         plot_training_curves(
-            [h.to_dict() for h in result.history], run_dir / "curves.png", result.best_epoch, title
-        )
+            [h.to_dict() for h in result.history], run_dir / "curves.png", result.best_epoch,
+            title, cfg.optim.keep,
+        )  # fmt: skip
     best = result.best
     if tb is not None:
         tb.close()  # the multi-layer probe's one epoch
