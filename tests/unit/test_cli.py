@@ -234,6 +234,7 @@ def test_the_suggested_train_command_keeps_what_decides_the_data_and_split() -> 
         ),
         (["evaluate", "RUN", "--batch-size", "-1"], "--batch-size: '-1': expected a whole number"),
         (["cv", "DATA", "--folds", "1"], "--folds: '1': expected a whole number of at least 2"),
+        (["export", "RUN", "--opset", "24"], "--opset: '24': expected a whole number from 7 to 23"),
         (["serve", "RUN", "--port", "70000"], "--port: '70000': expected a whole number from 0 to"),
         (["serve", "RUN", "--max-file-mb", "nan"], "--max-file-mb: 'nan': expected a number"),
         # choices come from the config's Literal fields: every one the loop knows, no other

@@ -499,7 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="ONNX or torch.export file, verified against PyTorch")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--format", default="onnx", choices=["onnx", "torch-export"])
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    # torch's ONNX exporter writes opsets 7 to 23 (torch.onnx._constants in 2.14): above, it
+    # fails after printing its whole graph; below 7, ONNX Runtime cannot run the file
+    p.add_argument("--opset", type=bounded(int, 7, 23), default=17,
+                   help="ONNX opset, 7 to 23 (default 17)")  # fmt: skip
     p.add_argument(
         "--quantize",
         choices=["static", "dynamic"],
