@@ -158,3 +158,22 @@ def test_cv_on_a_labels_csv_trains_every_task(
     assert f"2-fold cross-validation x 1 on --labels {csv} (24 images)" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "cv" / "probe" / "fold1" / "manifest.json").read_text())
     assert set(manifest["tasks"]) == {"colour", "size"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["cv", "--patience", "3"], "leave out --patience and --keep best"),
+        (["cv", "--keep", "best"], "an early stop or a best epoch would be chosen on the images"),
+        (["compare", "--cv", "3", "--keep", "best"], "leave out --patience and --keep best"),
+        (["compare", "--patience", "3"], "compare trains every strategy for all its epochs"),
+    ],
+)
+def test_options_cross_validation_would_ignore_are_refused(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_class_folders(tmp_path / "d", {"red": 4, "blue": 4})
+    out = tmp_path / "out"
+    assert main(["--no-progress", argv[0], str(data), *argv[1:], "--out", str(out)]) == 2
+    assert message in " ".join(capsys.readouterr().err.split())  # the terminal wraps it
+    assert not out.exists()  # refused before anything trains

@@ -192,6 +192,11 @@ def compare(args: argparse.Namespace) -> int:
     strategies = parse_strategies(args.strategies)
     if args.cv is not None:
         return _cross_validate(args, strategies, args.cv, 1, False, "compare-cv")
+    if args.patience is not None:
+        raise ConfigError(
+            "ConfigError: compare trains every strategy for all its epochs (the same budget "
+            "each, no early stop); leave out --patience."
+        )
     cfg = config_from_args(args)
     out = args.out or f"runs/compare-{datetime.now():%Y%m%d-%H%M%S}"
     result = compare_strategies(
@@ -230,6 +235,12 @@ def _cross_validate(
 
     if folds < 2 or repeats < 1:
         raise ConfigError("ConfigError: --folds/--cv must be at least 2, --repeats at least 1.")
+    if args.patience is not None or args.keep == "best":
+        raise ConfigError(
+            "ConfigError: cross-validation trains every fold to its last epoch and keeps it "
+            "(an early stop or a best epoch would be chosen on the images the fold is scored "
+            "on); leave out --patience and --keep best."
+        )
     cfg = config_from_args(args)
     out = args.out or f"runs/{prefix}-{datetime.now():%Y%m%d-%H%M%S}"
     result = cross_validate(
