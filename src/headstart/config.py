@@ -178,10 +178,8 @@ def config_from_dict(d: dict[str, Any], origin: str = "config") -> TrainConfig:
 def choices(cls: type, name: str) -> list[str]:
     """The values a ``Literal`` field of ``cls`` takes (for the command line's ``choices``)."""
     hint = get_type_hints(cls)[name]
-    options = get_args(hint) if get_origin(hint) is Literal else ()
-    for part in get_args(hint) if get_origin(hint) in (Union, types.UnionType) else ():
-        options += get_args(part) if get_origin(part) is Literal else ()
-    return [str(o) for o in options]
+    parts = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+    return [str(o) for part in parts if get_origin(part) is Literal for o in get_args(part)]
 
 
 def check_fields(cfg: TrainConfig) -> None:

@@ -3,7 +3,7 @@
 The registry and preprocessing import without torch (the command line's parser and the
 config read them); the factory's names load torch when first used."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from headstart.backbones.preprocessing import Preprocessing
 from headstart.backbones.registry import (
@@ -13,6 +13,9 @@ from headstart.backbones.registry import (
     list_backbones,
     register,
 )
+
+if TYPE_CHECKING:  # type checkers see the factory's real signatures
+    from headstart.backbones.factory import Backbone, count_parameters, create_backbone
 
 _FACTORY = ("Backbone", "count_parameters", "create_backbone")
 

@@ -1,6 +1,6 @@
 """Fine-tuning: freezing, BatchNorm policy, strategy plans and parameter groups."""
 
-from headstart.finetune.freeze import BN_POLICIES, apply_bn_policy, is_frozen
+from headstart.finetune.freeze import apply_bn_policy, is_frozen
 from headstart.finetune.plans import (
     DEFAULTS,
     STRATEGIES,
@@ -17,7 +17,6 @@ from headstart.finetune.plans import (
 )
 
 __all__ = [
-    "BN_POLICIES",
     "DEFAULTS",
     "STRATEGIES",
     "Phase",

@@ -7,13 +7,9 @@ mode updates its running mean/var on every forward pass even when its weights ar
 
 from __future__ import annotations
 
-from typing import get_args
-
 from torch import nn
 
 from headstart.config import BnPolicy
-
-BN_POLICIES: tuple[str, ...] = get_args(BnPolicy)
 
 
 def is_frozen(module: nn.Module) -> bool:
