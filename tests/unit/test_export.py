@@ -134,6 +134,33 @@ def test_a_quantizer_failure_is_an_export_error_that_keeps_the_float32_model(
     assert not list(trained_run.glob("*int8*")) and not list(trained_run.glob(".model*"))
 
 
+def test_the_speed_verification_prints_is_the_typical_batch_not_a_stall(
+    trained_run: Path,
+) -> None:
+    import time
+
+    from headstart.evaluation.sources import eval_samples
+    from headstart.export.verify import verify
+
+    reference = TorchEngine(trained_run)
+
+    class Stalls:  # the same model; its second batch stalls (a shared machine's hiccup)
+        name, meta, calls = "stalls", reference.meta, 0
+
+        def logits(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+            self.calls += 1
+            time.sleep(0.6 if self.calls == 2 else 0.0)
+            return reference.logits(batch)
+
+    samples, _, _ = eval_samples(reference.run, None)
+    v = verify(reference, Stalls(), samples, batch_size=3, progress=False)
+    assert len(samples) == 12 and v.passed
+    assert v.seconds["stalls"] > 0.6  # the total carries the stall ...
+    assert v.ms_per_image["stalls"] < 100  # ... the typical batch does not (0.6 s / 3 images)
+    assert "(the median batch of 3, this machine)" in v.lines()[-1]
+    assert v.to_dict()["ms_per_image"] == v.ms_per_image
+
+
 def test_accuracy_lost_reads_labels_or_agreement() -> None:
     from headstart.export import Verification, accuracy_lost
 

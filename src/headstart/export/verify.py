@@ -33,6 +33,10 @@ class Verification:
     top1_agree: dict[str, int]
     accuracy: dict[str, tuple[float, float]]  # task -> (pytorch, exported)
     seconds: dict[str, float] = field(default_factory=dict)  # engine -> inference seconds
+    # engine -> its typical milliseconds an image: the median over the batches after the first
+    # (which warms the engine up); a sum would carry every stall a shared machine adds
+    ms_per_image: dict[str, float] = field(default_factory=dict)
+    batch_size: int = 32
     tolerance: float | None = TOLERANCE  # None: report only (a quantized model)
     speedup: float | None = None  # a quantized model: its speed / the float32 export's
 
@@ -57,11 +61,11 @@ class Verification:
             out.append(line)
         if self.speedup is not None:
             out.append(f"  {self.speedup:.2f}x the float32 ONNX model's speed on this machine")
-        if len(self.seconds) == 2:
-            (a, ta), (b, tb) = self.seconds.items()
+        if len(self.ms_per_image) == 2:
+            (a, ta), (b, tb) = self.ms_per_image.items()
             out.append(
-                f"  speed: {a} {1000 * ta / self.images:.1f} ms/image, {b} "
-                f"{1000 * tb / self.images:.1f} ms/image (batches of 32, this machine)"
+                f"  speed: {a} {ta:.1f} ms/image, {b} {tb:.1f} ms/image "
+                f"(the median batch of {self.batch_size}, this machine)"
             )
         return out
 
@@ -74,6 +78,7 @@ class Verification:
             "top1_agree": self.top1_agree,
             "accuracy": {t: {"pytorch": a, "exported": b} for t, (a, b) in self.accuracy.items()},
             "seconds": self.seconds,
+            "ms_per_image": self.ms_per_image,
             "passed": self.passed,
             "speedup": self.speedup,
         }
@@ -99,6 +104,7 @@ def verify(
     ref_out: dict[str, list[np.ndarray]] = {t: [] for t in tasks}
     exp_out: dict[str, list[np.ndarray]] = {t: [] for t in tasks}
     seconds = {reference.name: 0.0, exported.name: 0.0}
+    per_image: dict[str, list[float]] = {reference.name: [], exported.name: []}
     starts = range(0, len(samples), batch_size)
     for start in tqdm(starts, desc="verify", leave=False, disable=not progress or None):
         chunk = samples[start : start + batch_size]
@@ -106,7 +112,10 @@ def verify(
         for engine, out in ((reference, ref_out), (exported, exp_out)):
             t0 = time.perf_counter()
             logits = engine.logits(batch)
-            seconds[engine.name] += time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0
+            seconds[engine.name] += elapsed
+            if len(chunk) == batch_size or not per_image[engine.name]:
+                per_image[engine.name].append(1000 * elapsed / len(chunk))
             for t in tasks:
                 out[t].append(logits[t])
     ref = {t: np.concatenate(v) for t, v in ref_out.items()}
@@ -124,4 +133,7 @@ def verify(
         if not known.any():
             continue  # unlabelled images (--images): agreement only
         accuracy[t] = tuple(float((d[t][known] == y[known]).mean()) for d in (ref_d, exp_d))
-    return Verification(len(samples), diff, agree, accuracy, seconds, tolerance)
+    typical = {name: float(np.median(ms[1:] or ms)) for name, ms in per_image.items() if ms}
+    return Verification(
+        len(samples), diff, agree, accuracy, seconds, typical, batch_size, tolerance
+    )
