@@ -138,32 +138,3 @@ def test_mixing_refuses_what_it_cannot_mix(
     assert main(argv) == 2
     assert says in " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "r").exists()
-
-
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["compare", "--strategies", "finetune,probe"],  # the probe second: still refused first
-        ["compare", "--strategies", "finetune,probe", "--cv", "2"],
-        ["train", "--strategy", "auto"],
-    ],
-)
-def test_a_race_that_may_reach_the_cached_probe_refuses_cutmix_before_training(
-    command: list[str], trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
-    argv = ["--no-progress", command[0], str(trainval_dataset), *command[1:], *FAST[:-1],
-            "--epochs", "1", "--cutmix", "1", "--out", str(tmp_path / "r")]  # fmt: skip
-    assert main(argv) == 2
-    assert "no area" in " ".join(capsys.readouterr().err.split())
-    assert not (tmp_path / "r" / "finetune").exists()
-
-
-def test_auto_refuses_up_front_what_one_of_its_picks_refuses(
-    trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
-    argv = ["--no-progress", "train", str(trainval_dataset), *FAST[:-1], "--strategy", "auto",
-            "--ema", "1", "--out", str(tmp_path / "r")]  # fmt: skip
-    assert main(argv) == 2  # the multi-layer probe has no steps to average
-    err = " ".join(capsys.readouterr().err.split())
-    assert "leave out --ema" in err and "--strategy auto may train name=probe layers=all" in err
-    assert not (tmp_path / "r").exists()

@@ -56,7 +56,7 @@ def train(args: argparse.Namespace) -> int:
         from headstart.recommend.ranking import PICKS
         from headstart.recommend.run import parse_budget
         from headstart.recommend.run import recommend as gather
-        from headstart.training.setup import check_choices
+        from headstart.training.members import check_choices, member_config
 
         check_choices(cfg, PICKS, "--strategy auto")
 
@@ -68,7 +68,9 @@ def train(args: argparse.Namespace) -> int:
             print(line)
         print(f"auto: training with {rec.train_args()}\n")
         extra = {"recommendation": rec.to_dict()}
-        cfg = cfg.with_overrides(rec.overrides())
+        cfg, note = member_config(cfg, rec.overrides())
+        if note:
+            print(note)
     run_training(cfg, overwrite=args.overwrite, progress=not args.no_progress, extra=extra)
     return 0
 

@@ -14,7 +14,7 @@ from headstart.finetune import STRATEGIES
 from headstart.plots import plot_comparison
 from headstart.tables import text_table
 from headstart.training import train
-from headstart.training.setup import check_choices
+from headstart.training.members import check_choices, member_config
 from headstart.training.verdict import below_probe
 
 BACKBONE_TRAINING = ("partial", "finetune", "gradual", "lp-ft")
@@ -130,9 +130,11 @@ def compare_strategies(
     n_val = n_train = 0
     for name in strategies:
         echo(f"\n=== {name} ===")
-        run_cfg = cfg.with_overrides(
-            {"strategy.name": name, "optim.patience": None, "out": str(out / name)}
+        run_cfg, note = member_config(
+            cfg, {"strategy.name": name, "optim.patience": None, "out": str(out / name)}
         )
+        if note:
+            echo(note)
         result = train(run_cfg, overwrite=overwrite, echo=echo, progress=progress, resume=resume)
         hist = result.fit.history
         n_val, n_train = len(result.split.val), len(result.split.train)

@@ -199,7 +199,8 @@ def cross_validate(
     """Train every strategy on every fold (shared folds); write ``cv.json``. ``resume``:
     keep folds that finished, continue the interrupted one (see ``train``)."""
     from headstart.cache import Cache
-    from headstart.training.setup import check_choices, load_data
+    from headstart.training.members import check_choices, member_config
+    from headstart.training.setup import load_data
     from headstart.training.train import train
 
     check_choices(cfg, [{"strategy.name": name} for name in strategies], "cv")
@@ -216,9 +217,12 @@ def cross_validate(
         for k, (tr, va) in enumerate(fold_sets, start=1):
             echo(f"\n=== {name}, fold {k}/{len(fold_sets)} ===")
             split = replace(base, layout="fold", train=tr, val=va, val_fraction=None)  # tasks kept
-            run_cfg = cfg.with_overrides(
-                {"strategy.name": name, "optim.keep": "last", "out": str(out / name / f"fold{k}")}
+            run_cfg, note = member_config(
+                cfg,
+                {"strategy.name": name, "optim.keep": "last", "out": str(out / name / f"fold{k}")},
             )
+            if note and k == 1:
+                echo(note)
             result = train(
                 run_cfg, overwrite=overwrite, echo=echo, progress=progress, split=split,
                 plots=False, resume=resume,

@@ -65,10 +65,11 @@ def recommend(
 ) -> Recommendation:
     """The evidence for ``names`` (default: every backbone with local weights) on ``cfg``'s
     data, ranked (``cfg`` is resolved with the probe strategy)."""
+    from headstart.training.members import member_config
     from headstart.training.setup import build_backbone, prepare_data, resolve_config
 
-    given = cfg
-    cfg = resolve_config(cfg.with_overrides({"strategy.name": "probe"}))
+    given = cfg  # the evidence's probes leave out what only a trained backbone uses
+    cfg = resolve_config(member_config(cfg, {"strategy.name": "probe"})[0])
     usable, skipped = candidates(cfg, names)
     ready = prepare_data(cfg, echo=echo, progress=progress)
     evidence, built = [], {}

@@ -5,12 +5,11 @@ BatchNorm statistics, warm-started head and inputs (:func:`build_model`). ``trai
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -121,18 +120,6 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             "out": out,
         }
     )
-
-
-def check_choices(cfg: TrainConfig, choices: Sequence[dict[str, Any]], what: str) -> None:
-    """Validate ``cfg`` under each of ``choices`` (config overrides) before any trains: the
-    members of ``compare`` and ``cv``, or every pick ``--strategy auto`` can make. An option
-    one of them refuses stops at once, not after the others (or the evidence) have run."""
-    for choice in choices:
-        try:
-            resolve_config(cfg.with_overrides(choice))
-        except ConfigError as e:
-            shown = " ".join(f"{k.rpartition('.')[2]}={v}" for k, v in choice.items())
-            raise ConfigError(f"{e} ({what} may train {shown}.)") from None
 
 
 def strategy_options(cfg: TrainConfig) -> StrategyOptions:
