@@ -129,6 +129,11 @@ class TrainConfig:
         """Plain nested dict (for YAML and the manifest)."""
         return dataclasses.asdict(self)
 
+    def value(self, key: str) -> Any:
+        """The value at a dotted key, e.g. ``"optim.epochs"`` (as ``with_overrides`` takes)."""
+        section, _, name = key.rpartition(".")
+        return getattr(getattr(self, section) if section else self, name)
+
     def with_overrides(self, overrides: dict[str, Any]) -> TrainConfig:
         """A copy with dotted keys replaced, e.g. ``{"optim.epochs": 3}``."""
         cfg = self
@@ -276,8 +281,7 @@ def check_ranges(cfg: TrainConfig) -> None:
     """Refuse a number outside what its option takes (NaN included), naming the option; for
     ``NAME=number`` options, each number."""
     for key, option, test, what in RANGES:
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
+        value = cfg.value(key)
         if value is None or isinstance(value, str):  # unset, or --lr auto
             continue
         named = value.items() if isinstance(value, dict) else [("", value)]  # NAME=number,...

@@ -214,15 +214,13 @@ def cross_validate(
     for name in strategies:
         row = StrategyCV(name)
         held_out = OutOfFold(Path(base.root).resolve())
+        member, note = member_config(cfg, {"strategy.name": name, "optim.keep": "last"})
         for k, (tr, va) in enumerate(fold_sets, start=1):
             echo(f"\n=== {name}, fold {k}/{len(fold_sets)} ===")
-            split = replace(base, layout="fold", train=tr, val=va, val_fraction=None)  # tasks kept
-            run_cfg, note = member_config(
-                cfg,
-                {"strategy.name": name, "optim.keep": "last", "out": str(out / name / f"fold{k}")},
-            )
             if note and k == 1:
                 echo(note)
+            split = replace(base, layout="fold", train=tr, val=va, val_fraction=None)  # tasks kept
+            run_cfg = member.with_overrides({"out": str(out / name / f"fold{k}")})
             result = train(
                 run_cfg, overwrite=overwrite, echo=echo, progress=progress, split=split,
                 plots=False, resume=resume,

@@ -135,5 +135,6 @@ def verify(
         accuracy[t] = tuple(float((d[t][known] == y[known]).mean()) for d in (ref_d, exp_d))
     typical = {name: float(np.median(ms[1:] or ms)) for name, ms in per_image.items() if ms}
     return Verification(
-        len(samples), diff, agree, accuracy, seconds, typical, batch_size, tolerance
-    )
+        len(samples), diff, agree, accuracy, seconds=seconds, ms_per_image=typical,
+        batch_size=batch_size, tolerance=tolerance,
+    )  # fmt: skip

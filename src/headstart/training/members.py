@@ -14,18 +14,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from headstart.config import TrainConfig
+from headstart.config import RANGES, TrainConfig
 from headstart.errors import ConfigError
 
-# (dotted key, its option, the value that turns it off)
-_OPTIONS = {
-    "model.drop_path": ("--drop-path", None),
-    "optim.cutmix": ("--cutmix", 0.0),
-    "optim.mixup": ("--mixup", 0.0),
-    "optim.ema": ("--ema", None),
-    "optim.weight_decay": ("--weight-decay", None),
-    "strategy.lr": ("--lr auto", None),
+# the options a member may leave out, and the value that turns each off (the option's name
+# comes from the config's one table of options, RANGES)
+_OFF = {
+    "model.drop_path": None,
+    "optim.cutmix": 0.0,
+    "optim.mixup": 0.0,
+    "optim.ema": None,
+    "optim.weight_decay": None,
+    "strategy.lr": None,  # --lr auto
 }
+_OPTION = {key: option for key, option, _, _ in RANGES if key in _OFF}
 
 
 def unused(cfg: TrainConfig) -> list[str]:
@@ -39,7 +41,7 @@ def unused(cfg: TrainConfig) -> list[str]:
     keys += ["optim.cutmix"] if o.cutmix else []
     if m.layers == "all":
         keys += ["optim.mixup"] if o.mixup else []
-        keys += [k for k in ("optim.ema", "optim.weight_decay") if _get(cfg, k) is not None]
+        keys += [k for k in ("optim.ema", "optim.weight_decay") if cfg.value(k) is not None]
         keys += ["strategy.lr"] if s.lr == "auto" else []
     return keys
 
@@ -55,7 +57,7 @@ def member_config(cfg: TrainConfig, choice: dict[str, Any]) -> tuple[TrainConfig
     what = "a multi-layer probe" if member.model.layers == "all" else "a probe"
     them = "them" if len(keys) > 1 else "it"
     note = f"note: {what} has nothing to apply {shown} to; this member trains without {them}."
-    return member.with_overrides({k: _OPTIONS[k][1] for k in keys}), note
+    return member.with_overrides({k: _OFF[k] for k in keys}), note
 
 
 def check_choices(cfg: TrainConfig, choices: Sequence[dict[str, Any]], what: str) -> None:
@@ -72,11 +74,6 @@ def check_choices(cfg: TrainConfig, choices: Sequence[dict[str, Any]], what: str
             raise ConfigError(f"{e} ({what} may train {shown}.)") from None
 
 
-def _get(cfg: TrainConfig, key: str) -> Any:
-    section, name = key.split(".")
-    return getattr(getattr(cfg, section), name)
-
-
 def _shown(cfg: TrainConfig, key: str) -> str:
-    option = _OPTIONS[key][0]
-    return option if key == "strategy.lr" else f"{option} {_get(cfg, key):g}"
+    value = cfg.value(key)
+    return f"{_OPTION[key]} {value if isinstance(value, str) else f'{value:g}'}"
