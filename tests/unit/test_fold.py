@@ -69,6 +69,22 @@ def test_a_folded_network_computes_the_same_and_is_restored_exactly() -> None:
         assert torch.equal(net(x), expected)  # every BatchNorm computes again
 
 
+def test_a_network_folded_already_is_not_folded_again() -> None:
+    # two engines over one loaded run (evaluate's validation pass, then its evaluation) share
+    # the backbone: the second finds the work done, and undoing it restores the first fold
+    net = _randomise_bn(create_backbone(TINY, "none").module)
+    x = torch.randn(2, 3, 96, 96).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected = net(x)
+    first = fold_batchnorm(net)
+    folded = _state(net)
+    second = fold_batchnorm(net)
+    assert first.count > 5 and second.count == 0
+    assert all(torch.equal(v, folded[k]) for k, v in net.state_dict().items())
+    with torch.inference_mode():
+        torch.testing.assert_close(net(x), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_timms_batchnorm_keeps_its_activation_when_folded() -> None:
     net = _randomise_bn(nn.Sequential(nn.Conv2d(3, 8, 3), BatchNormAct2d(8, act_layer=nn.ReLU)))
     x = torch.randn(2, 3, 16, 16)

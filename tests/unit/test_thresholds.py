@@ -199,6 +199,8 @@ def test_calibrate_with_thresholds_takes_one_pass_and_fits_what_two_commands_fit
     import shutil
 
     import headstart.evaluation.evaluate as evaluate
+    import headstart.training as training
+    import headstart.training.checkpoint as checkpoint
 
     apart = shutil.copytree(shy_run, tmp_path / "apart")
     argv = ["--no-progress", "evaluate", "--no-analysis"]
@@ -208,9 +210,14 @@ def test_calibrate_with_thresholds_takes_one_pass_and_fits_what_two_commands_fit
     real = evaluate._scores
     monkeypatch.setattr(evaluate, "_scores",
                         lambda *a, **k: passes.append(True) or real(*a, **k))  # fmt: skip
+    loads: list[bool] = []
+    real_load = checkpoint.load_run
+    for module in (checkpoint, training):  # where the CLI and as_loaded each find it
+        monkeypatch.setattr(module, "load_run",
+                            lambda *a, **k: loads.append(True) or real_load(*a, **k))  # fmt: skip
     assert main([*argv, str(shy_run), "--calibrate", "--thresholds", "f1"]) == 0
-    # the thresholds and the evaluation reuse the calibration's logits
-    assert len(passes) == 1
+    # the thresholds and the evaluation reuse the calibration's logits, and its loaded run
+    assert len(passes) == 1 and len(loads) == 1
     one, two = manifest(shy_run), manifest(apart)
     assert one["temperature"]["class"] == pytest.approx(two["temperature"]["class"], rel=1e-6)
     assert one["thresholds"]["class"] == pytest.approx(two["thresholds"]["class"], rel=1e-4)

@@ -309,19 +309,20 @@ def evaluate(args: argparse.Namespace) -> int:
     """``headstart evaluate`` (``--calibrate``: fit and store a temperature first;
     ``--thresholds``: then pick and store the two-class tasks' decision thresholds)."""
     from headstart.evaluation import evaluate_run
+    from headstart.training import load_run
 
+    run = load_run(args.run)  # one load, kept up to date as --calibrate and --thresholds store
     logits = None  # one validation pass serves --calibrate, --thresholds and the evaluation
     if args.calibrate or args.thresholds == "f1":
         from headstart.evaluation.evaluate import raw_validation_logits
-        from headstart.training import load_run
 
-        logits = raw_validation_logits(load_run(args.run), args.device,
+        logits = raw_validation_logits(run, args.device,
                                        batch_size=args.batch_size,
                                        progress=not args.no_progress)  # fmt: skip
     if args.calibrate:
         from headstart.evaluation.temperature import calibrate_run
 
-        fits = calibrate_run(args.run, batch_size=args.batch_size, device=args.device,
+        fits = calibrate_run(run, batch_size=args.batch_size, device=args.device,
                              progress=not args.no_progress, scores=logits)  # fmt: skip
         for fit in fits:
             print(fit.line())
@@ -337,7 +338,7 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.thresholds:
         from headstart.evaluation.thresholds import threshold_run
 
-        fits = threshold_run(args.run, args.thresholds, batch_size=args.batch_size,
+        fits = threshold_run(run, args.thresholds, batch_size=args.batch_size,
                              device=args.device, progress=not args.no_progress,
                              logits=logits)  # fmt: skip
         for fit in fits:
@@ -351,7 +352,7 @@ def evaluate(args: argparse.Namespace) -> int:
             "most probable class.\n"
         )
     ev = evaluate_run(
-        args.run,
+        run,
         args.data,
         images_root=args.images_root,
         tta=args.tta,

@@ -42,7 +42,8 @@ from headstart.plots import plot_confusion_matrix, plot_image_grid, plot_reliabi
 from headstart.runtime.predictions import decide
 from headstart.runtime.predictor import Predictor
 from headstart.stats import wilson_interval
-from headstart.training import LoadedRun, load_run
+from headstart.training import LoadedRun
+from headstart.training.checkpoint import as_loaded
 from headstart.training.device import resolve_device
 from headstart.training.objective import Objective
 
@@ -250,11 +251,14 @@ def raw_validation_logits(
     run: LoadedRun, device: str = "auto", *, batch_size: int = 32, progress: bool = True
 ) -> ValidationLogits:
     """Per task, the logits of the run's validation images before any fitted temperature
-    divides them (``run``'s model is left without one), and their targets: what
-    ``--calibrate`` fits on and, divided by the temperature, ``--thresholds`` (one pass for
-    both)."""
-    run.model.temperature = {}  # whatever an earlier fit said
-    return validation_scores(run, device, raw=True, batch_size=batch_size, progress=progress)
+    divides them, and their targets: what ``--calibrate`` fits on and, divided by the
+    temperature, ``--thresholds`` (one pass for both). ``run`` keeps its temperature."""
+    kept, run.model.temperature = run.model.temperature, {}  # whatever an earlier fit said
+    try:
+        return validation_scores(run, device, raw=True, batch_size=batch_size,
+                                 progress=progress)  # fmt: skip
+    finally:
+        run.model.temperature = kept
 
 
 def divided(
@@ -282,7 +286,7 @@ def display_path(path: Path, root: Path | None) -> str:
 
 
 def evaluate_run(
-    run_dir: str | Path,
+    run: str | Path | LoadedRun,
     data_dir: str | Path | None = None,
     *,
     images_root: str | Path | None = None,
@@ -307,7 +311,7 @@ def evaluate_run(
     pass, divided by the run's temperature, instead of reading the images again.
     """
     dev = resolve_device(device)
-    run = load_run(run_dir)
+    run = as_loaded(run)
     predictor = run_predictor(run, dev)
     samples, skipped, source = eval_samples(run, data_dir, images_root, progress)
     read = cached_reader(run.preprocessing)

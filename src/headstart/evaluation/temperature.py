@@ -11,7 +11,6 @@ half, so the figure is not flattered by fitting and scoring on the same images.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,9 +23,7 @@ from headstart.data import MISSING
 from headstart.evaluation.calibration import calibration
 from headstart.evaluation.thresholds import moved_by_temperature
 from headstart.manifest import rounded
-from headstart.training import load_run
-from headstart.training.checkpoint import MANIFEST
-from headstart.training.files import write_atomic
+from headstart.training.checkpoint import LoadedRun, as_loaded
 
 if TYPE_CHECKING:  # the type only: evaluate is imported where it runs
     from headstart.evaluation.evaluate import ValidationLogits
@@ -94,7 +91,7 @@ class TemperatureFit:
 
 
 def calibrate_run(
-    run_dir: str | Path,
+    run: str | Path | LoadedRun,
     *,
     batch_size: int = 32,
     device: str = "auto",
@@ -104,10 +101,11 @@ def calibrate_run(
     """Fit a temperature per task on the run's validation split and store them in its
     manifest (``temperature``, ``temperature_fit``); returns the fits. ``scores``: the
     validation logits and targets of :func:`~headstart.evaluation.evaluate.raw_validation_logits`,
-    when the caller has them already."""
+    when the caller has them already. A loaded run is brought up to date with the stored
+    manifest."""
     from headstart.evaluation.evaluate import raw_validation_logits
 
-    run = load_run(run_dir)
+    run = as_loaded(run)
     logits, targets = scores or raw_validation_logits(
         run, device, batch_size=batch_size, progress=progress
     )
@@ -135,5 +133,5 @@ def calibrate_run(
         )  # fmt: skip
     manifest["temperature"] = {f.task: f.temperature for f in fits}
     manifest["temperature_fit"] = {f.task: rounded(asdict(f)) for f in fits}
-    write_atomic(Path(run_dir) / MANIFEST, json.dumps(manifest, indent=2).encode())
+    run.write_manifest(manifest)
     return fits

@@ -24,7 +24,6 @@ temperature divides).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,9 +34,7 @@ from headstart.data import MISSING
 from headstart.errors import ConfigError
 from headstart.manifest import rounded
 from headstart.runtime.predictions import decide
-from headstart.training import load_run
-from headstart.training.checkpoint import MANIFEST
-from headstart.training.files import write_atomic
+from headstart.training.checkpoint import LoadedRun, as_loaded
 
 if TYPE_CHECKING:  # the type only: evaluate is imported where it runs
     from headstart.evaluation.evaluate import ValidationLogits
@@ -133,7 +130,7 @@ class ThresholdFit:
 
 
 def threshold_run(
-    run_dir: str | Path,
+    run: str | Path | LoadedRun,
     criterion: str = "f1",
     *,
     batch_size: int = 32,
@@ -145,21 +142,23 @@ def threshold_run(
     ``f1``) and store those that beat the argmax in its manifest (``thresholds``; every fit
     in ``threshold_fit``), or remove them (``none``); returns the fits. ``logits``: the
     validation logits and targets of :func:`~headstart.evaluation.evaluate.raw_validation_logits`,
-    when the caller has them already (divided here by the run's temperature)."""
+    when the caller has them already (divided here by the run's temperature). A loaded run
+    is brought up to date with the stored manifest."""
     from headstart.evaluation.evaluate import divided, validation_scores
 
     if criterion not in CRITERIA:
         raise ConfigError(
             f"ConfigError: --thresholds {criterion!r}; choose one of {', '.join(CRITERIA)}."
         )
-    run = load_run(run_dir)
+    run = as_loaded(run)
     manifest = {k: v for k, v in run.manifest.items() if k not in ("thresholds", "threshold_fit")}
     binary = [task for task, classes in run.tasks.items() if len(classes) == 2]
     if criterion == "f1" and not binary:
         shapes = ", ".join(f"{t} ({len(c)} classes)" for t, c in run.tasks.items())
         raise ConfigError(
             f"ConfigError: --thresholds sets the decision threshold of two-class tasks (yes/no "
-            f"labels); {run_dir} has none: {shapes}. Its decisions stay the most probable class."
+            f"labels); {run.run_dir} has none: {shapes}. Its decisions stay the most probable "
+            "class."
         )
     fits = []
     if criterion == "f1":
@@ -185,7 +184,7 @@ def threshold_run(
         if any(f.kept for f in fits):
             manifest["thresholds"] = {f.task: f.threshold for f in fits if f.kept}
         manifest["threshold_fit"] = {f.task: rounded(asdict(f)) for f in fits}
-    write_atomic(Path(run_dir) / MANIFEST, json.dumps(manifest, indent=2).encode())
+    run.write_manifest(manifest)
     return fits
 
 

@@ -34,12 +34,12 @@ class TorchEngine:
     def __init__(
         self, run: str | Path | LoadedRun, device: str = "cpu", *, fold: bool = True
     ) -> None:
-        from headstart.training import load_run
+        from headstart.training.checkpoint import as_loaded
         from headstart.training.device import resolve_device, to_device
         from headstart.training.fold import fold_batchnorm
         from headstart.training.precision import serving
 
-        self.run = run if isinstance(run, LoadedRun) else load_run(run)
+        self.run = as_loaded(run)
         self.device = resolve_device(device)
         self.precision = serving(self.device)  # float32 exactly, on a GPU too
         self.module = to_device(Exportable(self.run.model), self.device).eval()

@@ -84,6 +84,13 @@ class LoadedRun:
         """Class names per task."""
         return self.manifest["tasks"]
 
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Store ``manifest`` as the run's ``manifest.json`` (atomically) and bring this run up
+        to date with it, its temperature included: one load serves evaluate's every step."""
+        write_atomic(self.run_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
+        self.manifest = manifest
+        self.model.temperature = temperatures(manifest)
+
 
 def read_json(path: Path) -> dict[str, Any]:
     """A run file's JSON object; CheckpointError naming the file when it is not one."""
@@ -166,9 +173,19 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
             "run folder from a backup."
         ) from None
     check_finite(model, weights)
-    model.temperature = {t: float(v) for t, v in (manifest.get("temperature") or {}).items()}
+    model.temperature = temperatures(manifest)
     model.eval()
     return LoadedRun(run_dir, model, manifest)
+
+
+def as_loaded(run: str | Path | LoadedRun) -> LoadedRun:
+    """``run`` itself when it is loaded already, else :func:`load_run` of its folder."""
+    return run if isinstance(run, LoadedRun) else load_run(run)
+
+
+def temperatures(manifest: dict[str, Any]) -> dict[str, float]:
+    """The manifest's temperature per task (``evaluate --calibrate``); none: empty."""
+    return {t: float(v) for t, v in (manifest.get("temperature") or {}).items()}
 
 
 def check_finite(model: torch.nn.Module, origin: Path) -> None:
