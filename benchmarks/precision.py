@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from headstart import tune_allocator
 from headstart.config import TrainConfig
 from headstart.training import train
 from headstart.training.device import resolve_device
@@ -41,6 +42,8 @@ def main() -> None:
     ap.add_argument("--tasks")
     ap.add_argument("--epochs", type=int, default=10)
     args = ap.parse_args()
+    # as every command does; HEADSTART_MALLOC=system measures the untuned allocator
+    print(f"allocator tuned: {tune_allocator()}")
     tmp = Path(tempfile.mkdtemp(prefix="precision-"))
     data = (
         {"data.labels": str(args.labels), "data.tasks": args.tasks.split(",")}

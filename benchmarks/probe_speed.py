@@ -36,6 +36,7 @@ from torchvision import transforms as T
 sys.path.insert(0, str(Path(__file__).parent))
 from memory import children_peak_mb, peak_mb, reset_peak
 
+from headstart import tune_allocator
 from headstart.backbones import create_backbone
 from headstart.config import TrainConfig
 from headstart.data import ImageDataset, eval_transform, load_split
@@ -134,6 +135,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--epochs", type=int, default=10)
     args = ap.parse_args()
+    # as every command does; HEADSTART_MALLOC=system measures the untuned allocator
+    print(f"allocator tuned: {tune_allocator()}")
     data = args.data.resolve()
     work = Path(tempfile.mkdtemp(prefix="probe-speed-"))
     os.environ["HEADSTART_CACHE"] = str(work / "cache")  # cold: nothing cached yet

@@ -33,6 +33,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from memory import children_peak_mb, peak_mb, reset_peak
 
+from headstart import tune_allocator
 from headstart.backbones import create_backbone
 from headstart.cache import Cache
 from headstart.config import TrainConfig
@@ -54,6 +55,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--rounds", type=int, default=2, help="pipeline/raw epoch pairs")
     args = ap.parse_args()
+    # as every command does; HEADSTART_MALLOC=system measures the untuned allocator
+    print(f"allocator tuned: {tune_allocator()}")
     over = {"data.root": str(args.data.resolve()), "strategy.name": "finetune"}
     cfg = resolve_config(TrainConfig().with_overrides(over))
     device = resolve_device()  # the GPU where there is one
