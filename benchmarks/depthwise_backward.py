@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from headstart import tune_allocator
 from headstart.config import TrainConfig
 from headstart.training import precision as prec
 from headstart.training import train
@@ -34,6 +35,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
+    # as every command does; HEADSTART_MALLOC=system measures the untuned allocator
+    print(f"allocator tuned: {tune_allocator()}")
     tmp = Path(tempfile.mkdtemp(prefix="depthwise-"))
     as_built = prec.Precision.training
 
