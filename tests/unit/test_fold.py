@@ -158,3 +158,43 @@ def test_a_probe_reads_folded_features_and_saves_the_backbone_unfolded(
     fresh = create_backbone(TINY, "none").module.state_dict()
     assert saved.keys() == fresh.keys()  # no bias the folding added
     assert all(torch.equal(saved[k], fresh[k]) for k in fresh)
+
+
+def test_a_network_that_reads_feature_maps_folds_on_an_example_of_its_input() -> None:
+    tail = _randomise_bn(nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.BatchNorm2d(8),
+                                       nn.AdaptiveAvgPool2d(1), nn.Flatten()))  # fmt: skip
+    maps = torch.randn(4, 16, 7, 7)
+    assert fold_batchnorm(tail).count == 0  # a small image batch does not fit it
+    with torch.inference_mode():
+        expected = tail(maps)
+    with folded_batchnorm(tail, maps[:2]) as count:
+        assert count == 1 and "forward" in vars(tail[1])
+        with torch.inference_mode():
+            torch.testing.assert_close(tail(maps), expected, rtol=1e-4, atol=1e-5)
+    assert "forward" not in vars(tail[1])
+
+
+def test_a_partial_runs_validation_folds_its_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import headstart.training.loop as loop
+    from headstart.config import TrainConfig
+    from headstart.training import train
+    from tests.conftest import make_trainval
+
+    folded: list[int] = []
+    real = loop.folded_batchnorm
+
+    @contextmanager
+    def spy(module: nn.Module, example: torch.Tensor | None = None) -> Iterator[int]:
+        with real(module, example) as count:
+            folded.append(count)
+            yield count
+
+    monkeypatch.setattr(loop, "folded_batchnorm", spy)
+    overrides = {"data.root": str(make_trainval(tmp_path / "data")), "out": str(tmp_path / "run"),
+                 "model.backbone": TINY, "data.num_workers": 0, "strategy.name": "partial",
+                 "optim.epochs": 1, "data.cache_dir": str(tmp_path / "cache")}  # fmt: skip
+    result = train(TrainConfig().with_overrides(overrides), echo=lambda s: None, progress=False)
+    assert result.fit.history  # it trained, on the frozen prefix's cached maps
+    assert folded and all(n > 0 for n in folded)  # each validation pass folded the tail

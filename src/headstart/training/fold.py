@@ -61,10 +61,11 @@ class Folding:
         self.saved.clear()
 
 
-def fold_batchnorm(module: nn.Module) -> Folding:
+def fold_batchnorm(module: nn.Module, example: torch.Tensor | None = None) -> Folding:
     """Fold every eval-mode BatchNorm of ``module`` that reads only a convolution's output
     into that convolution, in place; nothing when the folded network would compute anything
-    else, or when ``module`` cannot run on a small image (a ViT of fixed input size).
+    else, or when ``module`` cannot run on its probe input: a small image batch, or
+    ``example`` (a few rows of its real input: a partial run's tail reads feature maps).
 
     >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4)).eval()
     >>> folding = fold_batchnorm(net)
@@ -76,7 +77,7 @@ def fold_batchnorm(module: nn.Module) -> Folding:
     folding = Folding()
     if not any(type(m) in FOLDABLE and _frozen(m) for m in module.modules()):
         return folding
-    x = _probe_input(module)
+    x = _probe_input(module) if example is None else example
     if x is None:
         return folding
     try:
@@ -105,10 +106,10 @@ def fold_batchnorm(module: nn.Module) -> Folding:
 
 
 @contextmanager
-def folded_batchnorm(module: nn.Module) -> Iterator[int]:
+def folded_batchnorm(module: nn.Module, example: torch.Tensor | None = None) -> Iterator[int]:
     """:func:`fold_batchnorm` for the length of a ``with`` block, undone on the way out
     (an exception included); yields how many BatchNorm layers were folded."""
-    folding = fold_batchnorm(module)
+    folding = fold_batchnorm(module, example)
     try:
         yield folding.count
     finally:

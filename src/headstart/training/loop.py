@@ -7,6 +7,7 @@ restored at the end.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -76,10 +77,15 @@ def collect_logits(
     logits: dict[str, list[torch.Tensor]] = {}
     targets: dict[str, list[torch.Tensor]] = {}
     bar = tqdm(loader, desc="eval", leave=False, disable=not progress or None)
-    with folded_batchnorm(model):  # as evaluate, predict and serve run it
+    with contextlib.ExitStack() as stack:
+        folded = False
         for images, target in bar:
+            x = images_to(images, device)
+            if not folded:  # as evaluate, predict and serve run it, checked on the real input
+                stack.enter_context(folded_batchnorm(model, x[:2]))  # (a tail reads maps)
+                folded = True
             with precision.autocast():
-                out = model(images_to(images, device))
+                out = model(x)
             for task, t in _as_targets(target).items():
                 logits.setdefault(task, []).append(out[task].float().cpu())
                 targets.setdefault(task, []).append(t)
