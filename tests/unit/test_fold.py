@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from timm.layers import BatchNormAct2d
 from torch import nn
 
 from headstart.backbones import create_backbone
+from headstart.training import TrainResult
 from headstart.training.fold import fold_batchnorm, folded_batchnorm
 from tests.conftest import TINY
 
@@ -45,6 +47,35 @@ class _ReadTwice(nn.Module):
 
 def _state(net: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def _fold_counts(monkeypatch: pytest.MonkeyPatch, caller: ModuleType) -> list[int]:
+    """How many BatchNorm layers each ``folded_batchnorm`` block that ``caller`` (a module
+    of headstart) enters has folded, in order."""
+    folded: list[int] = []
+    real = caller.folded_batchnorm
+
+    @contextmanager
+    def spy(module: nn.Module, example: torch.Tensor | None = None) -> Iterator[int]:
+        with real(module, example) as count:
+            folded.append(count)
+            yield count
+
+    monkeypatch.setattr(caller, "folded_batchnorm", spy)
+    return folded
+
+
+def _train_tiny(tmp_path: Path, overrides: dict | None = None) -> TrainResult:
+    """`train` on generated images with the tiny backbone, its run in ``tmp_path / "run"``."""
+    from headstart.config import TrainConfig
+    from headstart.training import train
+    from tests.conftest import make_trainval
+
+    base = {"data.root": str(make_trainval(tmp_path / "data")), "out": str(tmp_path / "run"),
+            "model.backbone": TINY, "data.num_workers": 0,
+            "data.cache_dir": str(tmp_path / "cache")}  # fmt: skip
+    cfg = TrainConfig().with_overrides({**base, **(overrides or {})})
+    return train(cfg, echo=lambda s: None, progress=False)
 
 
 def test_a_folded_network_computes_the_same_and_is_restored_exactly() -> None:
@@ -134,24 +165,10 @@ def test_a_probe_reads_folded_features_and_saves_the_backbone_unfolded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import headstart.training.inputs as inputs
-    from headstart.config import TrainConfig
-    from headstart.training import load_run, train
-    from tests.conftest import make_trainval
+    from headstart.training import load_run
 
-    folded: list[int] = []
-    real = inputs.folded_batchnorm
-
-    @contextmanager
-    def spy(module: nn.Module) -> Iterator[int]:
-        with real(module) as count:
-            folded.append(count)
-            yield count
-
-    monkeypatch.setattr(inputs, "folded_batchnorm", spy)
-    overrides = {"data.root": str(make_trainval(tmp_path / "data")), "out": str(tmp_path / "run"),
-                 "model.backbone": TINY, "data.num_workers": 0,
-                 "data.cache_dir": str(tmp_path / "cache")}  # fmt: skip
-    train(TrainConfig().with_overrides(overrides), echo=lambda s: None, progress=False)
+    folded = _fold_counts(monkeypatch, inputs)
+    _train_tiny(tmp_path)
     assert folded and folded[0] > 5  # the feature pass ran with its BatchNorm folded
     saved = load_run(tmp_path / "run").model.backbone.state_dict()
     torch.manual_seed(0)  # what train() does before creating the backbone
@@ -178,23 +195,8 @@ def test_a_partial_runs_validation_folds_its_tail(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import headstart.training.loop as loop
-    from headstart.config import TrainConfig
-    from headstart.training import train
-    from tests.conftest import make_trainval
 
-    folded: list[int] = []
-    real = loop.folded_batchnorm
-
-    @contextmanager
-    def spy(module: nn.Module, example: torch.Tensor | None = None) -> Iterator[int]:
-        with real(module, example) as count:
-            folded.append(count)
-            yield count
-
-    monkeypatch.setattr(loop, "folded_batchnorm", spy)
-    overrides = {"data.root": str(make_trainval(tmp_path / "data")), "out": str(tmp_path / "run"),
-                 "model.backbone": TINY, "data.num_workers": 0, "strategy.name": "partial",
-                 "optim.epochs": 1, "data.cache_dir": str(tmp_path / "cache")}  # fmt: skip
-    result = train(TrainConfig().with_overrides(overrides), echo=lambda s: None, progress=False)
+    folded = _fold_counts(monkeypatch, loop)
+    result = _train_tiny(tmp_path, {"strategy.name": "partial", "optim.epochs": 1})
     assert result.fit.history  # it trained, on the frozen prefix's cached maps
     assert folded and all(n > 0 for n in folded)  # each validation pass folded the tail
