@@ -171,3 +171,24 @@ def test_evaluate_refits_a_probe_on_the_features_it_trained_on(
     )
     for a, b in zip(cached, recomputed):
         assert a["probability"] == pytest.approx(b["probability"], abs=1e-3)
+
+
+def test_the_penalty_path_is_drawn_at_the_penalties_tried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matplotlib.pyplot as plt
+
+    from headstart.plots import plot_penalty_path
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to read it back
+    penalties = (1.0, 0.1, 0.01, 0.001)
+    scores = {(k, l2): 0.8 + 0.01 * k * i for i, l2 in enumerate(penalties) for k in (1, 3)}
+    losses = {key: 1 - a for key, a in scores.items()}
+    path = plot_penalty_path(scores, losses, (3, 0.01), tmp_path / "c.png", 3, 0.9)
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    for ax in figures[0].axes:  # both panels: one tick, labelled, per penalty tried
+        assert sorted(ax.get_xticks()) == sorted(penalties)
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["0.001", "0.01", "0.1", "1"]
+        assert len(ax.xaxis.get_minorticklocs()) == 0
+    plt.close(figures[0])
