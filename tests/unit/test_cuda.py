@@ -53,14 +53,18 @@ def test_a_gpu_fine_tune_trains_in_its_precision_and_serves_float32(
     assert manifest["metrics"]["val_loss"] == pytest.approx(served, rel=1e-4, abs=1e-5)
 
 
+@pytest.mark.parametrize("layers", ["last", "all"])
 def test_a_probe_trains_on_the_gpu_and_scores_alike_there_and_on_the_cpu(
-    trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    layers: str, trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "probe"
-    argv = ["--no-progress", "train", str(trainval_dataset), *FAST[:-1], "--device", "cuda"]
+    argv = ["--no-progress", "train", str(trainval_dataset), *FAST[:-1], "--device", "cuda",
+            "--layers", layers]  # fmt: skip
     train_cli(argv, out, capsys)
     scores = {}
-    for device in ("cuda", "cpu"):  # with the analysis: the probe's heads refitted on folds
+    # with the analysis: the probe's heads refitted on folds, on its cached features (a
+    # multi-layer probe's standardised by the model's taps, which sit on the GPU)
+    for device in ("cuda", "cpu"):
         assert main(["--no-progress", "evaluate", str(out), "--device", device]) == 0
         scores[device] = json.loads((out / "evaluation.json").read_text())
     capsys.readouterr()

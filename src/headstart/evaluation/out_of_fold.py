@@ -46,7 +46,8 @@ def heads_input(model: nn.Module) -> Iterator[Callable[[], torch.Tensor]]:
 def cached_head_inputs(run: LoadedRun, samples: Sequence[Sample]) -> torch.Tensor | None:
     """The heads' input for ``samples`` from the feature cache the probe trained on (the
     clean view, standardised as the model does for a multi-layer probe); None when the run
-    did not record them or any entry is gone (the caller then runs the model)."""
+    did not record them or any entry is gone (the caller then runs the model). On the CPU,
+    wherever the model is."""
     from headstart.cache import Cache
     from headstart.errors import ConfigError
 
@@ -69,8 +70,11 @@ def cached_head_inputs(run: LoadedRun, samples: Sequence[Sample]) -> torch.Tenso
             return None
         rows.append(torch.from_numpy(np.asarray(row, dtype=np.float32)))
     x = torch.stack(rows) if rows else torch.zeros(0)
+    if run.model.layers != "all":
+        return x
+    taps = run.model.taps  # on the device the run's predictor moved the model to (a GPU's)
     with torch.no_grad():
-        return run.model.taps.normalize(x) if run.model.layers == "all" else x
+        return taps.normalize(x.to(taps.mean.device)).cpu()  # on the CPU, as heads_input's
 
 
 def out_of_fold_probabilities(
