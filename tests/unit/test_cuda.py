@@ -53,6 +53,16 @@ def test_a_gpu_fine_tune_trains_in_its_precision_and_serves_float32(
     assert manifest["metrics"]["val_loss"] == pytest.approx(served, rel=1e-4, abs=1e-5)
 
 
+def test_stage_taps_build_over_a_backbone_already_on_the_gpu() -> None:
+    from headstart.backbones import create_backbone
+    from headstart.multilayer import StageTaps
+    from tests.conftest import TINY
+
+    bb = create_backbone(TINY, "none")
+    expected = StageTaps(bb.module, bb.spec.family).dims
+    assert StageTaps(bb.module.to(GPU), bb.spec.family).dims == expected  # recommend's order
+
+
 @pytest.mark.parametrize("layers", ["last", "all"])
 def test_a_probe_trains_on_the_gpu_and_scores_alike_there_and_on_the_cpu(
     layers: str, trainval_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture

@@ -122,6 +122,16 @@ def test_a_multilayer_probe_trains_on_every_cached_view_with_folds_by_image(
     )
 
 
+def test_stage_taps_probe_the_backbone_where_and_as_it_is() -> None:
+    """``recommend`` taps a backbone its frozen pass already moved to the GPU: the probe
+    image that sizes the stages follows the backbone's device and dtype (a bfloat16 module
+    stands in for the GPU here; test_cuda taps one on the GPU)."""
+    bb = create_backbone(TINY, "none")
+    expected = StageTaps(bb.module, bb.spec.family).dims
+    taps = StageTaps(bb.module.to(torch.bfloat16), bb.spec.family)
+    assert taps.dims == expected
+
+
 def test_use_top_zeroes_the_features_of_the_stages_not_read() -> None:
     bb = create_backbone(TINY, "none")
     taps = StageTaps(bb.module, bb.spec.family).eval()
