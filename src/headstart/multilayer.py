@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from headstart.backbones.split import Part, forward_parts, part_stages
+from headstart.backbones.split import Part, forward_parts, part_stages, probe_images
 from headstart.errors import ConfigError
 
 LAYERS = ("last", "all")
@@ -50,14 +50,8 @@ class StageTaps(nn.Module):
         self.stage_names = [stages[i] for i in sorted(self._ends)]
         was_training = backbone.training
         backbone.eval()
-        # a probe image where the backbone is (``recommend`` taps one its frozen pass has
-        # already moved to the GPU), in its dtype
-        p = next(backbone.parameters())
-        with torch.no_grad():
-            dims = [
-                t.shape[1]
-                for t in self._pooled(torch.zeros(1, 3, 64, 64, device=p.device, dtype=p.dtype))
-            ]
+        with torch.no_grad():  # where the backbone is: recommend taps one already on a GPU
+            dims = [t.shape[1] for t in self._pooled(probe_images(backbone))]
         backbone.train(was_training)
         self.dims = dims  # features per stage, in order
         self.register_buffer("mean", torch.zeros(sum(dims)))

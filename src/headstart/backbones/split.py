@@ -117,3 +117,20 @@ def cut_backbone(module: nn.Module, family: str, first_trainable: str | None) ->
     if i == 0:
         return None  # nothing frozen in front
     return Cut(Chain(parts[:i]), Chain(parts[i:]), first_trainable)
+
+
+PROBE_SIZE = 64  # pixels of a probe image: enough for every stage of a CNN to run
+
+
+def probe_images(module: nn.Module) -> torch.Tensor | None:
+    """A small random image batch (2 x 3 x 64 x 64) where ``module`` is: on its device, in
+    its dtype and in channels-last layout, drawn from a generator of its own (the global
+    random state, which resumed runs replay, is not touched); None for a module without
+    parameters. What a network is run on to learn its shapes (``StageTaps``) or to check
+    a rewrite of it (``training.fold``)."""
+    param = next(module.parameters(), None)
+    if param is None:
+        return None
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, PROBE_SIZE, PROBE_SIZE, generator=gen)
+    return x.to(param.device, param.dtype, memory_format=torch.channels_last)

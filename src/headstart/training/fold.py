@@ -31,8 +31,9 @@ from timm.layers import BatchNormAct2d
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from headstart.backbones.split import probe_images
+
 FOLDABLE = (nn.BatchNorm2d, BatchNormAct2d)  # exactly these types: their forward is known
-PROBE_SIZE = 64  # pixels of the input the pairs are found and the folding checked on
 TOLERANCE = 1e-3  # largest difference allowed, relative to the output's largest magnitude
 
 
@@ -77,7 +78,7 @@ def fold_batchnorm(module: nn.Module, example: torch.Tensor | None = None) -> Fo
     folding = Folding()
     if not any(type(m) in FOLDABLE and _frozen(m) for m in module.modules()):
         return folding
-    x = _probe_input(module) if example is None else example
+    x = probe_images(module) if example is None else example
     if x is None:
         return folding
     try:
@@ -121,17 +122,6 @@ def _frozen(bn: nn.Module) -> bool:
     if "forward" in vars(bn):  # _passthrough's mark: a second engine over one loaded run
         return False
     return not bn.training and bn.running_mean is not None and bn.running_var is not None
-
-
-def _probe_input(module: nn.Module) -> torch.Tensor | None:
-    """A small image batch on ``module``'s device, in its layout, drawn from a generator of
-    its own (the global random state, which resumed runs replay, is not touched)."""
-    param = next(module.parameters(), None)
-    if param is None:
-        return None
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, PROBE_SIZE, PROBE_SIZE, generator=gen)
-    return x.to(param.device, memory_format=torch.channels_last)
 
 
 def _conv_bn_pairs(
