@@ -154,7 +154,12 @@ def add_strategy_options(p: argparse.ArgumentParser) -> None:
         "--bn", choices=choices(StrategyConfig, "bn"),
         help="BatchNorm policy (the strategy's own: probe frozen, scratch train, others eval)",
     )  # fmt: skip
-    p.add_argument("--unfreeze-from", metavar="STAGE", help="partial: first trainable stage")
+    p.add_argument(
+        "--unfreeze-from",
+        metavar="STAGE",
+        help="partial: first trainable stage, or auto: the earliest stage the multi-layer "
+        "probe reads on this data (the default stage when it reads the last alone)",
+    )
     p.add_argument("--lr-decay", type=float, help="each earlier stage's LR x this (e.g. 0.5)")
     p.add_argument(
         "--stage-lr",

@@ -28,13 +28,12 @@ from headstart.config import TrainConfig
 from headstart.data import DataSplit, ImageDataset, eval_transform, pass_generator
 from headstart.errors import ConfigError
 from headstart.finetune.bn import BNShift, adapt_batchnorm, batchnorms, shift, statistics
-from headstart.model import Classifier
 from headstart.stats import wilson_interval
-from headstart.training.device import images_to, to_device
-from headstart.training.inputs import frozen_inputs
+from headstart.training.device import images_to
 from headstart.training.lbfgs import accuracy, target_tensors
 from headstart.training.objective import Objective
-from headstart.training.regularise import fit_head_by_cv, standard_error
+from headstart.training.regularise import standard_error
+from headstart.training.unfreeze import multilayer_choice
 
 BN_IMAGES = 256  # training images the BatchNorm shift is measured on (a sample is enough)
 
@@ -154,19 +153,11 @@ def domain_evidence(
     like ``train --layers all``'s), or None where its stages cannot be tapped."""
     start = time.perf_counter()
     try:
-        model = Classifier(
-            backbone.module, backbone.num_features,
-            {task: len(classes) for task, classes in split.tasks.items()}, 0.0,
-            backbone.spec.family, "all",
-        )  # fmt: skip
+        model, inputs, choice = multilayer_choice(cfg, backbone, split, cache, device,
+                                                  generator, objective, progress)  # fmt: skip
     except ConfigError:  # a backbone whose stages cannot be tapped: no such evidence
         return None
-    to_device(model, device)
-    inputs = frozen_inputs(cfg, backbone, split, device, generator, cache, progress, model.taps)
-    train, val = inputs.train.dataset, inputs.val.dataset
-    raw = train.features[:, 0].to(device)  # type: ignore[attr-defined]
-    choice, _, _ = fit_head_by_cv(model, model.taps, raw, train.targets, objective, cfg.seed,  # type: ignore[attr-defined]
-                                  groups=split.group_codes())  # fmt: skip
+    val = inputs.val.dataset
     with torch.no_grad():
         val_x = model.taps.normalize(val.features[:, 0].to(device))  # type: ignore[attr-defined]
     y_val = {t: v.to(device) for t, v in target_tensors(val.targets).items()}  # type: ignore[attr-defined]

@@ -86,12 +86,16 @@ class Choice:
         """The binomial standard error of the best cross-validated accuracy."""
         return standard_error(max(self.scores.values()), self.images)
 
-    def line(self) -> str:
-        """The console line."""
-        per_k = ", ".join(
+    def per_stage_count(self) -> str:
+        """The best cross-validated accuracy of each stage set, ``last 1: 0.7589, ...``."""
+        return ", ".join(
             f"last {k}: {max(a for (kk, _), a in self.scores.items() if kk == k):.4f}"
             for k in sorted({k for k, _ in self.scores})
         )
+
+    def line(self) -> str:
+        """The console line."""
+        per_k = self.per_stage_count()
         cv = f"chosen by {self.folds}-fold cross-validation on the training features"
         if self.losses:  # the last layer's features: only the penalty, by log-loss
             return (

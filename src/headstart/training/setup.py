@@ -39,6 +39,7 @@ from headstart.training.lr_find import RangeTest, range_test
 from headstart.training.memory import check_checkpointing, checkpoint_activations
 from headstart.training.objective import Objective, balanced_class_weights, check_monitor
 from headstart.training.precision import Precision, for_layers, resolve_precision
+from headstart.training.unfreeze import AUTO_STAGE, StageChoice, choose_unfreeze_stage
 from headstart.training.warm_head import STRATEGIES as WARM_STRATEGIES
 from headstart.training.warm_head import WarmHead, warm_start
 
@@ -138,9 +139,13 @@ def strategy_options(cfg: TrainConfig) -> StrategyOptions:
 
 
 def plan_for(cfg: TrainConfig, backbone: Backbone) -> Plan:
-    """The strategy plan of ``cfg`` over the backbone's stages."""
+    """The strategy plan of ``cfg`` over the backbone's stages (``--unfreeze-from auto``:
+    the default stage until :func:`prepare_data` has chosen one)."""
+    opts = strategy_options(cfg)
+    if opts.unfreeze_from == AUTO_STAGE:
+        opts = replace(opts, unfreeze_from=None)
     return make_plan(
-        strategy_options(cfg),
+        opts,
         list(backbone.stages()),
         cfg.optim.epochs,
         DEFAULT_UNFREEZE_FROM.get(backbone.spec.family),
@@ -205,6 +210,7 @@ class Ready:
     device: torch.device
     generator: torch.Generator
     precision: Precision
+    unfreeze: StageChoice | None = None  # --unfreeze-from auto's choice
 
 
 def build_backbone(cfg: TrainConfig, white: int | None = None) -> Backbone:
@@ -242,7 +248,14 @@ def prepare_data(
     echo(split.summary())
     device = resolve_device(cfg.device)
     precision = resolve_precision(for_layers(cfg.precision, cfg.model.layers), device)
-    return Ready(backbone, plan, cache, split, objective, device, gen, precision)
+    unfreeze = None
+    if plan.name == "partial" and cfg.strategy.unfreeze_from == AUTO_STAGE:
+        default = next(iter(plan.phases[0].lr_mult))  # the first stage the default trains
+        unfreeze = choose_unfreeze_stage(cfg, backbone, default, split, cache, device, gen,
+                                         objective, progress)  # fmt: skip
+        echo(unfreeze.line())
+        plan = plan_for(cfg.with_overrides({"strategy.unfreeze_from": unfreeze.stage}), backbone)
+    return Ready(backbone, plan, cache, split, objective, device, gen, precision, unfreeze)
 
 
 @dataclass

@@ -311,6 +311,7 @@ def train(
         **_manifest(cfg, model, backbone, split, plan, result, per_phase, total, inputs, objective),
         "weight_decay": None if choice else cfg.optim.weight_decay,
         "precision": ready.precision.name,
+        "unfreeze_from": ready.unfreeze.to_dict() if ready.unfreeze else None,
         "distributed": w.to_dict(cfg.optim.batch_size) if w.active else None,
         "head_cv": {**choice.to_dict(), "objective": objective.to_dict()} if choice else None,
         "warm_head": warm.to_dict() if warm else None,
