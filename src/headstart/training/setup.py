@@ -39,7 +39,7 @@ from headstart.training.lr_find import RangeTest, range_test
 from headstart.training.memory import check_checkpointing, checkpoint_activations
 from headstart.training.objective import Objective, balanced_class_weights, check_monitor
 from headstart.training.precision import Precision, for_layers, resolve_precision
-from headstart.training.unfreeze import AUTO_STAGE, StageChoice, choose_unfreeze_stage
+from headstart.training.unfreeze import AUTO_STAGE, StageChoice, multilayer_choice, unfreeze_stage
 from headstart.training.warm_head import STRATEGIES as WARM_STRATEGIES
 from headstart.training.warm_head import WarmHead, warm_start
 
@@ -91,6 +91,12 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             "ConfigError: --drop-path regularises a backbone that trains, and a probe's is "
             "frozen (its features read once, every block run); leave it out, or use it with "
             "--strategy partial, finetune, gradual, lp-ft or scratch."
+        )
+    if s.unfreeze_from == AUTO_STAGE and not cfg.data.cache:
+        raise ConfigError(
+            "ConfigError: --unfreeze-from auto chooses the stage from every stage's cached "
+            "features; leave out --no-cache, or name the stage (see `headstart inspect "
+            "BACKBONE`)."
         )
     if not cfg.data.root and not cfg.data.labels:
         raise ConfigError(
@@ -251,8 +257,12 @@ def prepare_data(
     unfreeze = None
     if plan.name == "partial" and cfg.strategy.unfreeze_from == AUTO_STAGE:
         default = next(iter(plan.phases[0].lr_mult))  # the first stage the default trains
-        unfreeze = choose_unfreeze_stage(cfg, backbone, default, split, cache, device, gen,
-                                         objective, progress)  # fmt: skip
+        try:
+            _, _, choice = multilayer_choice(cfg, backbone, split, cache, device, gen,
+                                             objective, progress)  # fmt: skip
+        except ConfigError as e:  # a backbone whose stages cannot be tapped
+            raise ConfigError(f"{e} (--unfreeze-from auto reads every stage: name one.)") from None
+        unfreeze = unfreeze_stage(choice, backbone.stages(), default)
         echo(unfreeze.line())
         plan = plan_for(cfg.with_overrides({"strategy.unfreeze_from": unfreeze.stage}), backbone)
     return Ready(backbone, plan, cache, split, objective, device, gen, precision, unfreeze)

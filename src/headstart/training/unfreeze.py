@@ -23,7 +23,6 @@ from headstart.backbones import Backbone
 from headstart.cache import Cache
 from headstart.config import TrainConfig
 from headstart.data import DataSplit
-from headstart.errors import ConfigError
 from headstart.model import Classifier
 from headstart.training.device import to_device
 from headstart.training.inputs import Inputs, frozen_inputs
@@ -105,31 +104,8 @@ def multilayer_choice(
     return model, inputs, choice
 
 
-def choose_unfreeze_stage(
-    cfg: TrainConfig,
-    backbone: Backbone,
-    default: str,
-    split: DataSplit,
-    cache: Cache | None,
-    device: torch.device,
-    generator: torch.Generator,
-    objective: Objective,
-    progress: bool = True,
-) -> StageChoice:
-    """Where ``partial`` starts on this data: the earlier of ``default`` and the first
-    stage the multi-layer probe's cross-validation reads (:func:`multilayer_choice`)."""
-    if cache is None:
-        raise ConfigError(
-            "ConfigError: --unfreeze-from auto chooses the stage from every stage's cached "
-            "features; leave out --no-cache, or name the stage (see `headstart inspect "
-            "BACKBONE`)."
-        )
-    try:
-        _, _, choice = multilayer_choice(cfg, backbone, split, cache, device, generator,
-                                         objective, progress)  # fmt: skip
-    except ConfigError as e:  # a backbone whose stages cannot be tapped
-        raise ConfigError(
-            f"{e} (--unfreeze-from auto reads every stage's output: name the stage instead.)"
-        ) from None
-    first_read = choice.stage_names[-choice.stages]
-    return StageChoice(earliest(backbone.stages(), default, first_read), default, choice)
+def unfreeze_stage(choice: Choice, stages: Sequence[str], default: str) -> StageChoice:
+    """Where ``partial`` starts on this data: the earlier of ``default`` and the first of
+    the ``stages`` the multi-layer probe's ``choice`` reads (:func:`multilayer_choice`)."""
+    return StageChoice(earliest(stages, default, choice.stage_names[-choice.stages]), default,
+                       choice)  # fmt: skip
