@@ -181,6 +181,10 @@ def test_inspect_shows_stages_trainable_sets_and_lrs(capsys: pytest.CaptureFixtu
     assert out.rstrip().endswith("11,177,538     1,026")  # the probe trains only the head
     assert main(["inspect", "resnet18", "--strategy", "partial", "--unfreeze-from", "layer4"]) == 0
     assert capsys.readouterr().out.rstrip().endswith("8,394,754")
+    assert main(["inspect", "resnet18", "--strategy", "partial", "--unfreeze-from", "auto"]) == 0
+    out = capsys.readouterr().out  # no data to choose from: the default, said so
+    assert "8,394,754" in out and "train chooses the stage from the data" in out
+    assert out.rstrip().endswith("the default, layer4")
     assert main(["inspect", "resnet18", "--strategy", "gradual", "--unfreeze-every", "3"]) == 0
     assert "epoch 4+" in capsys.readouterr().out
 

@@ -278,6 +278,7 @@ def inspect(args: argparse.Namespace) -> int:
     from headstart.finetune.scaling import rule_line, scaled_lr
     from headstart.model import DEFAULT_TASK, Classifier
     from headstart.training.setup import plan_for
+    from headstart.training.unfreeze import AUTO_STAGE
 
     strategy = StrategyConfig(
         name=args.strategy, lr=args.lr, head_lr_mult=args.head_lr_mult, bn=args.bn,
@@ -302,6 +303,12 @@ def inspect(args: argparse.Namespace) -> int:
         f"{args.epochs} epochs\n"
     )
     print(format_table(describe(model, plan, lr), plan))
+    if plan.name == "partial" and args.unfreeze_from == AUTO_STAGE:
+        default = next(iter(plan.phases[0].lr_mult))
+        print(
+            f"\n--unfreeze-from auto: train chooses the stage from the data (the earliest the "
+            f"multi-layer probe reads); shown above: the default, {default}"
+        )
     return 0
 
 
