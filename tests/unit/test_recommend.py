@@ -50,7 +50,7 @@ def test_the_pick_is_the_fastest_within_one_standard_error_of_the_best() -> None
 
 def _domain(stages_read: int, last: float, multi: float) -> DomainEvidence:
     return DomainEvidence("small", stages_read, 9, last, multi, 1000, multi, (0.0, 1.0), 250,
-                          BNShift(40, 0.8, 1.2, 256), 5.0)  # fmt: skip
+                          BNShift(40, 0.8, 1.2, 256), 5.0, "blocks.3")  # fmt: skip
 
 
 def test_far_from_imagenet_the_measured_multi_layer_probe_is_the_pick() -> None:
@@ -63,6 +63,7 @@ def test_far_from_imagenet_the_measured_multi_layer_probe_is_the_pick() -> None:
     assert far.overrides()["model.layers"] == "all"
     said = "\n".join(far.reasons())
     assert "sits far from ImageNet" in said and "--strategy finetune" in said
+    assert "--unfreeze-from auto, which trains the backbone from blocks.3" in said
     assert "variances by a factor of 3.32" in said  # exp(1.2): shown, not acted on
     assert (
         [r for r in far.table().splitlines() if r.endswith("*")][-1]

@@ -53,6 +53,7 @@ class DomainEvidence:
     n_val: int
     bn: BNShift | None
     seconds: float
+    first_read: str = ""  # the earliest stage it reads (where --unfreeze-from auto starts)
 
     @property
     def far(self) -> bool:
@@ -102,6 +103,7 @@ class DomainEvidence:
             "backbone": self.backbone,
             "stages_read": self.stages_read,
             "stages": self.stages,
+            "first_read": self.first_read,
             "last_cv": self.last_cv,
             "multi_cv": self.multi_cv,
             "gap": self.gap,
@@ -180,4 +182,5 @@ def domain_evidence(
         n_val=n_val,
         bn=bn,
         seconds=time.perf_counter() - start,
+        first_read=choice.stage_names[-choice.stages],
     )

@@ -170,6 +170,12 @@ class Recommendation:
                     f"{FINETUNE_EPOCHS * pick.finetune_epoch_seconds() / 60:.0f} min here and its "
                     "accuracy is not measured: try it with --strategy finetune when that time "
                     "is worth a point or two"
+                    + (
+                        f", or --strategy partial --unfreeze-from auto, which trains the "
+                        f"backbone from {self.domain.first_read}, the earliest stage it reads"
+                        if self.domain.first_read
+                        else ""
+                    )
                 )
         if self.pilot is not None:
             lines += self.pilot.lines()
