@@ -304,10 +304,9 @@ def inspect(args: argparse.Namespace) -> int:
     )
     print(format_table(describe(model, plan, lr), plan))
     if plan.name == "partial" and args.unfreeze_from == AUTO_STAGE:
-        default = next(iter(plan.phases[0].lr_mult))
         print(
             f"\n--unfreeze-from auto: train chooses the stage from the data (the earliest the "
-            f"multi-layer probe reads); shown above: the default, {default}"
+            f"multi-layer probe reads); shown above: the default, {plan.first_trainable}"
         )
     return 0
 

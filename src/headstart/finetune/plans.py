@@ -40,6 +40,11 @@ class Plan:
     phases: list[Phase] = field(default_factory=list)
     bn: BnPolicy = "frozen"
 
+    @property
+    def first_trainable(self) -> str:
+        """The first stage the first phase trains (``head`` for a probe)."""
+        return next(iter(self.phases[0].lr_mult))
+
     def phase_at(self, epoch: int) -> Phase:
         """The phase in force at ``epoch`` (0-based)."""
         return [p for p in self.phases if p.start_epoch <= epoch][-1]

@@ -182,5 +182,5 @@ def domain_evidence(
         n_val=n_val,
         bn=bn,
         seconds=time.perf_counter() - start,
-        first_read=choice.stage_names[-choice.stages],
+        first_read=choice.first_read,
     )

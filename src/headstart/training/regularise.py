@@ -86,6 +86,11 @@ class Choice:
         """The binomial standard error of the best cross-validated accuracy."""
         return standard_error(max(self.scores.values()), self.images)
 
+    @property
+    def first_read(self) -> str:
+        """The earliest stage the chosen set reads."""
+        return self.stage_names[-self.stages]
+
     def per_stage_count(self) -> str:
         """The best cross-validated accuracy of each stage set, ``last 1: 0.7589, ...``."""
         return ", ".join(

@@ -256,13 +256,12 @@ def prepare_data(
     precision = resolve_precision(for_layers(cfg.precision, cfg.model.layers), device)
     unfreeze = None
     if plan.name == "partial" and cfg.strategy.unfreeze_from == AUTO_STAGE:
-        default = next(iter(plan.phases[0].lr_mult))  # the first stage the default trains
         try:
             _, _, choice = multilayer_choice(cfg, backbone, split, cache, device, gen,
                                              objective, progress)  # fmt: skip
         except ConfigError as e:  # a backbone whose stages cannot be tapped
             raise ConfigError(f"{e} (--unfreeze-from auto reads every stage: name one.)") from None
-        unfreeze = unfreeze_stage(choice, backbone.stages(), default)
+        unfreeze = unfreeze_stage(choice, backbone.stages(), plan.first_trainable)
         echo(unfreeze.line())
         plan = plan_for(cfg.with_overrides({"strategy.unfreeze_from": unfreeze.stage}), backbone)
     return Ready(backbone, plan, cache, split, objective, device, gen, precision, unfreeze)

@@ -43,7 +43,6 @@ class StageChoice:
     def line(self) -> str:
         """The console line."""
         c = self.choice
-        read = c.stage_names[-c.stages]
         cv = f"{c.folds}-fold cross-validation on the training images: {c.per_stage_count()}"
         if self.stage != self.default:
             return (
@@ -53,7 +52,7 @@ class StageChoice:
             )
         return (
             f"partial: unfreezes from {self.stage}, the default (the multi-layer probe reads "
-            f"from {read} on by {cv})"
+            f"from {c.first_read} on by {cv})"
         )
 
     def to_dict(self) -> dict:
@@ -107,5 +106,4 @@ def multilayer_choice(
 def unfreeze_stage(choice: Choice, stages: Sequence[str], default: str) -> StageChoice:
     """Where ``partial`` starts on this data: the earlier of ``default`` and the first of
     the ``stages`` the multi-layer probe's ``choice`` reads (:func:`multilayer_choice`)."""
-    return StageChoice(earliest(stages, default, choice.stage_names[-choice.stages]), default,
-                       choice)  # fmt: skip
+    return StageChoice(earliest(stages, default, choice.first_read), default, choice)
