@@ -220,9 +220,9 @@ def test_recommend_reads_every_candidate_at_the_datas_depth(
     for name in ("backbone_evidence", "domain_evidence"):
         original = getattr(run, name)
 
-        def spy(cfg, backbone, *args, _original=original, **kwargs):  # type: ignore[no-untyped-def]
-            seen.append(backbone.preprocessing.white_level)
-            return _original(cfg, backbone, *args, **kwargs)
+        def spy(cfg, ready, *args, _original=original, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append(ready.backbone.preprocessing.white_level)
+            return _original(cfg, ready, *args, **kwargs)
 
         monkeypatch.setattr(run, name, spy)
     data = _twelve_bit_classes(tmp_path / "data")

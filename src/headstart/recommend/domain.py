@@ -16,13 +16,12 @@ import copy
 import math
 import time
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader
 
-from headstart.backbones import Backbone
 from headstart.backbones.preprocessing import Preprocessing
-from headstart.cache import Cache
 from headstart.cache.decoded import image_reader
 from headstart.config import TrainConfig
 from headstart.data import DataSplit, ImageDataset, eval_transform, pass_generator
@@ -31,9 +30,11 @@ from headstart.finetune.bn import BNShift, adapt_batchnorm, batchnorms, shift, s
 from headstart.stats import wilson_interval
 from headstart.training.device import images_to
 from headstart.training.lbfgs import accuracy, target_tensors
-from headstart.training.objective import Objective
 from headstart.training.regularise import standard_error
 from headstart.training.unfreeze import multilayer_choice
+
+if TYPE_CHECKING:
+    from headstart.training.setup import Ready
 
 BN_IMAGES = 256  # training images the BatchNorm shift is measured on (a sample is enough)
 
@@ -141,22 +142,13 @@ def bn_shift(
     return replace(shift(before, copied), images=len(sample))
 
 
-def domain_evidence(
-    cfg: TrainConfig,
-    backbone: Backbone,
-    split: DataSplit,
-    cache: Cache | None,
-    device: torch.device,
-    generator: torch.Generator,
-    objective: Objective,
-    progress: bool = True,
-) -> DomainEvidence | None:
-    """The multi-layer probe's evidence for ``backbone`` (a built one; its features cached
-    like ``train --layers all``'s), or None where its stages cannot be tapped."""
+def domain_evidence(cfg: TrainConfig, ready: Ready, progress: bool = True) -> DomainEvidence | None:
+    """The multi-layer probe's evidence for ``ready``'s backbone (a built one; its features
+    cached like ``train --layers all``'s), or None where its stages cannot be tapped."""
     start = time.perf_counter()
+    backbone, split, device, objective = ready.backbone, ready.split, ready.device, ready.objective
     try:
-        model, inputs, choice = multilayer_choice(cfg, backbone, split, cache, device,
-                                                  generator, objective, progress)  # fmt: skip
+        model, inputs, choice = multilayer_choice(cfg, ready, progress)
     except ConfigError:  # a backbone whose stages cannot be tapped: no such evidence
         return None
     val = inputs.val.dataset

@@ -8,14 +8,14 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from headstart.backbones import Backbone, count_parameters
-from headstart.cache import Cache
 from headstart.config import TrainConfig
-from headstart.data import DataSplit, task_labels
+from headstart.data import task_labels
 from headstart.model import Classifier
 from headstart.recommend.transferability import knn_loo_accuracy, logme
 from headstart.stats import wilson_interval
@@ -25,6 +25,9 @@ from headstart.training.inputs import frozen_inputs
 from headstart.training.lbfgs import HeadsCopy, accuracy, target_tensors
 from headstart.training.objective import Objective
 from headstart.training.regularise import fit_last_layer_head
+
+if TYPE_CHECKING:
+    from headstart.training.setup import Ready
 
 TRAIN_STEP_COST = 3.0  # a training step costs about 3 forward passes (forward + backward)
 CURVE_FRACTIONS = (0.25, 0.5, 1.0)
@@ -163,23 +166,15 @@ def throughput(
     return {name: batch / seconds for name, seconds in best.items()}
 
 
-def backbone_evidence(
-    cfg: TrainConfig,
-    backbone: Backbone,
-    split: DataSplit,
-    cache: Cache | None,
-    device: torch.device,
-    generator: torch.Generator,
-    objective: Objective,
-    progress: bool = True,
-) -> BackboneEvidence:
-    """Evidence for ``backbone`` (as ``training.setup.build_backbone`` builds it) on
-    ``split``, features from the cache when there; its throughput is :func:`throughput`'s
+def backbone_evidence(cfg: TrainConfig, ready: Ready, progress: bool = True) -> BackboneEvidence:
+    """Evidence for ``ready``'s backbone (as ``training.setup.build_backbone`` builds it) on
+    its split, features from the cache when there; its throughput is :func:`throughput`'s
     to fill in."""
     start = time.perf_counter()
+    backbone, split, device, objective = ready.backbone, ready.split, ready.device, ready.objective
     name = backbone.spec.name
     cfg = replace(cfg, model=replace(cfg.model, backbone=name))
-    inputs = frozen_inputs(cfg, backbone, split, device, generator, cache, progress)
+    inputs = frozen_inputs(cfg, backbone, split, device, ready.generator, ready.cache, progress)
     train, val = inputs.train.dataset, inputs.val.dataset
     raw = train.features[:, 0]  # type: ignore[attr-defined]
     targets = list(train.targets)  # type: ignore[attr-defined]

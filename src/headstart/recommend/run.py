@@ -76,18 +76,14 @@ def recommend(
     for name in usable:
         white = ready.backbone.preprocessing.white_level  # the data's, for every candidate
         built[name] = build_backbone(cfg.with_overrides({"model.backbone": name}), white)
-        e = backbone_evidence(cfg, built[name], ready.split, ready.cache, ready.device,
-                              ready.generator, ready.objective, progress)  # fmt: skip
+        e = backbone_evidence(cfg, replace(ready, backbone=built[name]), progress)
         echo(f"{name}: evidence in {e.seconds:.0f} s")
         evidence.append(e)
     speed = throughput(built, cfg.optim.batch_size, ready.device, ready.precision.autocast)
     evidence = [replace(e, images_per_s=speed[e.backbone]) for e in evidence]
     rec = Recommendation(evidence, skipped, budget_s)
     pick = cfg.with_overrides({"model.backbone": rec.best.backbone})
-    rec.domain = domain_evidence(
-        pick, built[rec.best.backbone], ready.split, ready.cache, ready.device, ready.generator,
-        ready.objective, progress,
-    )  # fmt: skip
+    rec.domain = domain_evidence(pick, replace(ready, backbone=built[rec.best.backbone]), progress)
     if rec.domain is not None:
         echo(f"{rec.best.backbone}: multi-layer and BatchNorm evidence in "
              f"{rec.domain.seconds:.0f} s")  # fmt: skip

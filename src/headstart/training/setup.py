@@ -254,17 +254,17 @@ def prepare_data(
     echo(split.summary())
     device = resolve_device(cfg.device)
     precision = resolve_precision(for_layers(cfg.precision, cfg.model.layers), device)
-    unfreeze = None
+    ready = Ready(backbone, plan, cache, split, objective, device, gen, precision)
     if plan.name == "partial" and cfg.strategy.unfreeze_from == AUTO_STAGE:
         try:
-            _, _, choice = multilayer_choice(cfg, backbone, split, cache, device, gen,
-                                             objective, progress)  # fmt: skip
+            _, _, choice = multilayer_choice(cfg, ready, progress)
         except ConfigError as e:  # a backbone whose stages cannot be tapped
             raise ConfigError(f"{e} (--unfreeze-from auto reads every stage: name one.)") from None
         unfreeze = unfreeze_stage(choice, backbone.stages(), plan.first_trainable)
         echo(unfreeze.line())
         plan = plan_for(cfg.with_overrides({"strategy.unfreeze_from": unfreeze.stage}), backbone)
-    return Ready(backbone, plan, cache, split, objective, device, gen, precision, unfreeze)
+        ready = replace(ready, plan=plan, unfreeze=unfreeze)
+    return ready
 
 
 @dataclass

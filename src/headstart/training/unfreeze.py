@@ -16,18 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from headstart.backbones import Backbone
-from headstart.cache import Cache
 from headstart.config import TrainConfig
-from headstart.data import DataSplit
 from headstart.model import Classifier
 from headstart.training.device import to_device
 from headstart.training.inputs import Inputs, frozen_inputs
-from headstart.training.objective import Objective
 from headstart.training.regularise import Choice, fit_head_by_cv
+
+if TYPE_CHECKING:
+    from headstart.training.setup import Ready
 
 AUTO_STAGE = "auto"  # --unfreeze-from auto
 
@@ -76,29 +74,24 @@ def earliest(stages: Sequence[str], default: str, first_read: str) -> str:
 
 
 def multilayer_choice(
-    cfg: TrainConfig,
-    backbone: Backbone,
-    split: DataSplit,
-    cache: Cache | None,
-    device: torch.device,
-    generator: torch.Generator,
-    objective: Objective,
-    progress: bool = True,
+    cfg: TrainConfig, ready: Ready, progress: bool = True
 ) -> tuple[Classifier, Inputs, Choice]:
-    """The multi-layer probe over ``backbone`` (every stage's features cached as ``train
-    --layers all`` caches them), its stages and penalty chosen by cross-validation on the
-    training images and its heads fitted; the validation images are untouched. Raises
-    ConfigError where the stages cannot be tapped."""
+    """The multi-layer probe over ``ready``'s backbone and split (every stage's features
+    cached as ``train --layers all`` caches them), its stages and penalty chosen by
+    cross-validation on the training images and its heads fitted; the validation images are
+    untouched. Raises ConfigError where the stages cannot be tapped."""
+    backbone, split, device = ready.backbone, ready.split, ready.device
     model = Classifier(
         backbone.module, backbone.num_features,
         {task: len(classes) for task, classes in split.tasks.items()}, 0.0,
         backbone.spec.family, "all",
     )  # fmt: skip
     to_device(model, device)
-    inputs = frozen_inputs(cfg, backbone, split, device, generator, cache, progress, model.taps)
+    inputs = frozen_inputs(cfg, backbone, split, device, ready.generator, ready.cache, progress,
+                           model.taps)  # fmt: skip
     train = inputs.train.dataset
     raw = train.features[:, 0].to(device)  # type: ignore[attr-defined]
-    choice, _, _ = fit_head_by_cv(model, model.taps, raw, train.targets, objective, cfg.seed,  # type: ignore[attr-defined]
+    choice, _, _ = fit_head_by_cv(model, model.taps, raw, train.targets, ready.objective, cfg.seed,  # type: ignore[attr-defined]
                                   groups=split.group_codes())  # fmt: skip
     return model, inputs, choice
 
